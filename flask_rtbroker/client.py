@@ -1,0 +1,230 @@
+"""Client: one realtime connection, its subscriptions, a key/value store and a bounded queue.
+
+Mirrors PocketBase's ``subscriptions.Client``. :meth:`DefaultClient.send` never blocks: it
+appends to the client's queue and wakes the stream that drains it. A client whose queue is full
+is a slow consumer and is discarded (its stream ends; the SDK reconnects and resubscribes).
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
+
+from .message import Message
+from .options import SubscriptionOptions, matches_prefix, parse_options
+
+if TYPE_CHECKING:
+    from .topic_index import TopicIndex
+
+AUTH_KEY = "auth"
+"""Store key of the client's auth identity (PocketBase's ``RealtimeClientAuthKey``)."""
+IP_KEY = "ip"
+"""Store key of the IP address the client's stream was opened from."""
+
+CLIENT_ID_LENGTH = 40
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+DISCARD_DISCARDED = "discarded"
+DISCARD_SLOW = "slow"
+DISCARD_CLOSED = "closed"
+
+
+def new_client_id() -> str:
+    """Return a random 40-character ``[A-Za-z0-9]`` id from the OS CSPRNG (~238 bits)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(CLIENT_ID_LENGTH))
+
+
+class Waker(Protocol):
+    """An event the stream waits on and :meth:`Client.send` sets (threading or gevent Event)."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+@runtime_checkable
+class Client(Protocol):
+    """What the broker and the stream need of a realtime client."""
+
+    @property
+    def id(self) -> str: ...
+
+    def subscriptions(self, *prefixes: str) -> dict[str, SubscriptionOptions]: ...
+
+    def subscribe(self, *subscriptions: str) -> None: ...
+
+    def unsubscribe(self, *subscriptions: str) -> None: ...
+
+    def has_subscription(self, subscription: str) -> bool: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def unset(self, key: str) -> None: ...
+
+    def discard(self, reason: str = DISCARD_DISCARDED) -> None: ...
+
+    @property
+    def is_discarded(self) -> bool: ...
+
+    def send(self, message: Message) -> None: ...
+
+
+class DefaultClient:
+    """The default :class:`Client`: a deque bounded at *queue_size* messages plus a waker event."""
+
+    __slots__ = (
+        "_id",
+        "frame_prefix",
+        "_subscriptions",
+        "_store",
+        "_queue",
+        "_queue_size",
+        "_waker",
+        "_index",
+        "discard_reason",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        client_id: str | None = None,
+        *,
+        queue_size: int = 1000,
+        waker: Waker | None = None,
+    ) -> None:
+        self._id = client_id or new_client_id()
+        self.frame_prefix = b"id:" + self._id.encode("ascii")
+        self._subscriptions: dict[str, SubscriptionOptions] = {}
+        self._store: dict[str, Any] = {}
+        self._queue: deque[Message] = deque()
+        self._queue_size = queue_size
+        self._waker: Waker = waker if waker is not None else threading.Event()
+        self._index: TopicIndex | None = None
+        self.discard_reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The client id, sent to the client in ``PB_CONNECT`` and as every event's ``id:``."""
+        return self._id
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscriptions(self, *prefixes: str) -> dict[str, SubscriptionOptions]:
+        """Return a copy of the subscriptions, all or those matching any of *prefixes*.
+
+        A subscription matches a prefix when ``subscription + "?"`` starts with it, so
+        ``subscriptions("posts/*?")`` finds ``posts/*`` and ``posts/*?options=...``.
+        """
+        if not prefixes:
+            return dict(self._subscriptions)
+        return {
+            sub: options
+            for sub, options in self._subscriptions.items()
+            if any(matches_prefix(sub, prefix) for prefix in prefixes)
+        }
+
+    def subscribe(self, *subscriptions: str) -> None:
+        """Add subscriptions, parsing their ``?options=``; empty strings are skipped."""
+        added = []
+        for sub in subscriptions:
+            if not sub:
+                continue
+            if sub not in self._subscriptions:
+                added.append(sub)
+            self._subscriptions[sub] = parse_options(sub)
+        if added and self._index is not None:
+            self._index.add(self, added)
+
+    def unsubscribe(self, *subscriptions: str) -> None:
+        """Remove the given subscriptions, or all of them when called without arguments."""
+        targets = list(subscriptions) if subscriptions else list(self._subscriptions)
+        removed = [sub for sub in targets if self._subscriptions.pop(sub, None) is not None]
+        if removed and self._index is not None:
+            self._index.remove(self, removed)
+
+    def set_subscriptions(self, subscriptions: Iterable[str]) -> None:
+        """Replace the whole subscription set; keys kept in both sets never stop matching."""
+        wanted = dict.fromkeys(sub for sub in subscriptions if sub)
+        self.unsubscribe(*(sub for sub in list(self._subscriptions) if sub not in wanted))
+        self.subscribe(*(sub for sub in wanted if sub not in self._subscriptions))
+
+    def has_subscription(self, subscription: str) -> bool:
+        """Return True if *subscription* is one of the client's keys, byte for byte."""
+        return subscription in self._subscriptions
+
+    def bind_index(self, index: "TopicIndex | None") -> None:
+        """Attach the broker's topic index (None detaches); called by register/unregister."""
+        if self._index is not None and self._subscriptions:
+            self._index.remove(self, list(self._subscriptions))
+        self._index = index
+        if index is not None and self._subscriptions:
+            index.add(self, list(self._subscriptions))
+
+    # -- store ---------------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the stored value of *key*, e.g. ``client.get(AUTH_KEY)``."""
+        return self._store.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Store *value* under *key*."""
+        self._store[key] = value
+
+    def unset(self, key: str) -> None:
+        """Remove *key* from the store, if present."""
+        self._store.pop(key, None)
+
+    # -- lifecycle and delivery ----------------------------------------------------------------
+
+    def discard(self, reason: str = DISCARD_DISCARDED) -> None:
+        """Mark the client as gone and wake its stream so it ends; idempotent (first reason wins)."""
+        if self.discard_reason is not None:
+            return
+        self.discard_reason = reason
+        self._queue.clear()
+        self._waker.set()
+
+    @property
+    def is_discarded(self) -> bool:
+        """True once :meth:`discard` was called."""
+        return self.discard_reason is not None
+
+    def send(self, message: Message) -> None:
+        """Queue *message* for the stream without blocking; a full queue discards the client."""
+        if self.discard_reason is not None:
+            return
+        if len(self._queue) >= self._queue_size:
+            self.discard(DISCARD_SLOW)
+            return
+        self._queue.append(message)
+        self._waker.set()
+
+    def wake(self) -> None:
+        """Wake the stream without queueing anything (e.g. to let it notice a closed socket)."""
+        self._waker.set()
+
+    def wait(self, timeout: float | None) -> None:
+        """Block the stream until something is queued, the client is woken, or *timeout* passes."""
+        if self._waker.wait(timeout):
+            self._waker.clear()
+
+    def drain(self) -> list[Message]:
+        """Remove and return everything queued, oldest first."""
+        queue = self._queue
+        return [queue.popleft() for _ in range(len(queue))]
+
+    @property
+    def queued(self) -> int:
+        """How many messages wait in the queue."""
+        return len(self._queue)
+
+    def __repr__(self) -> str:
+        state = f" discarded={self.discard_reason}" if self.discard_reason else ""
+        return f"<DefaultClient {self._id[:8]}... subscriptions={len(self._subscriptions)}{state}>"

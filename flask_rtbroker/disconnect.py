@@ -1,0 +1,98 @@
+"""Noticing that the peer of a silent stream went away, without writing to it.
+
+A WSGI app normally learns of a dead client only when a write fails, and a PocketBase stream
+may be silent for minutes. So the stream watches its socket for readability: a readable socket
+on which a peek returns no bytes (or an error) means the peer closed it.
+
+- gevent: a libev io watcher wakes the stream the moment the socket becomes readable.
+- threads: the stream's wait is cut into ``RTBROKER_DISCONNECT_POLL`` slices and the socket
+  is polled between them.
+- no socket reachable from the WSGI environ: neither; heartbeats (or the idle timeout) end it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import Any, Callable, Mapping
+
+from .concurrency import ReadWatch, Runtime
+
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+def find_socket(environ: Mapping[str, Any]) -> Any | None:
+    """Return the client socket of this request, or None when the server does not expose it.
+
+    Known: gunicorn (``gunicorn.socket``), werkzeug's server (``werkzeug.socket``) and
+    gevent.pywsgi (the raw socket under ``wsgi.input``'s reader).
+    """
+    for key in ("gunicorn.socket", "werkzeug.socket"):
+        sock = environ.get(key)
+        if sock is not None:
+            return sock
+    rfile = getattr(environ.get("wsgi.input"), "rfile", None)
+    return getattr(getattr(rfile, "raw", None), "_sock", None)
+
+
+def peer_closed(sock: Any) -> bool:
+    """Peek at *sock*: True if the peer closed it (EOF or error), False if bytes wait or none do."""
+    try:
+        return sock.recv(1, _PEEK_FLAGS) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+class DisconnectWatch:
+    """Watches one stream's socket; :meth:`closed` says whether the peer went away."""
+
+    __slots__ = ("_sock", "_poll", "_watch", "_readable", "poll_interval")
+
+    def __init__(self, runtime: Runtime, sock: Any | None, wake: Callable[[], None], poll_interval: float) -> None:
+        self._sock = sock
+        self._poll: select.poll | None = None
+        self._watch: ReadWatch | None = None
+        self._readable = False
+        self.poll_interval: float | None = None
+        if sock is None:
+            return
+        try:
+            fileno = sock.fileno()
+        except OSError:
+            self._sock = None
+            return
+        if runtime.watches_sockets:
+            self._watch = runtime.watch_readable(fileno, lambda: self._on_readable(wake))
+        else:
+            self._poll = select.poll()
+            self._poll.register(fileno, select.POLLIN | select.POLLPRI)
+            self.poll_interval = poll_interval
+
+    def _on_readable(self, wake: Callable[[], None]) -> None:
+        self._readable = True
+        wake()
+
+    def closed(self) -> bool:
+        """Return True if the peer closed the connection (checks the socket only when readable)."""
+        if self._sock is None:
+            return False
+        if self._poll is not None:
+            self._readable = bool(self._poll.poll(0))
+        if not self._readable:
+            return False
+        self._readable = False
+        if peer_closed(self._sock):
+            return True
+        # Bytes are waiting (a pipelined request): stop watching; failed writes still end the stream.
+        self.stop()
+        self._sock = None
+        return False
+
+    def stop(self) -> None:
+        """Stop watching; safe to call more than once."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        self._poll = None

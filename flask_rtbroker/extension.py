@@ -1,0 +1,202 @@
+"""RealtimeBroker: the Flask extension object (``RealtimeBroker(app)`` or ``init_app(app)``)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Collection, Optional, TypeVar
+
+from flask import Flask, Request, current_app, has_app_context
+
+from . import signals
+from .broker import Broker
+from .client import DefaultClient
+from .config import DEFAULTS, Settings
+from .errors import MessageTooLarge, NotInitializedError
+from .fanout import BeforeSend, Recipient, fan_out
+from .message import Message
+from .state import BrokerState
+from .views import create_blueprint
+
+EXTENSION_KEY = "rtbroker"
+
+AuthLoader = Callable[[Request], Any]
+BeforeConnect = Callable[[DefaultClient, Request], None]
+BeforeSubscribe = Callable[[DefaultClient, list[str], Any], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+Target = Optional[Callable[[DefaultClient], bool] | str | Collection[str]]
+
+
+def _recipient(to: Target) -> Recipient | None:
+    if to is None or callable(to):
+        return to
+    ids = frozenset((to,) if isinstance(to, str) else to)
+    return lambda client: client.id in ids
+
+
+class RealtimeBroker:
+    """PocketBase-compatible realtime subscriptions for Flask apps.
+
+    ::
+
+        broker = RealtimeBroker(app)          # or RealtimeBroker(); broker.init_app(app)
+        broker.notify("example", {"test": 123})
+
+    One instance may serve several apps; each app gets its own client registry, kept in
+    ``app.extensions["rtbroker"]``. Methods act on the current app, or, outside an app
+    context, on the only app the instance was registered on.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self.auth_loader_hook: AuthLoader | None = None
+        self.before_connect_hook: BeforeConnect | None = None
+        self.before_subscribe_hook: BeforeSubscribe | None = None
+        self.before_send_hook: BeforeSend | None = None
+        self._states: "weakref.WeakKeyDictionary[Flask, BrokerState]" = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the realtime endpoint and a broker on *app*; read its ``RTBROKER_*`` config."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A RealtimeBroker is already registered on this app; create one per app or "
+                "call init_app only once."
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        state = BrokerState(Settings.from_config(app.config))
+        app.extensions[EXTENSION_KEY] = state
+        self._states[app] = state
+        app.register_blueprint(create_blueprint(self, state), url_prefix=state.settings.url_prefix)
+
+    # -- decision hooks ------------------------------------------------------------------------
+
+    def auth_loader(self, func: AuthLoader) -> AuthLoader:
+        """Decorate ``func(request) -> identity | None`` that reads the POST's auth.
+
+        The identity is stored on the client under ``AUTH_KEY``; None means guest. Raise nothing
+        for a bad token: like PocketBase, an invalid token is a guest.
+        """
+        self.auth_loader_hook = func
+        return func
+
+    def before_connect(self, func: F) -> F:
+        """Decorate ``func(client, request)``, run before a stream opens; raise ApiError to refuse."""
+        self.before_connect_hook = func
+        return func
+
+    def before_subscribe(self, func: F) -> F:
+        """Decorate ``func(client, subscriptions, auth)``, run before a POST is applied.
+
+        Raise :class:`ApiError` (e.g. 403) to reject the whole POST; nothing changes then.
+        """
+        self.before_subscribe_hook = func
+        return func
+
+    def before_send(self, func: F) -> F:
+        """Decorate ``func(client, message) -> Message | None``, run per delivery.
+
+        Return the message (or another one) to deliver it, None to skip this client. It runs on
+        the fan-out hot path: keep it cheap.
+        """
+        self.before_send_hook = func
+        return func
+
+    # -- state lookup --------------------------------------------------------------------------
+
+    def _app_and_state(self) -> tuple[Flask, BrokerState]:
+        if has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            state = app.extensions.get(EXTENSION_KEY)
+            if state is None or self._states.get(app) is not state:
+                raise NotInitializedError(
+                    "RealtimeBroker is not registered on this app; call init_app(app)."
+                )
+            return app, state
+        items = list(self._states.items())
+        if len(items) == 1:
+            return items[0]
+        if not items:
+            raise NotInitializedError("RealtimeBroker is not registered on any app; call init_app(app).")
+        raise NotInitializedError(
+            "RealtimeBroker is registered on several apps; call it inside an app context "
+            "(with app.app_context(): ...)."
+        )
+
+    def state(self) -> BrokerState:
+        """The current app's :class:`BrokerState` (settings, registry, runtime)."""
+        return self._app_and_state()[1]
+
+    @property
+    def subscriptions_broker(self) -> Broker:
+        """The current app's client registry (PocketBase's ``app.SubscriptionsBroker()``)."""
+        return self.state().broker
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _message(self, state: BrokerState, name: str, data: Any) -> Message:
+        message = Message(name, data)
+        limit = state.settings.max_message_size
+        if len(message.payload) > limit:
+            raise MessageTooLarge(
+                f"message data for {name!r} is {len(message.payload)} bytes encoded, over "
+                f"RTBROKER_MAX_MESSAGE_SIZE ({limit} bytes)"
+            )
+        return message
+
+    def notify(self, topic: str, data: Any, *, to: Target = None) -> int:
+        """Send *data* to every client subscribed to *topic*; return the deliveries queued here.
+
+        A client receives it once per matching subscription key: ``topic`` itself and ``topic``
+        with the SDK's ``?options=...`` appended, the event named after that key. *to* narrows
+        the recipients: a predicate ``(client) -> bool``, a client id or a collection of ids.
+        Raises ValueError for a topic with a line break, MessageTooLarge past the size limit.
+        """
+        app, state = self._app_and_state()
+        message = self._message(state, topic, data)
+        delivered = fan_out(
+            state.runtime,
+            state.broker.subscribers(topic),
+            message,
+            chunk_size=state.settings.chunk_size,
+            recipient=_recipient(to),
+            before_send=self.before_send_hook,
+        )
+        signals.message_notified.send(app, message=message, topic=topic, delivered=delivered)
+        return delivered
+
+    def send(self, client_id: str, name: str, data: Any) -> None:
+        """Send one event named *name* to the client *client_id*, subscribed or not.
+
+        Raises :class:`ClientNotFound` when no such client is connected to this process.
+        """
+        state = self.state()
+        client = state.broker.get_client(client_id)
+        message: Message | None = self._message(state, name, data)
+        if self.before_send_hook is not None:
+            message = self.before_send_hook(client, message)  # type: ignore[arg-type]
+        if message is not None:
+            client.send(message)
+
+    # -- PocketBase Broker vocabulary, for the current app -------------------------------------
+
+    def clients(self) -> dict[str, DefaultClient]:
+        """A copy of the connected clients of this process, keyed by id."""
+        return self.subscriptions_broker.clients()
+
+    def chunked_clients(self, chunk_size: int) -> list[list[DefaultClient]]:
+        """The connected clients split into lists of at most *chunk_size*."""
+        return self.subscriptions_broker.chunked_clients(chunk_size)
+
+    def total_clients(self) -> int:
+        """How many clients are connected to this process."""
+        return self.subscriptions_broker.total_clients()
+
+    def get_client(self, client_id: str) -> DefaultClient:
+        """The client with *client_id*; raises :class:`ClientNotFound`."""
+        return self.subscriptions_broker.get_client(client_id)
+
+    def unregister(self, client_id: str) -> None:
+        """Disconnect the client *client_id* (its stream ends); unknown ids are ignored."""
+        self.subscriptions_broker.unregister(client_id)

@@ -1,0 +1,75 @@
+"""Fan-out: deliver one message to its subscribers in chunks run concurrently on the runtime's pool.
+
+This is the role Go's errgroup plays in PocketBase's broadcast example: split the recipients into
+chunks, run the chunks, wait for all of them and surface the first error. The JSON is encoded
+once per notify and the SSE tail once per distinct subscription key; per recipient only a queue
+append happens (plus the ``before_send`` hook when one is registered).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+from .client import DefaultClient
+from .concurrency import Runtime
+from .message import Message
+from .topic_index import Subscribers
+
+BeforeSend = Callable[[DefaultClient, Message], Optional[Message]]
+Recipient = Callable[[DefaultClient], bool]
+
+
+class _RenamedMessages(dict[str, Message]):
+    """The message under each subscription key it is delivered as, built on first use."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__()
+        self.message = message
+
+    def __missing__(self, key: str) -> Message:
+        renamed = self[key] = self.message.renamed(key)
+        return renamed
+
+
+def _deliver_chunk(
+    chunk: Subscribers, messages: _RenamedMessages, before_send: BeforeSend | None
+) -> int:
+    delivered = 0
+    for client, keys in chunk:
+        for key in keys:
+            message = messages[key]
+            if before_send is not None:
+                message = before_send(client, message)
+                if message is None:
+                    continue
+            client.send(message)
+            delivered += 1
+    return delivered
+
+
+def fan_out(
+    runtime: Runtime,
+    subscribers: Subscribers,
+    message: Message,
+    *,
+    chunk_size: int,
+    recipient: Recipient | None = None,
+    before_send: BeforeSend | None = None,
+) -> int:
+    """Send *message* once per matching key of every subscriber; return how many were queued.
+
+    *recipient*, when given, selects which subscribers get it (targeted sends). The event name
+    of each delivery is the subscriber's key.
+    """
+    if recipient is not None:
+        subscribers = [(client, keys) for client, keys in subscribers if recipient(client)]
+    if not subscribers:
+        return 0
+    messages = _RenamedMessages(message)
+    chunks: Sequence[Subscribers] = [
+        subscribers[i : i + chunk_size] for i in range(0, len(subscribers), chunk_size)
+    ]
+    counts = runtime.run_all(
+        [lambda chunk=chunk: _deliver_chunk(chunk, messages, before_send) for chunk in chunks]
+    )
+    return sum(counts)

@@ -1,0 +1,34 @@
+"""Comparing auth identities, for PocketBase's rule that a client's auth may only be upgraded.
+
+An identity is whatever the app's ``auth_loader`` returns. Two identities are the same user
+when their :func:`identity_key` values are equal:
+
+- a mapping with an ``"id"``: ``(collectionId or collectionName, id)``, PocketBase's record shape;
+- an object with ``get_id()`` (Flask-Login's UserMixin) or an ``id`` attribute: ``(class, id)``;
+- anything else: the value itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping
+
+
+def identity_key(identity: Any) -> Hashable:
+    """Return what makes *identity* the same user across requests (None for a guest)."""
+    if identity is None:
+        return None
+    if isinstance(identity, Mapping):
+        if "id" in identity:
+            return (identity.get("collectionId", identity.get("collectionName")), identity["id"])
+        return tuple(sorted(identity.items(), key=repr))
+    get_id = getattr(identity, "get_id", None)
+    if callable(get_id):
+        return (type(identity).__qualname__, get_id())
+    if hasattr(identity, "id"):
+        return (type(identity).__qualname__, identity.id)
+    return identity
+
+
+def may_switch_auth(current: Any, new: Any) -> bool:
+    """PocketBase's rule: a guest may become anyone; an identified client must stay the same user."""
+    return current is None or identity_key(current) == identity_key(new)

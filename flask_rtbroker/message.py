@@ -1,0 +1,68 @@
+"""Message: one named event and its JSON data, framed as Server-Sent Events.
+
+PocketBase frames every event as ``id:<client id>\\nevent:<name>\\ndata:<json>\\n\\n``. Only the
+``id:`` line differs between recipients, so a Message encodes everything after it once
+(:attr:`Message.tail`) and each client prepends its own ``id:`` line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import encoding
+
+_LINE_BREAKS = ("\r", "\n")
+
+
+def check_event_name(name: str) -> None:
+    """Raise ValueError if *name* cannot be an SSE event name (it holds a line break)."""
+    if any(c in name for c in _LINE_BREAKS):
+        raise ValueError(f"event name {name!r} contains a line break, which would break SSE framing")
+
+
+class Message:
+    """An event *name* with *data*, JSON-encoded once at construction.
+
+    ``Message("example", {"test": 123})`` encodes the data compactly; use :meth:`raw` for data
+    that is already encoded.
+    """
+
+    __slots__ = ("name", "data", "payload", "tail")
+
+    def __init__(self, name: str, data: Any) -> None:
+        self._init(name, data, encoding.dumps(data))
+
+    def _init(self, name: str, data: Any, payload: bytes) -> None:
+        check_event_name(name)
+        self.name = name
+        self.data = data
+        self.payload = payload
+        data_lines = payload.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\ndata:")
+        self.tail = b"\nevent:" + name.encode("utf-8") + b"\ndata:" + data_lines + b"\n\n"
+
+    @classmethod
+    def raw(cls, name: str, payload: bytes | str) -> "Message":
+        """Build a message whose data is already encoded; line breaks become extra ``data:`` lines."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        message = cls.__new__(cls)
+        message._init(name, None, payload)
+        return message
+
+    def renamed(self, name: str) -> "Message":
+        """Return the same data under another event name, without encoding it again."""
+        if name == self.name:
+            return self
+        message = Message.__new__(Message)
+        message._init(name, self.data, self.payload)
+        return message
+
+    def frame(self, client_id: str) -> bytes:
+        """Return the complete SSE event bytes for the client *client_id*."""
+        return b"id:" + client_id.encode("ascii") + self.tail
+
+    def __len__(self) -> int:
+        return len(self.tail)
+
+    def __repr__(self) -> str:
+        return f"Message(name={self.name!r}, payload={self.payload[:60]!r})"

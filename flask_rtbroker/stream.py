@@ -1,0 +1,88 @@
+"""One SSE connection's life: register, PB_CONNECT, drain the queue, end, unregister.
+
+The stream writes everything queued since its last write as one chunk, resets the idle timer
+on every delivered message (heartbeats do not count), ends on the idle timeout, the max
+lifetime, a discard (slow consumer, application, shutdown) or a vanished peer, and unregisters
+its client on every exit path, including the WSGI server closing the iterator.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from . import signals
+from .client import DISCARD_CLOSED, DefaultClient
+from .disconnect import DisconnectWatch, find_socket
+from .message import Message
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .state import BrokerState
+
+PB_CONNECT = "PB_CONNECT"
+"""Name of the first event of every stream; its ``id:`` carries the client id."""
+
+HEARTBEAT_FRAME = b":\n\n"
+
+END_IDLE = "idle"
+END_LIFETIME = "lifetime"
+
+
+def event_stream(
+    app: "Flask", state: "BrokerState", client: DefaultClient, environ: Mapping[str, Any]
+) -> Iterator[bytes]:
+    """Yield the stream's bytes; the generator's ``finally`` unregisters *client*."""
+    settings = state.settings
+    clock = time.monotonic
+    reason = DISCARD_CLOSED
+    watch = None
+    state.broker.register(client)
+    try:
+        signals.client_connected.send(app, client=client)
+        watch = DisconnectWatch(state.runtime, find_socket(environ), client.wake, settings.disconnect_poll)
+        yield Message(PB_CONNECT, {"clientId": client.id}).frame(client.id)
+
+        now = clock()
+        lifetime_end = now + state.lifetime_for_new_stream()
+        idle_end = now + settings.idle_timeout
+        heartbeat = settings.heartbeat or float("inf")
+        next_heartbeat = now + heartbeat
+        prefix = client.frame_prefix
+        while True:
+            if client.discard_reason is not None:
+                reason = client.discard_reason
+                return
+            messages = client.drain()
+            if messages:
+                yield b"".join([prefix + m.tail for m in messages])
+                now = clock()
+                idle_end = now + settings.idle_timeout
+                next_heartbeat = now + heartbeat
+                continue
+            now = clock()
+            if now >= lifetime_end:
+                reason = END_LIFETIME
+                return
+            if now >= idle_end:
+                reason = END_IDLE
+                return
+            if now >= next_heartbeat:
+                yield HEARTBEAT_FRAME
+                next_heartbeat = clock() + heartbeat
+                continue
+            wait = min(lifetime_end, idle_end, next_heartbeat) - now
+            if watch.poll_interval is not None:
+                wait = min(wait, watch.poll_interval)
+            client.wait(wait)
+            if watch.closed():
+                reason = DISCARD_CLOSED
+                return
+    finally:
+        if watch is not None:
+            watch.stop()
+        if client.discard_reason is None:
+            client.discard(reason)
+        state.broker.unregister(client.id)
+        signals.client_disconnected.send(app, client=client, reason=reason)

@@ -1,0 +1,69 @@
+"""TopicIndex: notify topic -> the clients subscribed to it, so a notify costs O(subscribers).
+
+Every subscription key is indexed under itself and, when it carries SDK ``options``, under the
+topic it was made from as well (see :func:`flask_rtbroker.options.base_topic`). A lookup returns
+a snapshot, so callers iterate it without holding the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Iterable
+
+from .options import base_topic
+
+if TYPE_CHECKING:
+    from .client import Client
+
+Subscribers = list[tuple["Client", tuple[str, ...]]]
+
+
+class TopicIndex:
+    """Maps each notify topic to ``{client: (matching subscription keys, ...)}``."""
+
+    __slots__ = ("_topics", "_lock")
+
+    def __init__(self) -> None:
+        self._topics: dict[str, dict["Client", tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _topics_of(key: str) -> tuple[str, ...]:
+        base = base_topic(key)
+        return (key,) if base is None else (key, base)
+
+    def add(self, client: "Client", keys: Iterable[str]) -> None:
+        """Index *client* under each subscription key in *keys*."""
+        with self._lock:
+            for key in keys:
+                for topic in self._topics_of(key):
+                    holders = self._topics.setdefault(topic, {})
+                    holders[client] = holders.get(client, ()) + (key,)
+
+    def remove(self, client: "Client", keys: Iterable[str]) -> None:
+        """Remove *client*'s entries for each subscription key in *keys*."""
+        with self._lock:
+            for key in keys:
+                for topic in self._topics_of(key):
+                    holders = self._topics.get(topic)
+                    if holders is None or client not in holders:
+                        continue
+                    remaining = tuple(k for k in holders[client] if k != key)
+                    if remaining:
+                        holders[client] = remaining
+                    else:
+                        del holders[client]
+                        if not holders:
+                            del self._topics[topic]
+
+    def subscribers(self, topic: str) -> Subscribers:
+        """Return a snapshot of ``(client, keys)`` pairs whose keys match *topic*."""
+        holders = self._topics.get(topic)
+        if not holders:
+            return []
+        with self._lock:
+            return list(holders.items())
+
+    def total_topics(self) -> int:
+        """Return how many distinct topics have at least one subscriber."""
+        return len(self._topics)
