@@ -33,18 +33,24 @@ class _RenamedMessages(dict[str, Message]):
 
 def _deliver_chunk(
     chunk: Subscribers, messages: _RenamedMessages, before_send: BeforeSend | None
-) -> int:
+) -> tuple[int, Exception | None]:
+    """Queue the chunk's deliveries; a failing hook skips that client only. Return (count, first error)."""
     delivered = 0
+    first_error: Exception | None = None
     for client, keys in chunk:
         for key in keys:
-            message = messages[key]
+            message: Message | None = messages[key]
             if before_send is not None:
-                message = before_send(client, message)
+                try:
+                    message = before_send(client, message)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
+                    first_error = first_error or exc
+                    continue
                 if message is None:
                     continue
-            client.send(message)
+            client.send(message)  # type: ignore[arg-type]
             delivered += 1
-    return delivered
+    return delivered, first_error
 
 
 def fan_out(
@@ -58,6 +64,8 @@ def fan_out(
 ) -> int:
     """Send *message* once per matching key of every subscriber; return how many were queued.
 
+    Every delivery is attempted; the first error raised by *before_send* is re-raised afterwards.
+
     *recipient*, when given, selects which subscribers get it (targeted sends). The event name
     of each delivery is the subscriber's key.
     """
@@ -69,7 +77,10 @@ def fan_out(
     chunks: Sequence[Subscribers] = [
         subscribers[i : i + chunk_size] for i in range(0, len(subscribers), chunk_size)
     ]
-    counts = runtime.run_all(
+    results = runtime.run_all(
         [lambda chunk=chunk: _deliver_chunk(chunk, messages, before_send) for chunk in chunks]
     )
-    return sum(counts)
+    for _, error in results:
+        if error is not None:
+            raise error
+    return sum(count for count, _ in results)

@@ -1,0 +1,98 @@
+"""DefaultClient: ids, subscriptions, store, discard and the bounded queue (PocketBase's client tests in spirit)."""
+
+from __future__ import annotations
+
+import re
+
+from flask_rtbroker import DefaultClient, Message
+from flask_rtbroker.client import DISCARD_SLOW, new_client_id
+
+
+def test_ids_are_40_random_alphanumerics() -> None:
+    ids = {new_client_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[A-Za-z0-9]{40}", i) for i in ids)
+
+
+def test_subscribe_skips_empty_and_collapses_duplicates() -> None:
+    client = DefaultClient()
+    client.subscribe("a", "", "b", "a")
+    assert set(client.subscriptions()) == {"a", "b"}
+    assert client.has_subscription("a") and not client.has_subscription("c")
+
+
+def test_subscriptions_returns_a_copy() -> None:
+    client = DefaultClient()
+    client.subscribe("a")
+    copy = client.subscriptions()
+    copy.clear()
+    assert client.has_subscription("a")
+
+
+def test_subscriptions_filtered_by_prefixes() -> None:
+    client = DefaultClient()
+    client.subscribe("posts/*", "posts/*?options=%7B%7D", "posts/abc", "users/*", "posts2/*")
+    assert set(client.subscriptions("posts/*?")) == {"posts/*", "posts/*?options=%7B%7D"}
+    assert set(client.subscriptions("users/", "posts/a")) == {"users/*", "posts/abc"}
+
+
+def test_unsubscribe_some_or_all() -> None:
+    client = DefaultClient()
+    client.subscribe("a", "b", "c")
+    client.unsubscribe("a", "missing")
+    assert set(client.subscriptions()) == {"b", "c"}
+    client.unsubscribe()
+    assert client.subscriptions() == {}
+
+
+def test_set_subscriptions_replaces_the_set() -> None:
+    client = DefaultClient()
+    client.subscribe("a", "b")
+    client.set_subscriptions(["b", "c", "", "c"])
+    assert set(client.subscriptions()) == {"b", "c"}
+
+
+def test_store_get_set_unset() -> None:
+    client = DefaultClient()
+    assert client.get("auth") is None and client.get("auth", 1) == 1
+    client.set("auth", {"id": "u1"})
+    assert client.get("auth") == {"id": "u1"}
+    client.unset("auth")
+    client.unset("auth")
+    assert client.get("auth") is None
+
+
+def test_send_queues_and_drain_empties_in_order() -> None:
+    client = DefaultClient()
+    messages = [Message("t", i) for i in range(5)]
+    for message in messages:
+        client.send(message)
+    assert client.queued == 5
+    assert client.drain() == messages
+    assert client.drain() == []
+
+
+def test_discard_is_idempotent_and_stops_sends() -> None:
+    client = DefaultClient()
+    client.send(Message("t", 1))
+    client.discard("first")
+    client.discard("second")
+    assert client.is_discarded and client.discard_reason == "first"
+    client.send(Message("t", 2))
+    assert client.drain() == []
+
+
+def test_full_queue_discards_the_slow_client_without_blocking() -> None:
+    client = DefaultClient(queue_size=3)
+    for i in range(10):
+        client.send(Message("t", i))
+    assert client.discard_reason == DISCARD_SLOW
+    assert client.drain() == []
+
+
+def test_wait_returns_after_send_or_timeout() -> None:
+    client = DefaultClient()
+    client.wait(0.01)
+    client.send(Message("t", 1))
+    client.wait(5)  # returns at once: something is queued
+    assert client.queued == 1
