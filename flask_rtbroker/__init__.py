@@ -3,8 +3,11 @@
 from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, Client, DefaultClient
 from .config import load_env
+from .backplane import Backplane, MemoryBackplane
+from .emitter import Emitter
 from .errors import (
     ApiError,
+    BackplaneUnavailable,
     ClientNotFound,
     ConfigurationError,
     MessageTooLarge,
@@ -14,7 +17,13 @@ from .errors import (
 from .extension import RealtimeBroker
 from .message import Message
 from .options import SubscriptionOptions
-from .signals import client_connected, client_disconnected, client_subscribed, message_notified
+from .signals import (
+    backplane_state_changed,
+    client_connected,
+    client_disconnected,
+    client_subscribed,
+    message_notified,
+)
 from .stream import PB_CONNECT
 
 __version__ = "0.1.0"
@@ -24,17 +33,22 @@ __all__ = [
     "IP_KEY",
     "PB_CONNECT",
     "ApiError",
+    "Backplane",
+    "BackplaneUnavailable",
     "Broker",
     "Client",
     "ClientNotFound",
     "ConfigurationError",
     "DefaultClient",
+    "Emitter",
+    "MemoryBackplane",
     "Message",
     "MessageTooLarge",
     "NotInitializedError",
     "RealtimeBroker",
     "RtBrokerError",
     "SubscriptionOptions",
+    "backplane_state_changed",
     "client_connected",
     "client_disconnected",
     "client_subscribed",

@@ -8,8 +8,10 @@ gthread). ``RTBROKER_CONCURRENCY`` forces one.
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
 
@@ -39,6 +41,12 @@ class Runtime(Protocol):
     def run_all(self, tasks: Sequence[Task]) -> list[Any]: ...
 
     def watch_readable(self, fileno: int, callback: Callable[[], None]) -> ReadWatch | None: ...
+
+    def spawn(self, func: Task) -> None: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def queue(self) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -79,6 +87,17 @@ class ThreadingRuntime:
 
     def watch_readable(self, fileno: int, callback: Callable[[], None]) -> ReadWatch | None:
         return None
+
+    def spawn(self, func: Task) -> None:
+        """Run *func* in a daemon thread."""
+        threading.Thread(target=func, daemon=True, name="rtbroker-task").start()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def queue(self) -> "queue.Queue[Any]":
+        """An unbounded FIFO queue safe between threads."""
+        return queue.Queue()
 
     def close(self) -> None:
         with self._lock:
@@ -135,6 +154,23 @@ class GeventRuntime:
         from gevent import get_hub
 
         return _GeventReadWatch(get_hub().loop.io(fileno, 1), callback)
+
+    def spawn(self, func: Task) -> None:
+        """Run *func* in a new greenlet."""
+        import gevent
+
+        gevent.spawn(func)
+
+    def sleep(self, seconds: float) -> None:
+        import gevent
+
+        gevent.sleep(seconds)
+
+    def queue(self) -> Any:
+        """An unbounded FIFO queue safe between greenlets."""
+        import gevent.queue
+
+        return gevent.queue.Queue()
 
     def close(self) -> None:
         self._pool.kill(block=False)

@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_MAX_BODY_SIZE": 32 * 1024 * 1024,
     # Largest encoded message data in bytes accepted by notify/send (larger: MessageTooLarge).
     "RTBROKER_MAX_MESSAGE_SIZE": 4 * 1024 * 1024,
+    # Where processes meet: "memory://" (this process only), "redis://host:port/db", "rediss://...",
+    # or a Backplane instance.
+    "RTBROKER_BACKPLANE": "memory://",
+    # Seconds a POST for a client held by another process waits for that process's answer (then 404).
+    "RTBROKER_FORWARD_TIMEOUT": 2.0,
 }
 
 
@@ -65,12 +70,13 @@ class Settings:
     cors_origins: str | tuple[str, ...] | None
     max_body_size: int
     max_message_size: int
+    forward_timeout: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
         """Read and check every key; raise :class:`ConfigurationError` naming a bad one."""
         values: dict[str, Any] = {}
-        for f in fields(cls):
+        for f in fields(cls):  # RTBROKER_BACKPLANE is read by the backplane factory
             key = "RTBROKER_" + f.name.upper()
             values[f.name] = _coerce(key, config.get(key, DEFAULTS[key]))
         return cls(**values)
@@ -95,7 +101,7 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.startswith("/"):
             raise ConfigurationError(f"{key} must be a path starting with '/', not {value!r}")
         return value.rstrip("/") or "/"
-    if key in ("RTBROKER_IDLE_TIMEOUT", "RTBROKER_MAX_LIFETIME", "RTBROKER_DISCONNECT_POLL"):
+    if key in ("RTBROKER_IDLE_TIMEOUT", "RTBROKER_MAX_LIFETIME", "RTBROKER_DISCONNECT_POLL", "RTBROKER_FORWARD_TIMEOUT"):
         return _positive_number(key, value)
     if key == "RTBROKER_HEARTBEAT":
         return _positive_number(key, value or 0, allow_zero=True)

@@ -7,6 +7,7 @@ The tree::
     ├── NotInitializedError       the extension is used before init_app(app) (RuntimeError)
     ├── ClientNotFound            no connected client has that id (LookupError)
     ├── MessageTooLarge           an encoded message is over RTBROKER_MAX_MESSAGE_SIZE (ValueError)
+    ├── BackplaneUnavailable      an Emitter could not publish (ConnectionError)
     └── ApiError                  an HTTP error answered with PocketBase's JSON body;
                                   raise it from a hook to reject a connect or subscribe
 """
@@ -38,6 +39,10 @@ class ClientNotFound(RtBrokerError, LookupError):
 
 class MessageTooLarge(RtBrokerError, ValueError):
     """An encoded message exceeds the configured size limit."""
+
+
+class BackplaneUnavailable(RtBrokerError, ConnectionError):
+    """The backplane could not take a message (e.g. Redis is down)."""
 
 
 class ApiError(RtBrokerError):

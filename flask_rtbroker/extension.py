@@ -11,7 +11,7 @@ from . import signals
 from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
-from .errors import MessageTooLarge, NotInitializedError
+from .errors import ClientNotFound, MessageTooLarge, NotInitializedError
 from .fanout import BeforeSend, Recipient, fan_out
 from .message import Message
 from .state import BrokerState
@@ -27,11 +27,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 Target = Optional[Callable[[DefaultClient], bool] | str | Collection[str]]
 
 
-def _recipient(to: Target) -> Recipient | None:
+def _recipient(to: Target) -> tuple[Recipient | None, list[str] | None]:
+    """Return the local recipient predicate for *to*, and its id list when it is one."""
     if to is None or callable(to):
-        return to
-    ids = frozenset((to,) if isinstance(to, str) else to)
-    return lambda client: client.id in ids
+        return to, None
+    ids = [to] if isinstance(to, str) else list(to)
+    id_set = frozenset(ids)
+    return (lambda client: client.id in id_set), ids
 
 
 class RealtimeBroker:
@@ -65,10 +67,10 @@ class RealtimeBroker:
             )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        state = BrokerState(Settings.from_config(app.config))
+        state = BrokerState(app, Settings.from_config(app.config), self)
         app.extensions[EXTENSION_KEY] = state
         self._states[app] = state
-        app.register_blueprint(create_blueprint(self, state), url_prefix=state.settings.url_prefix)
+        app.register_blueprint(create_blueprint(state), url_prefix=state.settings.url_prefix)
 
     # -- decision hooks ------------------------------------------------------------------------
 
@@ -149,35 +151,52 @@ class RealtimeBroker:
         """Send *data* to every client subscribed to *topic*; return the deliveries queued here.
 
         A client receives it once per matching subscription key: ``topic`` itself and ``topic``
-        with the SDK's ``?options=...`` appended, the event named after that key. *to* narrows
-        the recipients: a predicate ``(client) -> bool``, a client id or a collection of ids.
+        with the SDK's ``?options=...`` appended, the event named after that key. Local clients
+        are served first, then the message is published to the other processes on the backplane.
+
+        *to* narrows the recipients: a client id or a collection of ids (in every process), or a
+        predicate ``(client) -> bool`` (evaluated on this process's clients only).
         Raises ValueError for a topic with a line break, MessageTooLarge past the size limit.
         """
         app, state = self._app_and_state()
         message = self._message(state, topic, data)
+        recipient, to_ids = _recipient(to)
         delivered = fan_out(
             state.runtime,
             state.broker.subscribers(topic),
             message,
             chunk_size=state.settings.chunk_size,
-            recipient=_recipient(to),
+            recipient=recipient,
             before_send=self.before_send_hook,
         )
+        if to is None or to_ids is not None:
+            state.cluster.publish_notify(message, to_ids)
         signals.message_notified.send(app, message=message, topic=topic, delivered=delivered)
         return delivered
 
     def send(self, client_id: str, name: str, data: Any) -> None:
         """Send one event named *name* to the client *client_id*, subscribed or not.
 
-        Raises :class:`ClientNotFound` when no such client is connected to this process.
+        A client held by another process is reached through the backplane. Raises
+        :class:`ClientNotFound` when there is no backplane and no such local client.
         """
         state = self.state()
-        client = state.broker.get_client(client_id)
-        message: Message | None = self._message(state, name, data)
-        if self.before_send_hook is not None:
-            message = self.before_send_hook(client, message)  # type: ignore[arg-type]
-        if message is not None:
-            client.send(message)
+        message = self._message(state, name, data)
+        client = state.broker.clients().get(client_id)
+        if client is not None:
+            state.send_local(client, message)
+        elif state.cluster.active:
+            state.cluster.publish_send(client_id, message)
+        else:
+            raise ClientNotFound(client_id)
+
+    def count_clients(self, timeout: float = 0.5) -> int:
+        """Count the connected clients of every process on the backplane.
+
+        Waits *timeout* seconds for the other processes to answer; a process that does not
+        answer in time is not counted. Without a shared backplane this is :meth:`total_clients`.
+        """
+        return self.state().cluster.count_clients(timeout)
 
     # -- PocketBase Broker vocabulary, for the current app -------------------------------------
 

@@ -13,6 +13,7 @@ signal                      keyword arguments
                             (unregistered by the application) or ``"shutdown"``
 ``message_notified``        ``message``: the Message; ``topic``; ``delivered``: how many
                             deliveries were queued in this process
+``backplane_state_changed`` ``state``: ``"up"`` or ``"down"``; ``error``: the exception or None
 ==========================  ======================================================================
 """
 
@@ -26,3 +27,4 @@ client_connected = _signals.signal("rtbroker.client-connected", doc="A stream op
 client_subscribed = _signals.signal("rtbroker.client-subscribed", doc="A subscription POST was applied.")
 client_disconnected = _signals.signal("rtbroker.client-disconnected", doc="A stream ended; its client was unregistered.")
 message_notified = _signals.signal("rtbroker.message-notified", doc="notify() queued a message for its subscribers.")
+backplane_state_changed = _signals.signal("rtbroker.backplane-state-changed", doc="The backplane connection went up or down.")

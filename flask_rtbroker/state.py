@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from .backplane import from_url
 from .broker import Broker
 from .client import DefaultClient
+from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
 from .config import Settings
+from .message import Message
+
+if TYPE_CHECKING:
+    from flask import Flask, Request
+
+
+class Hooks(Protocol):
+    """The decision callbacks an app registered (the RealtimeBroker's decorators)."""
+
+    auth_loader_hook: Optional[Callable[["Request"], Any]]
+    before_connect_hook: Optional[Callable[[DefaultClient, "Request"], None]]
+    before_subscribe_hook: Optional[Callable[[DefaultClient, list[str], Any], None]]
+    before_send_hook: Optional[Callable[[DefaultClient, Message], Optional[Message]]]
 
 
 class BrokerState:
-    """The settings, the client registry and the (lazily chosen) concurrency runtime of one app.
+    """The settings, hooks, client registry, cluster link and (lazily chosen) runtime of one app.
 
     The runtime is chosen on first use rather than in ``init_app``, because gunicorn's gevent
     worker monkey-patches after a ``--preload``\\ ed app was imported.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, app: "Flask", settings: Settings, hooks: Hooks) -> None:
         self.settings = settings
+        self.hooks = hooks
         self.broker = Broker()
+        self.cluster = Cluster(self, from_url(app.config["RTBROKER_BACKPLANE"]), app)
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
 
@@ -40,9 +58,17 @@ class BrokerState:
         """Seconds a stream opened now may live."""
         return self.settings.max_lifetime
 
+    def send_local(self, client: DefaultClient, message: Message) -> None:
+        """Deliver *message* to one local client through the ``before_send`` hook."""
+        hook = self.hooks.before_send_hook
+        delivered = hook(client, message) if hook is not None else message
+        if delivered is not None:
+            client.send(delivered)
+
     def close(self) -> None:
-        """Unregister every client (their streams end) and release the runtime's pool."""
+        """Unregister every client (their streams end), stop the backplane, release the pool."""
         for client_id in list(self.broker.clients()):
             self.broker.unregister(client_id)
+        self.cluster.backplane.close()
         if self._runtime is not None:
             self._runtime.close()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import signals
-from .client import AUTH_KEY, IP_KEY
+from . import encoding, signals
+from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .errors import ApiError, ClientNotFound
 from .http import (
     add_default_headers,
@@ -30,7 +30,9 @@ from .stream import event_stream
 from .subscription_request import DecodeError, SubscriptionRequest, decode_body, is_form, validate
 
 if TYPE_CHECKING:
-    from .extension import RealtimeBroker
+    from flask.blueprints import BlueprintSetupState
+
+    from .backplane import Envelope
     from .state import BrokerState
 
 NOT_FOUND_MESSAGE = "The requested resource wasn't found."
@@ -40,35 +42,41 @@ AUTH_MISMATCH_MESSAGE = "The current and the previous request authorization don'
 BODY_TOO_LARGE_MESSAGE = "The request body is too large."
 
 _METHODS = ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
+_NOT_FORWARDED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
-def create_blueprint(extension: "RealtimeBroker", state: "BrokerState") -> Blueprint:
+def create_blueprint(state: "BrokerState") -> Blueprint:
     """Build the blueprint serving one app's realtime endpoint."""
     blueprint = Blueprint("rtbroker", __name__)
     settings = state.settings
 
     def realtime() -> Response:
         if request.method in ("GET", "HEAD"):
-            return open_stream(extension, state)
+            return open_stream(state)
         if request.method == "POST":
-            return set_subscriptions(extension, state)
+            return set_subscriptions(state)
         if request.method == "OPTIONS":
             return preflight_response(request, settings)
         raise ApiError(404, NOT_FOUND_MESSAGE)
+
+    def answer_forwarded(setup: "BlueprintSetupState") -> None:
+        state.cluster.answer_post = lambda envelope: answer_forwarded_post(setup.app, state, envelope)
 
     realtime.provide_automatic_options = False  # type: ignore[attr-defined]
     blueprint.add_url_rule("", "realtime", realtime, methods=_METHODS, strict_slashes=True)
     blueprint.register_error_handler(ApiError, error_response)
     blueprint.after_request(lambda response: add_default_headers(response, request, settings))
+    blueprint.record_once(answer_forwarded)
     return blueprint
 
 
-def open_stream(extension: "RealtimeBroker", state: "BrokerState") -> Response:
+def open_stream(state: "BrokerState") -> Response:
     """Create the client, let ``before_connect`` veto it, and return the streaming response."""
+    state.cluster.ensure_started()
     client = state.new_client()
     client.set(IP_KEY, client_ip(request, state.settings))
-    if extension.before_connect_hook is not None:
-        extension.before_connect_hook(client, request)
+    if state.hooks.before_connect_hook is not None:
+        state.hooks.before_connect_hook(client, request)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return stream_response(event_stream(app, state, client, request.environ))
 
@@ -86,8 +94,8 @@ def read_subscription_request(max_body_size: int) -> SubscriptionRequest:
         raise bad_request() from None
 
 
-def set_subscriptions(extension: "RealtimeBroker", state: "BrokerState") -> Response:
-    """Replace a client's subscriptions; 204 on success, PocketBase's errors otherwise."""
+def set_subscriptions(state: "BrokerState") -> Response:
+    """Answer a subscription POST; a client held by another process gets it forwarded."""
     submitted = read_subscription_request(state.settings.max_body_size)
     errors = validate(submitted)
     if errors:
@@ -95,19 +103,62 @@ def set_subscriptions(extension: "RealtimeBroker", state: "BrokerState") -> Resp
     try:
         client = state.broker.get_client(submitted.client_id)
     except ClientNotFound:
-        raise ApiError(404, MISSING_CLIENT_MESSAGE) from None
+        return forward_post(state, submitted.client_id)
+    apply_subscriptions(state, client, submitted)
+    return no_content()
+
+
+def forward_post(state: "BrokerState", client_id: str) -> Response:
+    """Let the process holding *client_id* answer this POST; 404 when none does in time."""
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED_HEADERS]
+    answer = state.cluster.forward_post(
+        client_id, headers, request.get_data(cache=True), request.remote_addr or "", state.settings.forward_timeout
+    )
+    if answer is None:
+        raise ApiError(404, MISSING_CLIENT_MESSAGE)
+    status, body = answer
+    if status == 204:
+        return no_content()
+    return Response(body, status=status, content_type="application/json")
+
+
+def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: SubscriptionRequest) -> None:
+    """Check IP, auth rule and hook for a local *client*, then replace its subscriptions."""
     if client.get(IP_KEY) != client_ip(request, state.settings):
         raise bad_request(message=INVALID_CLIENT_MESSAGE)
-    auth = extension.auth_loader_hook(request) if extension.auth_loader_hook is not None else None
+    hooks = state.hooks
+    auth = hooks.auth_loader_hook(request) if hooks.auth_loader_hook is not None else None
     if not may_switch_auth(client.get(AUTH_KEY), auth):
         raise ApiError(403, AUTH_MISMATCH_MESSAGE)
     subscriptions = list(dict.fromkeys(sub for sub in submitted.subscriptions if sub))
-    if extension.before_subscribe_hook is not None:
-        extension.before_subscribe_hook(client, subscriptions, auth)
+    if hooks.before_subscribe_hook is not None:
+        hooks.before_subscribe_hook(client, subscriptions, auth)
     if auth is None:
         client.unset(AUTH_KEY)
     else:
         client.set(AUTH_KEY, auth)
     client.set_subscriptions(subscriptions)
-    signals.client_subscribed.send(current_app._get_current_object(), client=client, subscriptions=subscriptions)  # type: ignore[attr-defined]
-    return no_content()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    signals.client_subscribed.send(app, client=client, subscriptions=subscriptions)
+
+
+def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope") -> tuple[int, bytes]:
+    """Run a POST forwarded by another process against our client; return (status, body)."""
+    with app.test_request_context(
+        state.settings.url_prefix,
+        method="POST",
+        headers=envelope.fields.get("h", []),
+        data=envelope.body,
+        environ_base={"REMOTE_ADDR": envelope.fields.get("ip", "")},
+    ):
+        try:
+            submitted = read_subscription_request(state.settings.max_body_size)
+            client = state.broker.get_client(submitted.client_id)
+            apply_subscriptions(state, client, submitted)
+        except ClientNotFound:
+            error = ApiError(404, MISSING_CLIENT_MESSAGE)
+        except ApiError as exc:
+            error = exc
+        else:
+            return 204, b""
+    return error.status, encoding.dumps_sorted(error.to_dict())

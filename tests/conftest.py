@@ -8,6 +8,7 @@ from typing import Iterator
 import pytest
 
 from live import SERVER_MODES, LiveServer
+from redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,11 @@ def server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[LiveServer
     live = LiveServer(request.param).start(log_dir)
     yield live
     live.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free port, killed after the test."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

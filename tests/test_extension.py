@@ -13,9 +13,11 @@ from flask_rtbroker.config import DEFAULTS, Settings, load_env
 
 def test_public_api_is_pinned() -> None:
     assert sorted(flask_rtbroker.__all__) == [
-        "AUTH_KEY", "ApiError", "Broker", "Client", "ClientNotFound", "ConfigurationError",
-        "DefaultClient", "IP_KEY", "Message", "MessageTooLarge", "NotInitializedError", "PB_CONNECT",
-        "RealtimeBroker", "RtBrokerError", "SubscriptionOptions", "client_connected",
+        "AUTH_KEY", "ApiError", "Backplane", "BackplaneUnavailable", "Broker", "Client",
+        "ClientNotFound", "ConfigurationError", "DefaultClient", "Emitter", "IP_KEY",
+        "MemoryBackplane", "Message", "MessageTooLarge", "NotInitializedError", "PB_CONNECT",
+        "RealtimeBroker", "RtBrokerError", "SubscriptionOptions", "backplane_state_changed",
+        "client_connected",
         "client_disconnected", "client_subscribed", "load_env", "message_notified",
     ]
     for name in flask_rtbroker.__all__:

@@ -1,0 +1,37 @@
+"""Backplanes carry notifies, direct sends and forwarded POSTs between processes and hosts.
+
+:func:`from_url` turns ``RTBROKER_BACKPLANE`` into a backplane: ``memory://`` (the default,
+this process only), ``memory://NAME`` (a bus shared inside one process, for tests),
+``redis://host:port/db`` or ``rediss://...``. A :class:`Backplane` instance is used as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigurationError
+from .base import READY, STATE_DOWN, STATE_UP, Backplane
+from .envelope import Envelope
+from .memory import MemoryBackplane
+
+__all__ = ["READY", "STATE_DOWN", "STATE_UP", "Backplane", "Envelope", "MemoryBackplane", "from_url"]
+
+
+def from_url(value: Any, *, write_only: bool = False) -> Backplane:
+    """Return the backplane named by *value* (a URL or a Backplane instance)."""
+    if isinstance(value, Backplane):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(f"RTBROKER_BACKPLANE must be a URL or a Backplane, not {value!r}")
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ConfigurationError(f"RTBROKER_BACKPLANE {value!r} is not a URL (memory://, redis://, rediss://)")
+    if scheme == "memory":
+        return MemoryBackplane(rest or None, write_only=write_only)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackplane
+
+        return RedisBackplane(value, write_only=write_only)
+    raise ConfigurationError(
+        f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis:// or rediss://"
+    )

@@ -1,0 +1,175 @@
+"""Cluster: what one app's broker does with its backplane.
+
+- ``notify``/``send`` are delivered locally first, then published; other processes deliver
+  them to their own clients.
+- A subscription POST for a client this process does not hold is forwarded; the process that
+  holds it runs the POST (IP check, auth rule, hooks) and publishes the response, which the
+  forwarding process returns as is. No answer within ``RTBROKER_FORWARD_TIMEOUT``: 404.
+- ``count_clients`` asks every process for its count.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import signals
+from .backplane import Backplane, Envelope
+from .fanout import fan_out
+from .message import Message
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .state import BrokerState
+
+log = logging.getLogger("flask_rtbroker.cluster")
+
+KIND_NOTIFY = "notify"
+KIND_SEND = "send"
+KIND_POST = "post"
+KIND_POST_REPLY = "post-reply"
+KIND_COUNT = "count"
+KIND_COUNT_REPLY = "count-reply"
+
+ForwardedPost = Callable[[Envelope], tuple[int, bytes]]
+
+
+class _Pending:
+    """A request waiting for replies from other processes."""
+
+    __slots__ = ("waker", "replies")
+
+    def __init__(self, waker: Any) -> None:
+        self.waker = waker
+        self.replies: list[Envelope] = []
+
+
+class Cluster:
+    """Connects one app's :class:`BrokerState` to its backplane."""
+
+    def __init__(self, state: "BrokerState", backplane: Backplane, app: "Flask") -> None:
+        self.state = state
+        self.backplane = backplane
+        self._app_ref = weakref.ref(app)
+        self._pending: dict[str, _Pending] = {}
+        self.answer_post: ForwardedPost | None = None
+
+    @property
+    def active(self) -> bool:
+        """True when other processes may be listening."""
+        return self.backplane.has_peers
+
+    def ensure_started(self) -> None:
+        """Start the backplane's listener in this process (lazily; again after a fork)."""
+        if self.active:
+            self.backplane.start(self.state.runtime, self._on_envelope, self._on_state)
+
+    def _on_state(self, state: str, error: BaseException | None) -> None:
+        app = self._app_ref()
+        if app is not None:
+            signals.backplane_state_changed.send(app, state=state, error=error)
+
+    # -- outgoing ------------------------------------------------------------------------------
+
+    def publish_notify(self, message: Message, to_ids: list[str] | None) -> None:
+        """Publish a notify for the other processes."""
+        if self.active:
+            self.ensure_started()
+            fields = {"t": message.name} if to_ids is None else {"t": message.name, "to": to_ids}
+            self.backplane.send(self.backplane.envelope(KIND_NOTIFY, fields, message.payload))
+
+    def publish_send(self, client_id: str, message: Message) -> None:
+        """Publish a direct send for the process that holds *client_id*."""
+        if self.active:
+            self.ensure_started()
+            self.backplane.send(self.backplane.envelope(KIND_SEND, {"c": client_id, "n": message.name}, message.payload))
+
+    def _request(self, kind: str, fields: dict[str, Any], body: bytes, timeout: float, expected: int | None) -> list[Envelope]:
+        self.ensure_started()
+        rid = secrets.token_hex(8)
+        pending = self._pending[rid] = _Pending(self.state.runtime.waker())
+        try:
+            if not self.backplane.send(self.backplane.envelope(kind, {"rid": rid, **fields}, body)):
+                return []
+            pending.waker.wait(timeout)
+            return list(pending.replies) if expected is None else pending.replies[:expected]
+        finally:
+            del self._pending[rid]
+
+    def forward_post(self, client_id: str, headers: list[tuple[str, str]], body: bytes, remote_addr: str, timeout: float) -> tuple[int, bytes] | None:
+        """Ask the process holding *client_id* to run this POST; return its (status, body) or None."""
+        if not self.active:
+            return None
+        replies = self._request(KIND_POST, {"c": client_id, "h": headers, "ip": remote_addr}, body, timeout, 1)
+        if not replies:
+            return None
+        return int(replies[0].fields["s"]), replies[0].body
+
+    def count_clients(self, timeout: float) -> int:
+        """This process's clients plus those every other process reports within *timeout*."""
+        local = self.state.broker.total_clients()
+        if not self.active:
+            return local
+        replies = self._request(KIND_COUNT, {}, b"", timeout, None)
+        return local + sum(int(reply.fields.get("n", 0)) for reply in replies)
+
+    # -- incoming ------------------------------------------------------------------------------
+
+    def _on_envelope(self, envelope: Envelope) -> None:
+        handler = self._handlers.get(envelope.kind)
+        if handler is not None:
+            handler(self, envelope)
+
+    def _deliver_notify(self, envelope: Envelope) -> None:
+        to = envelope.fields.get("to")
+        ids = frozenset(to) if isinstance(to, list) else None
+        fan_out(
+            self.state.runtime,
+            self.state.broker.subscribers(envelope.fields["t"]),
+            Message.raw(envelope.fields["t"], envelope.body),
+            chunk_size=self.state.settings.chunk_size,
+            recipient=None if ids is None else (lambda client: client.id in ids),
+            before_send=self.state.hooks.before_send_hook,
+        )
+
+    def _deliver_send(self, envelope: Envelope) -> None:
+        client = self.state.broker.clients().get(envelope.fields["c"])
+        if client is not None:
+            self.state.send_local(client, Message.raw(envelope.fields["n"], envelope.body))
+
+    def _run_post(self, envelope: Envelope) -> None:
+        if envelope.fields.get("c") not in self.state.broker.clients() or self.answer_post is None:
+            return
+        answer = self.answer_post
+
+        def run() -> None:
+            status, body = answer(envelope)
+            reply = {"rid": envelope.fields["rid"], "to": envelope.origin, "s": status}
+            self.backplane.send(self.backplane.envelope(KIND_POST_REPLY, reply, body))
+
+        self.state.runtime.spawn(run)
+
+    def _reply_count(self, envelope: Envelope) -> None:
+        reply = {"rid": envelope.fields["rid"], "to": envelope.origin, "n": self.state.broker.total_clients()}
+        self.backplane.send(self.backplane.envelope(KIND_COUNT_REPLY, reply))
+
+    def _collect_reply(self, envelope: Envelope) -> None:
+        if envelope.fields.get("to") != self.backplane.origin:
+            return
+        pending = self._pending.get(envelope.fields.get("rid", ""))
+        if pending is not None:
+            pending.replies.append(envelope)
+            if envelope.kind == KIND_POST_REPLY:
+                pending.waker.set()
+
+    _handlers: dict[str, Callable[["Cluster", Envelope], None]] = {
+        KIND_NOTIFY: _deliver_notify,
+        KIND_SEND: _deliver_send,
+        KIND_POST: _run_post,
+        KIND_POST_REPLY: _collect_reply,
+        KIND_COUNT: _reply_count,
+        KIND_COUNT_REPLY: _collect_reply,
+    }

@@ -1,0 +1,137 @@
+"""The backplane contract, run against every backend: memory and a real redis-server."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from flask_rtbroker import BackplaneUnavailable, Emitter
+from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, Envelope, from_url
+from flask_rtbroker.backplane.envelope import EnvelopeError
+from flask_rtbroker.concurrency import ThreadingRuntime
+from flask_rtbroker.errors import ConfigurationError
+from redis_server import RedisServer
+
+Factory = Callable[..., Backplane]
+
+
+class Peer:
+    """A started backplane recording what it receives and its state changes."""
+
+    def __init__(self, backplane: Backplane) -> None:
+        self.backplane = backplane
+        self.received: "queue.Queue[Envelope]" = queue.Queue()
+        self.states: "queue.Queue[str]" = queue.Queue()
+        backplane.start(ThreadingRuntime(2), self.received.put, lambda state, error: self.states.put(state))
+
+    def wait_state(self, state: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.states.get(timeout=max(0.01, deadline - time.monotonic())) == state:
+                    return
+            except queue.Empty:
+                break
+        raise AssertionError(f"backplane never became {state}")
+
+    def next(self, timeout: float = 5.0) -> Envelope:
+        return self.received.get(timeout=timeout)
+
+    def assert_nothing(self, wait: float = 0.3) -> None:
+        with pytest.raises(queue.Empty):
+            self.received.get(timeout=wait)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_backplane(request: pytest.FixtureRequest, tmp_path) -> Iterator[Factory]:
+    created: list[Backplane] = []
+    redis: RedisServer | None = None
+    if request.param == "redis":
+        redis = RedisServer(tmp_path).start()
+    url = redis.url if redis else f"memory://contract-{request.node.name}"
+
+    def make(**kwargs) -> Backplane:
+        backplane = from_url(url, **kwargs)
+        created.append(backplane)
+        return backplane
+
+    make.redis = redis  # type: ignore[attr-defined]
+    yield make
+    for backplane in created:
+        backplane.close()
+    if redis:
+        redis.stop()
+
+
+def test_round_trip_and_own_echo_skipped(make_backplane: Factory) -> None:
+    a, b = Peer(make_backplane()), Peer(make_backplane())
+    a.wait_state(STATE_UP)
+    b.wait_state(STATE_UP)
+    assert a.backplane.send(a.backplane.envelope("notify", {"t": "x"}, b'{"n":1}'))
+    got = b.next()
+    assert (got.origin, got.kind, got.fields, got.body) == (a.backplane.origin, "notify", {"t": "x"}, b'{"n":1}')
+    a.assert_nothing()
+
+
+def test_order_from_one_publisher_is_preserved(make_backplane: Factory) -> None:
+    a, b = Peer(make_backplane()), Peer(make_backplane())
+    a.wait_state(STATE_UP)
+    b.wait_state(STATE_UP)
+    for i in range(200):
+        a.backplane.send(a.backplane.envelope("notify", {"i": i}))
+    assert [b.next().fields["i"] for _ in range(200)] == list(range(200))
+
+
+def test_write_only_emitter_reaches_listeners(make_backplane: Factory) -> None:
+    listener = Peer(make_backplane())
+    listener.wait_state(STATE_UP)
+    emitter = Emitter(make_backplane(write_only=True))
+    emitter.notify("example", {"test": 123}, to=["cid"])
+    emitter.send("cid", "direct", [1])
+    first, second = listener.next(), listener.next()
+    assert (first.kind, first.fields, first.body) == ("notify", {"t": "example", "to": ["cid"]}, b'{"test":123}')
+    assert (second.kind, second.fields, second.body) == ("send", {"c": "cid", "n": "direct"}, b"[1]")
+
+
+def test_redis_listener_reconnects_after_redis_comes_back(redis_server: RedisServer) -> None:
+    a, b = Peer(from_url(redis_server.url)), Peer(from_url(redis_server.url))
+    a.wait_state(STATE_UP)
+    b.wait_state(STATE_UP)
+    redis_server.stop()
+    b.wait_state(STATE_DOWN)
+    assert not a.backplane.send(a.backplane.envelope("notify", {"lost": True}))
+    redis_server.start()
+    b.wait_state(STATE_UP, timeout=10)
+    assert a.backplane.send(a.backplane.envelope("notify", {"after": True}))
+    assert b.next().fields == {"after": True}
+    a.backplane.close()
+    b.backplane.close()
+
+
+def test_emitter_fails_loudly_when_redis_is_down(redis_server: RedisServer) -> None:
+    emitter = Emitter(redis_server.url)
+    redis_server.stop()
+    with pytest.raises(BackplaneUnavailable, match="could not publish"):
+        emitter.notify("t", 1)
+
+
+def test_emitter_refuses_a_private_memory_bus() -> None:
+    with pytest.raises(ConfigurationError, match="shared backplane"):
+        Emitter("memory://")
+
+
+def test_garbage_payloads_are_dropped() -> None:
+    for payload in [b"", b"no header", b'{"v":2,"o":"x","k":"n"}\n', b'{"v":1}\n', b"[1]\n"]:
+        with pytest.raises(EnvelopeError):
+            Envelope.decode(payload)
+    envelope = Envelope("o", "k", {"a": [1]}, b"line1\nline2")
+    assert Envelope.decode(envelope.encode()) == envelope
+
+
+@pytest.mark.parametrize("url", ["kafka://x", "redis", 42])
+def test_bad_backplane_urls(url: object) -> None:
+    with pytest.raises(ConfigurationError, match="RTBROKER_BACKPLANE"):
+        from_url(url)
