@@ -1,0 +1,1 @@
+"""The live counter demo (``examples.demo.app:app``); see app.py."""

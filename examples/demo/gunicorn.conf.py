@@ -1,0 +1,35 @@
+"""Gunicorn settings for the live counter demo.
+
+    gunicorn -c examples/demo/gunicorn.conf.py
+
+Environment: ``PORT`` (default 5000; the demo listens on 127.0.0.1 only), ``WEB_CONCURRENCY``
+(worker processes, default 1). Command-line flags override this file, e.g.
+``-b 0.0.0.0:8000`` to listen on every interface.
+"""
+
+import os
+from pathlib import Path
+
+# The app to serve, so the command above needs no argument. The repository root goes on the
+# import path so that ``examples.demo`` imports from any working directory.
+wsgi_app = "examples.demo.app:app"
+pythonpath = str(Path(__file__).resolve().parents[2])
+
+bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
+
+# gevent workers: every open page holds one request (its event stream) for minutes; with
+# greenlets that costs a few kilobytes, not a thread. One worker takes up to
+# worker_connections simultaneous requests, streams included.
+worker_class = "gevent"
+worker_connections = 10000
+
+# One process: the counter and the broker's list of connected pages live in its memory, and
+# broker.notify only reaches streams held by the process that calls it.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+
+# Event streams never end by themselves, so a graceful stop would wait for the whole timeout.
+# Give them a few seconds, then close them: the SDK in each page reconnects on its own.
+graceful_timeout = 3
+
+# Request lines on stdout: shows the SDK's GET (stream) and POST (subscriptions) traffic.
+accesslog = "-"
