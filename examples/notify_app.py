@@ -49,7 +49,11 @@ def create_app() -> Flask:
 
     @app.get("/stats")
     def stats() -> Any:
-        return jsonify({"clients": broker.total_clients()})
+        """This process's client count; with ``?cluster=1`` also every process's, summed."""
+        counts = {"clients": broker.total_clients()}
+        if request.args.get("cluster"):
+            counts["cluster"] = broker.count_clients(timeout=0.5)
+        return jsonify(counts)
 
     return app
 
