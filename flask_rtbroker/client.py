@@ -86,9 +86,12 @@ class DefaultClient:
         "_store",
         "_queue",
         "_queue_size",
+        "_queue_bytes",
+        "_max_queue_bytes",
         "_waker",
         "_index",
         "discard_reason",
+        "dropped",
         "__weakref__",
     )
 
@@ -97,6 +100,7 @@ class DefaultClient:
         client_id: str | None = None,
         *,
         queue_size: int = 1000,
+        max_queue_bytes: int = 8 * 1024 * 1024,
         waker: Waker | None = None,
     ) -> None:
         self._id = client_id or new_client_id()
@@ -105,9 +109,13 @@ class DefaultClient:
         self._store: dict[str, Any] = {}
         self._queue: deque[Message] = deque()
         self._queue_size = queue_size
+        self._queue_bytes = 0
+        self._max_queue_bytes = max_queue_bytes
         self._waker: Waker = waker if waker is not None else threading.Event()
         self._index: TopicIndex | None = None
         self.discard_reason: str | None = None
+        self.dropped = 0
+        """Messages lost because the client was discarded as a slow consumer."""
 
     @property
     def id(self) -> str:
@@ -184,11 +192,18 @@ class DefaultClient:
     # -- lifecycle and delivery ----------------------------------------------------------------
 
     def discard(self, reason: str = DISCARD_DISCARDED) -> None:
-        """Mark the client as gone and wake its stream so it ends; idempotent (first reason wins)."""
+        """Mark the client as gone and wake its stream so it ends; idempotent (first reason wins).
+
+        Nothing is queued after this. What is already queued is still written before the stream
+        ends, except for a slow consumer, whose queue is dropped (counted in :attr:`dropped`).
+        """
         if self.discard_reason is not None:
             return
         self.discard_reason = reason
-        self._queue.clear()
+        if reason == DISCARD_SLOW:
+            self.dropped += len(self._queue)
+            self._queue.clear()
+            self._queue_bytes = 0
         self._waker.set()
 
     @property
@@ -197,13 +212,16 @@ class DefaultClient:
         return self.discard_reason is not None
 
     def send(self, message: Message) -> None:
-        """Queue *message* for the stream without blocking; a full queue discards the client."""
+        """Queue *message* without blocking; past the message or byte bound the client is discarded."""
         if self.discard_reason is not None:
             return
-        if len(self._queue) >= self._queue_size:
+        size = len(message.tail)
+        if len(self._queue) >= self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
+            self.dropped += 1
             self.discard(DISCARD_SLOW)
             return
         self._queue.append(message)
+        self._queue_bytes += size
         self._waker.set()
 
     def wake(self) -> None:
@@ -218,7 +236,10 @@ class DefaultClient:
     def drain(self) -> list[Message]:
         """Remove and return everything queued, oldest first."""
         queue = self._queue
-        return [queue.popleft() for _ in range(len(queue))]
+        messages = [queue.popleft() for _ in range(len(queue))]
+        if messages:
+            self._queue_bytes -= sum(len(m.tail) for m in messages)
+        return messages
 
     @property
     def queued(self) -> int:

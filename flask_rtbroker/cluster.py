@@ -126,7 +126,7 @@ class Cluster:
     def _deliver_notify(self, envelope: Envelope) -> None:
         to = envelope.fields.get("to")
         ids = frozenset(to) if isinstance(to, list) else None
-        fan_out(
+        delivered = fan_out(
             self.state.runtime,
             self.state.broker.subscribers(envelope.fields["t"]),
             Message.raw(envelope.fields["t"], envelope.body),
@@ -134,6 +134,7 @@ class Cluster:
             recipient=None if ids is None else (lambda client: client.id in ids),
             before_send=self.state.hooks.before_send_hook,
         )
+        self.state.record_notify(delivered)
 
     def _deliver_send(self, envelope: Envelope) -> None:
         client = self.state.broker.clients().get(envelope.fields["c"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 from . import encoding
 from .errors import ConfigurationError
@@ -20,15 +20,27 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_IDLE_TIMEOUT": 300.0,
     # Seconds after which a stream is closed however busy it is (PocketBase: 1800).
     "RTBROKER_MAX_LIFETIME": 1800.0,
+    # Each stream's lifetime is shortened by a random fraction up to this, so streams opened
+    # together (after a deploy) do not all reconnect together.
+    "RTBROKER_LIFETIME_JITTER": 0.1,
     # Seconds between ":" comment lines on a silent stream, 0 = never. Keeps proxies with a
     # 60 s read timeout (nginx's default) from cutting quiet streams; does not reset the idle timer.
     "RTBROKER_HEARTBEAT": 25.0,
+    # Seconds a write to a stream's socket may block (a peer that stopped reading) before the
+    # stream is dropped.
+    "RTBROKER_SEND_TIMEOUT": 10.0,
     # Recipients per fan-out chunk; chunks run concurrently on the pool.
     "RTBROKER_CHUNK_SIZE": 300,
     # Greenlets / threads available to run fan-out chunks.
     "RTBROKER_POOL_SIZE": 16,
     # Messages a client may have queued; one more discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_SIZE": 1000,
+    # Bytes a client may have queued; more discards it as a slow consumer.
+    "RTBROKER_CLIENT_QUEUE_BYTES": 8 * 1024 * 1024,
+    # Open streams per process, 0 = no limit (more: 503).
+    "RTBROKER_MAX_CLIENTS": 0,
+    # Open streams per client IP per process, 0 = no limit (more: 429).
+    "RTBROKER_MAX_CLIENTS_PER_IP": 0,
     # "auto" (gevent when monkey-patched or inside a greenlet, else threads), "gevent", "threading".
     "RTBROKER_CONCURRENCY": "auto",
     # Threaded servers: seconds between checks of a silent stream's socket for a disconnect.
@@ -49,20 +61,97 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_BACKPLANE": "memory://",
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,
+    # End every stream cleanly when a gevent server's worker gets SIGTERM/SIGINT/SIGQUIT, so the
+    # SDK reconnects to a live worker instead of waiting for the graceful timeout.
+    "RTBROKER_GRACEFUL_SHUTDOWN": True,
+    # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off.
+    "RTBROKER_METRICS_PATH": None,
 }
+
+
+def _number(key: str, value: Any, *, minimum: float, inclusive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{key} must be a number, not {value!r}")
+    if value < minimum or (value == minimum and not inclusive):
+        raise ConfigurationError(f"{key} must be {'>=' if inclusive else '>'} {minimum:g}, not {value!r}")
+    return float(value)
+
+
+def _seconds(key: str, value: Any) -> float:
+    return _number(key, value, minimum=0, inclusive=False)
+
+
+def _seconds_or_zero(key: str, value: Any) -> float:
+    return _number(key, value or 0, minimum=0, inclusive=True)
+
+
+def _fraction(key: str, value: Any) -> float:
+    number = _number(key, value, minimum=0, inclusive=True)
+    if number >= 1:
+        raise ConfigurationError(f"{key} must be below 1, not {value!r}")
+    return number
+
+
+def _count(key: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{key} must be a whole number >= {minimum}, not {value!r}")
+    return value
+
+
+def _limit(key: str, value: Any) -> int:
+    return _count(key, value or 0, minimum=0)
+
+
+def _path(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigurationError(f"{key} must be a path starting with '/', not {value!r}")
+    return value.rstrip("/") or "/"
+
+
+def _optional_path(key: str, value: Any) -> str | None:
+    return None if value is None else _path(key, value)
+
+
+def _choice(key: str, value: Any) -> str:
+    if value not in ("auto", "gevent", "threading"):
+        raise ConfigurationError(f"{key} must be 'auto', 'gevent' or 'threading', not {value!r}")
+    return value
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(h, str) for h in value):
+        raise ConfigurationError(f"{key} must be a list of header names, not {value!r}")
+    return tuple(value)
+
+
+def _origins(key: str, value: Any) -> str | tuple[str, ...] | None:
+    if value is None or value == "*":
+        return value
+    if isinstance(value, str) or not all(isinstance(o, str) for o in value):
+        raise ConfigurationError(f"{key} must be '*', None or a list of origins, not {value!r}")
+    return tuple(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    return bool(value)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The checked values of the ``RTBROKER_*`` keys of one app."""
+    """The checked values of the ``RTBROKER_*`` keys of one app (``RTBROKER_BACKPLANE`` aside)."""
 
     url_prefix: str
     idle_timeout: float
     max_lifetime: float
+    lifetime_jitter: float
     heartbeat: float
+    send_timeout: float
     chunk_size: int
     pool_size: int
     client_queue_size: int
+    client_queue_bytes: int
+    max_clients: int
+    max_clients_per_ip: int
     concurrency: str
     disconnect_poll: float
     trusted_proxy_headers: tuple[str, ...]
@@ -71,65 +160,43 @@ class Settings:
     max_body_size: int
     max_message_size: int
     forward_timeout: float
+    graceful_shutdown: bool
+    metrics_path: str | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
         """Read and check every key; raise :class:`ConfigurationError` naming a bad one."""
         values: dict[str, Any] = {}
-        for f in fields(cls):  # RTBROKER_BACKPLANE is read by the backplane factory
+        for f in fields(cls):
             key = "RTBROKER_" + f.name.upper()
-            values[f.name] = _coerce(key, config.get(key, DEFAULTS[key]))
+            values[f.name] = _CHECKS[f.name](key, config.get(key, DEFAULTS[key]))
         return cls(**values)
 
 
-def _positive_number(key: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{key} must be a number of seconds, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigurationError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
-    return float(value)
-
-
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{key} must be a whole number >= 1, not {value!r}")
-    return value
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if key == "RTBROKER_URL_PREFIX":
-        if not isinstance(value, str) or not value.startswith("/"):
-            raise ConfigurationError(f"{key} must be a path starting with '/', not {value!r}")
-        return value.rstrip("/") or "/"
-    if key in ("RTBROKER_IDLE_TIMEOUT", "RTBROKER_MAX_LIFETIME", "RTBROKER_DISCONNECT_POLL", "RTBROKER_FORWARD_TIMEOUT"):
-        return _positive_number(key, value)
-    if key == "RTBROKER_HEARTBEAT":
-        return _positive_number(key, value or 0, allow_zero=True)
-    if key in (
-        "RTBROKER_CHUNK_SIZE",
-        "RTBROKER_POOL_SIZE",
-        "RTBROKER_CLIENT_QUEUE_SIZE",
-        "RTBROKER_MAX_BODY_SIZE",
-        "RTBROKER_MAX_MESSAGE_SIZE",
-    ):
-        return _positive_int(key, value)
-    if key == "RTBROKER_CONCURRENCY":
-        if value not in ("auto", "gevent", "threading"):
-            raise ConfigurationError(f"{key} must be 'auto', 'gevent' or 'threading', not {value!r}")
-        return value
-    if key == "RTBROKER_TRUSTED_PROXY_HEADERS":
-        if isinstance(value, str) or not all(isinstance(h, str) for h in value):
-            raise ConfigurationError(f"{key} must be a list of header names, not {value!r}")
-        return tuple(value)
-    if key == "RTBROKER_USE_LEFTMOST_IP":
-        return bool(value)
-    if key == "RTBROKER_CORS_ORIGINS":
-        if value is None or value == "*":
-            return value
-        if isinstance(value, str) or not all(isinstance(o, str) for o in value):
-            raise ConfigurationError(f"{key} must be '*', None or a list of origins, not {value!r}")
-        return tuple(value)
-    raise ConfigurationError(f"unknown setting {key}")
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "url_prefix": _path,
+    "idle_timeout": _seconds,
+    "max_lifetime": _seconds,
+    "lifetime_jitter": _fraction,
+    "heartbeat": _seconds_or_zero,
+    "send_timeout": _seconds,
+    "chunk_size": _count,
+    "pool_size": _count,
+    "client_queue_size": _count,
+    "client_queue_bytes": _count,
+    "max_clients": _limit,
+    "max_clients_per_ip": _limit,
+    "concurrency": _choice,
+    "disconnect_poll": _seconds,
+    "trusted_proxy_headers": _names,
+    "use_leftmost_ip": _flag,
+    "cors_origins": _origins,
+    "max_body_size": _count,
+    "max_message_size": _count,
+    "forward_timeout": _seconds,
+    "graceful_shutdown": _flag,
+    "metrics_path": _optional_path,
+}
 
 
 def load_env(config: MutableMapping[str, Any], environ: Mapping[str, str] | None = None) -> None:

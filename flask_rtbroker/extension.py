@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import Any, Callable, Collection, Optional, TypeVar
 
 from flask import Flask, Request, current_app, has_app_context
@@ -14,8 +15,9 @@ from .config import DEFAULTS, Settings
 from .errors import ClientNotFound, MessageTooLarge, NotInitializedError
 from .fanout import BeforeSend, Recipient, fan_out
 from .message import Message
+from .cli import create_cli
 from .state import BrokerState
-from .views import create_blueprint
+from .views import create_blueprint, metrics_response
 
 EXTENSION_KEY = "rtbroker"
 
@@ -71,6 +73,9 @@ class RealtimeBroker:
         app.extensions[EXTENSION_KEY] = state
         self._states[app] = state
         app.register_blueprint(create_blueprint(state), url_prefix=state.settings.url_prefix)
+        if state.settings.metrics_path is not None:
+            app.add_url_rule(state.settings.metrics_path, "rtbroker_metrics", partial(metrics_response, state))
+        app.cli.add_command(create_cli(self))
 
     # -- decision hooks ------------------------------------------------------------------------
 
@@ -169,6 +174,7 @@ class RealtimeBroker:
             recipient=recipient,
             before_send=self.before_send_hook,
         )
+        state.record_notify(delivered)
         if to is None or to_ids is not None:
             state.cluster.publish_notify(message, to_ids)
         signals.message_notified.send(app, message=message, topic=topic, delivered=delivered)
@@ -189,6 +195,17 @@ class RealtimeBroker:
             state.cluster.publish_send(client_id, message)
         else:
             raise ClientNotFound(client_id)
+
+    def stats(self) -> dict[str, Any]:
+        """This process's figures: clients, subscriptions, topics, connects, notifies,
+        deliveries, messages dropped by slow-consumer discards, the queue high-water mark and
+        disconnects by reason. ``RTBROKER_METRICS_PATH`` serves them to Prometheus;
+        ``flask rtbroker stats`` prints them."""
+        return self.state().stats()
+
+    def shutdown(self) -> None:
+        """End every open stream of this process cleanly (the SDK reconnects elsewhere)."""
+        self.state().shutdown()
 
     def count_clients(self, timeout: float = 0.5) -> int:
         """Count the connected clients of every process on the backplane.

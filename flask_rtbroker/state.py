@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import random
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from .backplane import from_url
 from .broker import Broker
-from .client import DefaultClient
+from .client import IP_KEY, DefaultClient
 from .cluster import Cluster
-from .concurrency import Runtime, select_runtime
+from .concurrency import GeventRuntime, Runtime, select_runtime
 from .config import Settings
+from .errors import ApiError
 from .message import Message
+from .shutdown import chain_shutdown_handlers
+from .stats import Counters
 
 if TYPE_CHECKING:
     from flask import Flask, Request
+
+TOO_MANY_CLIENTS_MESSAGE = "Too many realtime connections; try again later."
+TOO_MANY_FROM_IP_MESSAGE = "Too many realtime connections from your address."
+DISCARD_SHUTDOWN = "shutdown"
 
 
 class Hooks(Protocol):
@@ -27,7 +37,7 @@ class Hooks(Protocol):
 
 
 class BrokerState:
-    """The settings, hooks, client registry, cluster link and (lazily chosen) runtime of one app.
+    """The settings, hooks, client registry, cluster link, counters and runtime of one app.
 
     The runtime is chosen on first use rather than in ``init_app``, because gunicorn's gevent
     worker monkey-patches after a ``--preload``\\ ed app was imported.
@@ -38,8 +48,11 @@ class BrokerState:
         self.hooks = hooks
         self.broker = Broker()
         self.cluster = Cluster(self, from_url(app.config["RTBROKER_BACKPLANE"]), app)
+        self.counters = Counters()
+        self._clients_per_ip: Counter[str] = Counter()
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._shutdown_pid: int | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -50,13 +63,55 @@ class BrokerState:
                     self._runtime = select_runtime(self.settings.concurrency, self.settings.pool_size)
         return self._runtime
 
+    # -- streams -------------------------------------------------------------------------------
+
     def new_client(self) -> DefaultClient:
-        """Create an unregistered client with this app's queue bound and runtime waker."""
-        return DefaultClient(queue_size=self.settings.client_queue_size, waker=self.runtime.waker())
+        """Create an unregistered client with this app's queue bounds and runtime waker."""
+        return DefaultClient(
+            queue_size=self.settings.client_queue_size,
+            max_queue_bytes=self.settings.client_queue_bytes,
+            waker=self.runtime.waker(),
+        )
+
+    def admit(self, ip: str) -> None:
+        """Raise 503/429 when opening one more stream (from *ip*) would pass a limit."""
+        settings = self.settings
+        if settings.max_clients and self.broker.total_clients() >= settings.max_clients:
+            raise ApiError(503, TOO_MANY_CLIENTS_MESSAGE)
+        if settings.max_clients_per_ip and self._clients_per_ip[ip] >= settings.max_clients_per_ip:
+            raise ApiError(429, TOO_MANY_FROM_IP_MESSAGE)
+
+    def connected(self, client: DefaultClient) -> None:
+        """Register a stream's client (before its PB_CONNECT is written)."""
+        self.broker.register(client)
+        self._clients_per_ip[client.get(IP_KEY, "")] += 1
+        self.counters.connects += 1
+        if self.settings.graceful_shutdown and self._shutdown_pid != os.getpid():
+            self._install_shutdown_handlers()
+
+    def disconnected(self, client: DefaultClient, reason: str) -> None:
+        """Unregister a stream's client and count why it ended."""
+        self.broker.unregister(client.id)
+        ip = client.get(IP_KEY, "")
+        self._clients_per_ip[ip] -= 1
+        if self._clients_per_ip[ip] <= 0:
+            del self._clients_per_ip[ip]
+        self.counters.disconnects[reason] += 1
+        self.counters.dropped += client.dropped
+
+    def record_batch(self, size: int) -> None:
+        """Note how many messages one write carried (the queue depth it drained)."""
+        if size > self.counters.queue_high_water:
+            self.counters.queue_high_water = size
+
+    def record_notify(self, delivered: int) -> None:
+        """Count one fan-out and its deliveries."""
+        self.counters.notifies += 1
+        self.counters.deliveries += delivered
 
     def lifetime_for_new_stream(self) -> float:
-        """Seconds a stream opened now may live."""
-        return self.settings.max_lifetime
+        """Seconds a stream opened now may live: the max lifetime less a random jitter."""
+        return self.settings.max_lifetime * (1 - random.uniform(0, self.settings.lifetime_jitter))
 
     def send_local(self, client: DefaultClient, message: Message) -> None:
         """Deliver *message* to one local client through the ``before_send`` hook."""
@@ -64,6 +119,29 @@ class BrokerState:
         delivered = hook(client, message) if hook is not None else message
         if delivered is not None:
             client.send(delivered)
+            self.counters.deliveries += 1
+
+    # -- whole process -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Clients, subscriptions, topics and the counters of this process."""
+        clients = list(self.broker.clients().values())
+        return {
+            "clients": len(clients),
+            "subscriptions": sum(len(c.subscriptions()) for c in clients),
+            "topics": self.broker.total_topics(),
+            **self.counters.as_dict(),
+        }
+
+    def shutdown(self) -> None:
+        """End every open stream (reason ``shutdown``); what they had queued is written first."""
+        for client in self.broker:
+            client.discard(DISCARD_SHUTDOWN)
+
+    def _install_shutdown_handlers(self) -> None:
+        self._shutdown_pid = os.getpid()
+        if isinstance(self.runtime, GeventRuntime):
+            chain_shutdown_handlers(self.shutdown, self.runtime.spawn)
 
     def close(self) -> None:
         """Unregister every client (their streams end), stop the backplane, release the pool."""

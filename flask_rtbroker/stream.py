@@ -3,7 +3,8 @@
 The stream writes everything queued since its last write as one chunk, resets the idle timer
 on every delivered message (heartbeats do not count), ends on the idle timeout, the max
 lifetime, a discard (slow consumer, application, shutdown) or a vanished peer, and unregisters
-its client on every exit path, including the WSGI server closing the iterator.
+its client on every exit path, including the WSGI server closing the iterator. While it runs,
+its socket has a send timeout, so a peer that stops reading cannot hold the stream forever.
 """
 
 from __future__ import annotations
@@ -30,6 +31,29 @@ END_IDLE = "idle"
 END_LIFETIME = "lifetime"
 
 
+class _SendTimeout:
+    """Sets a send timeout on the stream's socket and restores the server's afterwards."""
+
+    __slots__ = ("_sock", "_previous")
+
+    def __init__(self, sock: Any | None, timeout: float) -> None:
+        self._sock = sock
+        self._previous = None
+        if sock is not None:
+            try:
+                self._previous = sock.gettimeout()
+                sock.settimeout(timeout)
+            except OSError:
+                self._sock = None
+
+    def restore(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.settimeout(self._previous)
+            except OSError:
+                pass
+
+
 def event_stream(
     app: "Flask", state: "BrokerState", client: DefaultClient, environ: Mapping[str, Any]
 ) -> Iterator[bytes]:
@@ -37,11 +61,13 @@ def event_stream(
     settings = state.settings
     clock = time.monotonic
     reason = DISCARD_CLOSED
+    sock = find_socket(environ)
     watch = None
-    state.broker.register(client)
+    send_timeout = _SendTimeout(sock, settings.send_timeout)
+    state.connected(client)
     try:
         signals.client_connected.send(app, client=client)
-        watch = DisconnectWatch(state.runtime, find_socket(environ), client.wake, settings.disconnect_poll)
+        watch = DisconnectWatch(state.runtime, sock, client.wake, settings.disconnect_poll)
         yield Message(PB_CONNECT, {"clientId": client.id}).frame(client.id)
 
         now = clock()
@@ -51,16 +77,17 @@ def event_stream(
         next_heartbeat = now + heartbeat
         prefix = client.frame_prefix
         while True:
-            if client.discard_reason is not None:
-                reason = client.discard_reason
-                return
             messages = client.drain()
             if messages:
+                state.record_batch(len(messages))
                 yield b"".join([prefix + m.tail for m in messages])
                 now = clock()
                 idle_end = now + settings.idle_timeout
                 next_heartbeat = now + heartbeat
                 continue
+            if client.discard_reason is not None:
+                reason = client.discard_reason
+                return
             now = clock()
             if now >= lifetime_end:
                 reason = END_LIFETIME
@@ -82,7 +109,8 @@ def event_stream(
     finally:
         if watch is not None:
             watch.stop()
+        send_timeout.restore()
         if client.discard_reason is None:
             client.discard(reason)
-        state.broker.unregister(client.id)
+        state.disconnected(client, reason)
         signals.client_disconnected.send(app, client=client, reason=reason)

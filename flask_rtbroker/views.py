@@ -26,6 +26,7 @@ from .http import (
     stream_response,
 )
 from .identity import may_switch_auth
+from .stats import prometheus_text
 from .stream import event_stream
 from .subscription_request import DecodeError, SubscriptionRequest, decode_body, is_form, validate
 
@@ -73,8 +74,10 @@ def create_blueprint(state: "BrokerState") -> Blueprint:
 def open_stream(state: "BrokerState") -> Response:
     """Create the client, let ``before_connect`` veto it, and return the streaming response."""
     state.cluster.ensure_started()
+    ip = client_ip(request, state.settings)
+    state.admit(ip)
     client = state.new_client()
-    client.set(IP_KEY, client_ip(request, state.settings))
+    client.set(IP_KEY, ip)
     if state.hooks.before_connect_hook is not None:
         state.hooks.before_connect_hook(client, request)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -162,3 +165,8 @@ def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope"
         else:
             return 204, b""
     return error.status, encoding.dumps_sorted(error.to_dict())
+
+
+def metrics_response(state: "BrokerState") -> Response:
+    """The process's broker figures in the Prometheus text format."""
+    return Response(prometheus_text(state.stats()), content_type="text/plain; version=0.0.4; charset=utf-8")

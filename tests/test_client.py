@@ -72,14 +72,15 @@ def test_send_queues_and_drain_empties_in_order() -> None:
     assert client.drain() == []
 
 
-def test_discard_is_idempotent_and_stops_sends() -> None:
+def test_discard_is_idempotent_stops_sends_and_keeps_what_was_queued() -> None:
     client = DefaultClient()
-    client.send(Message("t", 1))
+    queued = Message("t", 1)
+    client.send(queued)
     client.discard("first")
     client.discard("second")
     assert client.is_discarded and client.discard_reason == "first"
     client.send(Message("t", 2))
-    assert client.drain() == []
+    assert client.drain() == [queued]  # written before the stream ends
 
 
 def test_full_queue_discards_the_slow_client_without_blocking() -> None:
@@ -88,6 +89,23 @@ def test_full_queue_discards_the_slow_client_without_blocking() -> None:
         client.send(Message("t", i))
     assert client.discard_reason == DISCARD_SLOW
     assert client.drain() == []
+    assert client.dropped == 4  # three queued and the one that overflowed
+
+
+def test_byte_bound_discards_the_slow_client() -> None:
+    client = DefaultClient(max_queue_bytes=100)
+    client.send(Message("t", "x" * 40))
+    assert client.queued == 1
+    client.send(Message("t", "y" * 40))
+    assert client.discard_reason == DISCARD_SLOW and client.dropped == 2
+
+
+def test_drained_bytes_free_room_in_the_byte_bound() -> None:
+    client = DefaultClient(max_queue_bytes=100)
+    for _ in range(10):
+        client.send(Message("t", "x" * 40))
+        assert len(client.drain()) == 1
+    assert not client.is_discarded
 
 
 def test_wait_returns_after_send_or_timeout() -> None:

@@ -72,7 +72,9 @@ def test_outside_app_context_the_only_app_is_used_and_several_are_ambiguous() ->
     ("key", "value", "message"),
     [
         ("RTBROKER_IDLE_TIMEOUT", 0, "must be > 0"),
-        ("RTBROKER_IDLE_TIMEOUT", "300", "number of seconds"),
+        ("RTBROKER_LIFETIME_JITTER", 1, "below 1"),
+        ("RTBROKER_METRICS_PATH", "metrics", "starting with"),
+        ("RTBROKER_IDLE_TIMEOUT", "300", "must be a number"),
         ("RTBROKER_HEARTBEAT", -1, ">= 0"),
         ("RTBROKER_CHUNK_SIZE", 0, "whole number"),
         ("RTBROKER_CLIENT_QUEUE_SIZE", 1.5, "whole number"),

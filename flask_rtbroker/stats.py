@@ -1,0 +1,54 @@
+"""Counters of one app's broker in one process, and their Prometheus text form."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+_HELP = {
+    "clients": ("gauge", "Open realtime streams."),
+    "subscriptions": ("gauge", "Subscription keys held by open streams."),
+    "topics": ("gauge", "Distinct topics with at least one subscriber."),
+    "connects_total": ("counter", "Streams opened."),
+    "notifies_total": ("counter", "notify() calls and backplane notifies handled."),
+    "deliveries_total": ("counter", "Messages queued for a client."),
+    "dropped_total": ("counter", "Queued messages lost when a slow client was discarded."),
+    "queue_high_water": ("gauge", "Most messages a client had queued at one write."),
+}
+
+
+@dataclass
+class Counters:
+    """Monotonic counters, updated off the per-delivery path (per notify, per write, per stream)."""
+
+    connects: int = 0
+    notifies: int = 0
+    deliveries: int = 0
+    dropped: int = 0
+    queue_high_water: int = 0
+    disconnects: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as plain values."""
+        return {
+            "connects_total": self.connects,
+            "notifies_total": self.notifies,
+            "deliveries_total": self.deliveries,
+            "dropped_total": self.dropped,
+            "queue_high_water": self.queue_high_water,
+            "disconnects_total": dict(self.disconnects),
+        }
+
+
+def prometheus_text(stats: dict[str, Any], prefix: str = "rtbroker_") -> str:
+    """Render :meth:`RealtimeBroker.stats` in the Prometheus text exposition format."""
+    lines: list[str] = []
+    for name, value in stats.items():
+        if name == "disconnects_total":
+            lines += [f"# HELP {prefix}{name} Streams ended, by reason.", f"# TYPE {prefix}{name} counter"]
+            lines += [f'{prefix}{name}{{reason="{reason}"}} {count}' for reason, count in sorted(value.items())]
+            continue
+        kind, text = _HELP[name]
+        lines += [f"# HELP {prefix}{name} {text}", f"# TYPE {prefix}{name} {kind}", f"{prefix}{name} {value}"]
+    return "\n".join(lines) + "\n"
