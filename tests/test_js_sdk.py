@@ -4,17 +4,21 @@ Each test starts the example app (examples/notify_app.py) in a real server proce
 scenario script from tests/js/; the script drives the SDK and asks the test (through
 :func:`jsrun.run_node` steps) to send notifies or to stop and restart the server. The assertions
 are here, on the script's JSON result and on the delivery counts that ``POST /notify`` returns.
+
+The basic round trip, the disconnect and the restart run under every server mode of tests/live.py;
+the rest under gunicorn + gevent, the production setup.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable
 
 import pytest
 
 from jsrun import require_node, run_node
-from live import LiveServer
+from live import SERVER_MODES, LiveServer
 
 AUTH_MISMATCH_BODY = (
     '{"data":{},"message":"The current and the previous request authorization don\'t match.",'
@@ -39,7 +43,7 @@ def realtime_posts(result: dict[str, Any]) -> list[dict[str, Any]]:
 PAYLOAD = {"hello": "wörld", "n": 1, "pi": 3.5, "ok": True, "none": None, "list": [1, "two"], "nested": {"a": {"b": []}}}
 
 
-@pytest.mark.parametrize("mode", ["gunicorn-gevent", "werkzeug", "pywsgi"])
+@pytest.mark.parametrize("mode", SERVER_MODES)
 def test_subscribe_and_receive_notify(make_server: Callable[..., LiveServer], mode: str) -> None:
     server = make_server(mode)
     sent: list[int] = []
@@ -161,8 +165,9 @@ def _logs(server_box: list[LiveServer]) -> Callable[[], str]:
     return lambda: "\n".join(f"server log ({s.log_path}):\n{s.log()}" for s in server_box)
 
 
-def test_on_disconnect_gets_active_keys_when_server_goes_away(make_server: Callable[..., LiveServer]) -> None:
-    servers = [make_server("gunicorn-gevent")]
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_on_disconnect_gets_active_keys_when_server_goes_away(make_server: Callable[..., LiveServer], mode: str) -> None:
+    servers = [make_server(mode)]
     result = run_node(
         "server_restart.mjs", servers[0].url, "disconnect", steps=_restart_steps(servers, make_server),
         context=_logs(servers),
@@ -170,10 +175,12 @@ def test_on_disconnect_gets_active_keys_when_server_goes_away(make_server: Calla
     assert result["firstDelivered"] == 1 and result["received"] == [{"server": 1}]
     assert result["disconnects"] == [["PB_CONNECT", "example"]], "onDisconnect gets the active keys once"
     assert result["clientIdAfterDisconnect"] == "" and result["isConnectedAfterDisconnect"] is False
+    print(f"{mode}: onDisconnect {result['disconnectMs']} ms after the stop was asked")
 
 
-def test_reconnect_and_resubscribe_after_server_restart(make_server: Callable[..., LiveServer]) -> None:
-    servers = [make_server("gunicorn-gevent")]
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_reconnect_and_resubscribe_after_server_restart(make_server: Callable[..., LiveServer], mode: str) -> None:
+    servers = [make_server(mode)]
     result = run_node(
         "server_restart.mjs", servers[0].url, "restart", steps=_restart_steps(servers, make_server),
         context=_logs(servers),
@@ -215,3 +222,70 @@ def test_auth_switch_is_rejected_with_pocketbase_body(make_server: Callable[...,
     assert result["afterDelivered"] == {"b-topic": 0, "a-topic": 1}
     assert result["a"] == [{"for": "A", "n": 1}, {"for": "A", "n": 2}] and result["b"] == []
     assert result["connectedAfterReject"] is True and result["clientIdAfterReject"] == result["clientId"]
+
+
+@pytest.mark.parametrize("setting", ["RTBROKER_IDLE_TIMEOUT", "RTBROKER_MAX_LIFETIME"])
+def test_sdk_reconnects_when_the_server_ends_the_stream(make_server: Callable[..., LiveServer], setting: str) -> None:
+    server = make_server("gunicorn-gevent", env={setting: "1"})
+
+    def reconnected(message: dict[str, Any]) -> dict[str, Any]:
+        return {"delivered": server.notify("example", {"after": "reconnect"})}
+
+    result = run_node("stream_end_reconnect.mjs", server.url, steps={"reconnected": reconnected}, context=with_log(server))
+    first, second = result["connects"][0], result["connects"][1]
+    assert first["clientId"] != second["clientId"]
+    assert result["disconnects"][0]["keys"] == ["PB_CONNECT", "example"]
+    # The stream lasted about the configured second, and the SDK came back about 200 ms later.
+    assert 0.8 <= result["disconnects"][0]["ms"] / 1000 <= 3.0, result["disconnects"]
+    assert second["ms"] - result["disconnects"][0]["ms"] < 2000, result
+    assert {"body": {"clientId": second["clientId"], "subscriptions": ["PB_CONNECT", "example"]}, "status": 204} in result["posts"]
+    assert result["delivered"] == 1 and result["received"] == [{"after": "reconnect"}]
+
+
+def test_heartbeat_comments_do_not_disturb_the_sdk(make_server: Callable[..., LiveServer]) -> None:
+    # Heartbeats (":" comment lines, an extension over PocketBase) every 50 ms while the SDK waits.
+    server = make_server("gunicorn-gevent", env={"RTBROKER_HEARTBEAT": "0.05"})
+
+    def subscribed(message: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.5)
+        return {"delivered": server.notify(message["topic"], PAYLOAD)}
+
+    result = run_node("subscribe_notify.mjs", server.url, steps={"subscribed": subscribed}, context=with_log(server))
+    assert result["delivered"] == 1 and result["received"] == [PAYLOAD]
+    assert len(realtime_posts(result)) == 1, "no reconnect happened"
+
+
+def test_auth_guest_upgrade_accepted_logout_rejected(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server("gunicorn-gevent", env={"RTBROKER_TEST_TOKENS": json.dumps({"tokA": "userA"})})
+
+    def done(message: dict[str, Any]) -> dict[str, Any]:
+        return {"delivered": {t: server.notify(t, {"topic": t}) for t in ("g-topic", "a-topic", "x-topic")}}
+
+    result = run_node("auth_upgrade.mjs", server.url, steps={"done": done}, context=with_log(server))
+    assert result["upgrade"] is None, f"guest -> user must be accepted: {result['upgrade']}"
+    assert result["downgrade"] is not None and result["downgrade"]["status"] == 403
+    assert result["downgrade"]["response"] == json.loads(AUTH_MISMATCH_BODY)
+    assert [(p["authorization"], p["status"]) for p in result["posts"]] == [(None, 204), ("tokA", 204), (None, 403)]
+    assert result["posts"][2]["errorBody"] == AUTH_MISMATCH_BODY
+    assert result["sameClient"] is True
+    assert result["delivered"] == {"g-topic": 1, "a-topic": 1, "x-topic": 0}
+    assert result["got"] == {"g-topic": [{"topic": "g-topic"}], "a-topic": [{"topic": "a-topic"}], "x-topic": []}
+
+
+def test_sdk_sees_graceful_shutdown_at_once_under_gunicorn_gevent(make_server: Callable[..., LiveServer]) -> None:
+    """SIGTERM ends every stream at once (RTBROKER_GRACEFUL_SHUTDOWN, on by default), like PocketBase.
+
+    The live server runs gunicorn with ``--graceful-timeout 2``: a stream still open when the
+    worker is told to stop lasts until those 2 s are over. The broker's shutdown handler must
+    end it first, so the SDK notices (and could reconnect elsewhere) well within a second.
+    """
+    servers = [make_server("gunicorn-gevent")]
+    result = run_node(
+        "server_restart.mjs", servers[0].url, "disconnect", steps=_restart_steps(servers, make_server),
+        context=_logs(servers),
+    )
+    assert result["disconnects"] == [["PB_CONNECT", "example"]]
+    assert result["disconnectMs"] < 1000, (
+        f"onDisconnect came {result['disconnectMs']} ms after SIGTERM: the stream lasted until gunicorn's "
+        "graceful timeout (2 s), so the broker's shutdown handler did not end it"
+    )
