@@ -70,3 +70,30 @@ def test_page_shows_change_made_outside_the_browser(demo: LiveServer, tmp_path: 
     assert result["status"] == "live"
     assert result["problems"] == [], "the page logged errors"
     assert screenshot.is_file() and screenshot.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("cors", ["default", "other-origin-only"])
+def test_cross_origin_page_and_cors(demo: LiveServer, make_server: Callable[..., LiveServer], cors: str) -> None:
+    """The demo page (one origin) subscribes to the notify app (another port, so another origin).
+
+    With the default ``RTBROKER_CORS_ORIGINS="*"`` the browser lets the SDK in; with a list
+    that lacks the page's origin it must not.
+    """
+    env = {} if cors == "default" else {"RTBROKER_CORS_ORIGINS": '["http://example.invalid"]'}
+    broker = make_server("gunicorn-gevent", env=env)
+
+    def subscribed(message: dict[str, Any]) -> dict[str, Any]:
+        return {"delivered": broker.notify("example", {"cross": "origin"})}
+
+    result = run_node(
+        "browser_cross_origin.mjs", demo.url, broker.url, steps={"subscribed": subscribed}, timeout=120,
+        context=lambda: f"broker log ({broker.log_path}):\n{broker.log()}",
+    )
+    assert result["pageOrigin"] == demo.url != broker.url
+    if cors == "default":
+        assert result["subscription"]["ok"] is True, result
+        assert result["delivered"] == 1 and result["received"] == [{"cross": "origin"}]
+        assert result["consoleErrors"] == []
+    else:
+        assert result["subscription"] == {"ok": False, "status": 0, "message": "Something went wrong."}, result
+        assert any("CORS" in line for line in result["consoleErrors"]), result["consoleErrors"]
