@@ -239,6 +239,15 @@ class RawResponse:
         return int(self.status_line.split()[1])
 
 
+def _complete(data: bytes) -> bool:
+    """True once *data* holds a whole response with a Content-Length."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    lengths = Headers(_parse_head(head)[1]).all("Content-Length")
+    return bool(lengths) and len(body) >= int(lengths[0])
+
+
 def raw_request(
     port: int,
     method: str = "POST",
@@ -256,7 +265,7 @@ def raw_request(
     data = b""
     deadline = time.monotonic() + timeout
     with sock:
-        while True:
+        while time.monotonic() < deadline:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             try:
                 part = sock.recv(65536)
@@ -265,6 +274,8 @@ def raw_request(
             if not part:
                 break
             data += part
+            if _complete(data):  # some servers wait for the client to close first
+                break
     head, sep, body_bytes = data.partition(b"\r\n\r\n")
     assert sep, f"no complete response head: {data!r}"
     status_line, items = _parse_head(head)
