@@ -33,6 +33,7 @@ KIND_POST = "post"
 KIND_POST_REPLY = "post-reply"
 KIND_COUNT = "count"
 KIND_COUNT_REPLY = "count-reply"
+KIND_CLEAR_AUTH = "clear-auth"
 
 ForwardedPost = Callable[[Envelope], tuple[int, bytes]]
 
@@ -86,6 +87,12 @@ class Cluster:
         if self.active:
             self.ensure_started()
             self.backplane.send(self.backplane.envelope(KIND_SEND, {"c": client_id, "n": message.name}, message.payload))
+
+    def publish_clear_auth(self, token: str, disconnect: bool) -> None:
+        """Ask the other processes to downgrade or disconnect an identity's clients."""
+        if self.active:
+            self.ensure_started()
+            self.backplane.send(self.backplane.envelope(KIND_CLEAR_AUTH, {"a": token, "d": disconnect}))
 
     def _request(self, kind: str, fields: dict[str, Any], body: bytes, timeout: float, expected: int | None) -> list[Envelope]:
         self.ensure_started()
@@ -153,6 +160,9 @@ class Cluster:
 
         self.state.runtime.spawn(run)
 
+    def _clear_auth(self, envelope: Envelope) -> None:
+        self.state.clear_auth(envelope.fields.get("a"), None, bool(envelope.fields.get("d")))
+
     def _reply_count(self, envelope: Envelope) -> None:
         reply = {"rid": envelope.fields["rid"], "to": envelope.origin, "n": self.state.broker.total_clients()}
         self.backplane.send(self.backplane.envelope(KIND_COUNT_REPLY, reply))
@@ -173,4 +183,5 @@ class Cluster:
         KIND_POST_REPLY: _collect_reply,
         KIND_COUNT: _reply_count,
         KIND_COUNT_REPLY: _collect_reply,
+        KIND_CLEAR_AUTH: _clear_auth,
     }

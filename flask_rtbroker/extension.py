@@ -14,6 +14,7 @@ from .client import DefaultClient
 from .config import DEFAULTS, Settings
 from .errors import ClientNotFound, MessageTooLarge, NotInitializedError
 from .fanout import BeforeSend, Recipient, fan_out
+from .identity import identity_key, identity_token
 from .message import Message
 from .cli import create_cli
 from .state import BrokerState
@@ -202,6 +203,21 @@ class RealtimeBroker:
         disconnects by reason. ``RTBROKER_METRICS_PATH`` serves them to Prometheus;
         ``flask rtbroker stats`` prints them."""
         return self.state().stats()
+
+    def clear_auth(self, identity: Any, *, disconnect: bool = False) -> int:
+        """Drop a user's auth from every connection, in every process; return the local count.
+
+        What PocketBase does when a user's password changes or the record is deleted: the
+        connections stay open as guests (the next subscription POST may carry any identity), or,
+        with ``disconnect=True``, their streams end (reason ``revoked``) and the SDK reconnects.
+        Identities match as in the auth-change rule (``id``, plus collection or class).
+        """
+        state = self.state()
+        token = identity_token(identity)
+        cleared = state.clear_auth(token, identity_key(identity), disconnect)
+        if token is not None:
+            state.cluster.publish_clear_auth(token, disconnect)
+        return cleared
 
     def shutdown(self) -> None:
         """End every open stream of this process cleanly (the SDK reconnects elsewhere)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Iterable
 
 from flask import Request, Response
@@ -30,9 +31,18 @@ STREAM_HEADERS = (
 PREFLIGHT_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 
 
+def status_line(code: int) -> str:
+    """``"204 No Content"``: the reason phrase as Go writes it (werkzeug would upper-case it)."""
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
 def error_response(error: ApiError) -> Response:
     """Render *error* as PocketBase does: compact JSON, keys sorted, with a Content-Length."""
-    return Response(encoding.dumps_sorted(error.to_dict()), status=error.status, content_type="application/json")
+    body = encoding.dumps_sorted(error.to_dict())
+    return Response(body, status=status_line(error.status), content_type="application/json")
 
 
 def bad_request(data: Any = None, message: str = GENERIC_MESSAGE) -> ApiError:
@@ -42,7 +52,7 @@ def bad_request(data: Any = None, message: str = GENERIC_MESSAGE) -> ApiError:
 
 def stream_response(body: Iterable[bytes]) -> Response:
     """Wrap the stream iterator in a response with the SSE headers, passed through unbuffered."""
-    response = Response(body, status=200, direct_passthrough=True)
+    response = Response(body, status=status_line(200), direct_passthrough=True)
     for name, value in STREAM_HEADERS:
         response.headers[name] = value
     return response
@@ -50,7 +60,7 @@ def stream_response(body: Iterable[bytes]) -> Response:
 
 def no_content() -> Response:
     """A 204 with no body and no Content-Type, like PocketBase's."""
-    response = Response(status=204)
+    response = Response(status=status_line(204))
     response.headers.remove("Content-Type")
     return response
 

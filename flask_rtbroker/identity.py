@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Mapping
 
+from . import encoding
+
 
 def identity_key(identity: Any) -> Hashable:
     """Return what makes *identity* the same user across requests (None for a guest)."""
@@ -32,3 +34,18 @@ def identity_key(identity: Any) -> Hashable:
 def may_switch_auth(current: Any, new: Any) -> bool:
     """PocketBase's rule: a guest may become anyone; an identified client must stay the same user."""
     return current is None or identity_key(current) == identity_key(new)
+
+
+def identity_token(identity: Any) -> str | None:
+    """A canonical string for *identity*'s key, to compare identities across processes.
+
+    None for a guest, or when the key cannot be encoded as JSON (then only this process can
+    match it).
+    """
+    key = identity_key(identity)
+    if key is None:
+        return None
+    try:
+        return encoding.dumps_sorted(key).decode()
+    except TypeError:
+        return None

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from .backplane import from_url
 from .broker import Broker
-from .client import IP_KEY, DefaultClient
+from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .cluster import Cluster
 from .concurrency import GeventRuntime, Runtime, select_runtime
 from .config import Settings
 from .errors import ApiError
+from .identity import identity_key, identity_token
 from .message import Message
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 TOO_MANY_CLIENTS_MESSAGE = "Too many realtime connections; try again later."
 TOO_MANY_FROM_IP_MESSAGE = "Too many realtime connections from your address."
 DISCARD_SHUTDOWN = "shutdown"
+DISCARD_REVOKED = "revoked"
 
 
 class Hooks(Protocol):
@@ -132,6 +134,24 @@ class BrokerState:
             "topics": self.broker.total_topics(),
             **self.counters.as_dict(),
         }
+
+    def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int:
+        """Downgrade to guest (or disconnect) every local client whose identity matches.
+
+        Matches by *token* (see :func:`identity_token`) when there is one, else by *key*.
+        """
+        cleared = 0
+        for client in self.broker:
+            auth = client.get(AUTH_KEY)
+            if auth is None:
+                continue
+            if (identity_token(auth) == token) if token is not None else (identity_key(auth) == key):
+                cleared += 1
+                if disconnect:
+                    client.discard(DISCARD_REVOKED)
+                else:
+                    client.unset(AUTH_KEY)
+        return cleared
 
     def shutdown(self) -> None:
         """End every open stream (reason ``shutdown``); what they had queued is written first."""

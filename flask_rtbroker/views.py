@@ -23,6 +23,7 @@ from .http import (
     error_response,
     no_content,
     preflight_response,
+    status_line,
     stream_response,
 )
 from .identity import may_switch_auth
@@ -122,7 +123,7 @@ def forward_post(state: "BrokerState", client_id: str) -> Response:
     status, body = answer
     if status == 204:
         return no_content()
-    return Response(body, status=status, content_type="application/json")
+    return Response(body, status=status_line(status), content_type="application/json")
 
 
 def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: SubscriptionRequest) -> None:

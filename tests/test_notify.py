@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 import pytest
 from flask import Flask
@@ -18,6 +19,13 @@ def broker(request: pytest.FixtureRequest) -> Iterator[RealtimeBroker]:
     with app.app_context():
         yield broker
         broker.state().close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def connect(broker: RealtimeBroker, *subscriptions: str) -> DefaultClient:
@@ -133,3 +141,36 @@ def test_discarded_clients_get_nothing(broker: RealtimeBroker) -> None:
     client = connect(broker, "t")
     broker.unregister(client.id)
     assert broker.notify("t", 1) == 0
+
+
+def test_clear_auth_downgrades_or_disconnects_every_connection_of_a_user(broker: RealtimeBroker) -> None:
+    alice_tab, alice_phone, bob, guest = (connect(broker, "t") for _ in range(4))
+    for client, user in ((alice_tab, "alice"), (alice_phone, "alice"), (bob, "bob")):
+        client.set("auth", {"collectionName": "users", "id": user})
+    assert broker.clear_auth({"collectionName": "users", "id": "alice", "name": "renamed"}) == 2
+    assert alice_tab.get("auth") is None and alice_phone.get("auth") is None
+    assert bob.get("auth") == {"collectionName": "users", "id": "bob"}
+    assert not alice_tab.is_discarded
+    assert broker.clear_auth({"collectionName": "users", "id": "bob"}, disconnect=True) == 1
+    assert bob.discard_reason == "revoked" and not guest.is_discarded
+
+
+def test_clear_auth_reaches_other_processes_on_a_shared_bus() -> None:
+    apps = []
+    for _ in range(2):
+        app = Flask(__name__)
+        app.config.update(RTBROKER_BACKPLANE="memory://clear-auth-test", RTBROKER_CONCURRENCY="threading")
+        apps.append((app, RealtimeBroker(app)))
+    (app_a, broker_a), (app_b, broker_b) = apps
+    states = [app.extensions["rtbroker"] for app, _ in apps]
+    for state in states:
+        state.cluster.ensure_started()
+    wait_until(lambda: all(state.cluster.backplane.state == "up" for state in states))
+    with app_b.app_context():
+        remote = connect(broker_b, "t")
+        remote.set("auth", {"id": "alice"})
+    with app_a.app_context():
+        assert broker_a.clear_auth({"id": "alice"}) == 0  # none in this process
+    wait_until(lambda: remote.get("auth") is None)
+    for state in states:
+        state.close()
