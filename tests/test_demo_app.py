@@ -74,3 +74,18 @@ def test_gunicorn_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert defaults["wsgi_app"] == "examples.demo.app:app" and defaults["pythonpath"] == str(ROOT)
     monkeypatch.setenv("PORT", "5123")
     assert runpy.run_path(str(path))["bind"] == "127.0.0.1:5123"
+
+
+def test_counter_in_redis_is_shared_by_apps_on_one_backplane(sdk_file: Path, redis_server) -> None:
+    config = {"DEMO_POCKETBASE_JS": str(sdk_file), "RTBROKER_BACKPLANE": redis_server.url}
+    first, second = create_app(config), create_app(config)
+    try:
+        one, two = first.test_client(), second.test_client()
+        assert one.get("/api/counter").get_json() == {"value": 0, "version": 0}
+        assert one.post("/api/counter/increment").get_json() == {"value": 1, "version": 1, "delivered": 0}
+        assert two.post("/api/counter/increment").get_json() == {"value": 2, "version": 2, "delivered": 0}
+        assert one.post("/api/counter/reset").get_json() == {"value": 0, "version": 3, "delivered": 0}
+        assert two.get("/api/counter").get_json() == {"value": 0, "version": 3}
+    finally:
+        for app in (first, second):
+            app.extensions["rtbroker"].close()

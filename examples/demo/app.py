@@ -16,16 +16,18 @@ Routes:
 - ``GET /vendor/pocketbase.umd.js``   the SDK from ``examples/demo/node_modules``
 - ``GET /api/counter``                ``{"value": n, "version": v}``
 - ``POST /api/counter/increment``     add one, tell every subscriber; answers the new state
-  plus ``delivered`` (how many streams the event was queued for)
+  plus ``delivered`` (how many streams of this process the event was queued for)
 - ``POST /api/counter/reset``         back to zero, same answer
 - ``GET|POST /api/realtime``          the realtime endpoint (flask_rtbroker)
 
 Settings: ``RTBROKER_*`` environment variables (see ``flask_rtbroker.config``), and
 ``DEMO_POCKETBASE_JS`` to serve the SDK file from another path.
 
-The counter lives in the process's memory, like the broker's list of connected pages: run one
-worker process (gevent serves thousands of pages from it). More processes would need shared
-state and a shared broker.
+One process (the default) keeps the counter in memory; gevent serves thousands of pages from
+it. With ``RTBROKER_BACKPLANE=redis://...`` the counter lives in that Redis too, so any number
+of workers and hosts share both the pages and the number::
+
+    RTBROKER_BACKPLANE=redis://127.0.0.1:6379/0 WEB_CONCURRENCY=4 gunicorn -c examples/demo/gunicorn.conf.py
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from flask import Flask, Response, jsonify, render_template, send_file
 
@@ -45,8 +47,8 @@ INSTALL_COMMAND = "npm ci --prefix examples/demo"
 COUNTER_TOPIC = "counter"
 
 
-class Counter:
-    """A number shared by all pages, with a version that grows on every change.
+class MemoryCounter:
+    """A number shared by the pages of this process, with a version that grows on every change.
 
     Two changes racing may publish their events out of order; pages keep the state with the
     highest version, so they always settle on the latest value.
@@ -62,12 +64,58 @@ class Counter:
         with self._lock:
             return {"value": self._value, "version": self._version}
 
-    def change(self, update: Callable[[int], int]) -> dict[str, int]:
-        """Replace the value with ``update(value)``; return the new snapshot."""
+    def increment(self) -> dict[str, int]:
+        """Add one; return the new snapshot."""
         with self._lock:
-            self._value = update(self._value)
+            self._value += 1
             self._version += 1
             return {"value": self._value, "version": self._version}
+
+    def reset(self) -> dict[str, int]:
+        """Back to zero (a new version all the same); return the new snapshot."""
+        with self._lock:
+            self._value = 0
+            self._version += 1
+            return {"value": self._value, "version": self._version}
+
+
+class RedisCounter:
+    """The same counter in a Redis hash, shared by every process that uses that Redis."""
+
+    KEY = "flask-rtbroker-demo:counter"
+
+    def __init__(self, url: str) -> None:
+        import redis  # the "redis" extra; only needed in this mode
+
+        self._redis = redis.Redis.from_url(url)
+
+    def snapshot(self) -> dict[str, int]:
+        """The current ``{"value", "version"}`` (zeros before the first change)."""
+        value, version = self._redis.hmget(self.KEY, ["value", "version"])
+        return {"value": int(value or 0), "version": int(version or 0)}
+
+    def increment(self) -> dict[str, int]:
+        """Add one and bump the version in one transaction; return the new snapshot."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hincrby(self.KEY, "value", 1)
+        pipe.hincrby(self.KEY, "version", 1)
+        value, version = pipe.execute()
+        return {"value": value, "version": version}
+
+    def reset(self) -> dict[str, int]:
+        """Set zero and bump the version in one transaction; return the new snapshot."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self.KEY, "value", 0)
+        pipe.hincrby(self.KEY, "version", 1)
+        _, version = pipe.execute()
+        return {"value": 0, "version": version}
+
+
+def make_counter(backplane: Any) -> MemoryCounter | RedisCounter:
+    """A Redis counter when the broker's backplane is a Redis URL, else an in-memory one."""
+    if isinstance(backplane, str) and backplane.startswith(("redis://", "rediss://")):
+        return RedisCounter(backplane)
+    return MemoryCounter()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -78,7 +126,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     broker = RealtimeBroker(app)
-    counter = Counter()
+    counter = make_counter(app.config.get("RTBROKER_BACKPLANE"))
 
     def sdk_path() -> Path:
         return Path(app.config["DEMO_POCKETBASE_JS"])
@@ -111,12 +159,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.post("/api/counter/increment")
     def increment() -> Any:
         """Add one and push the new state to every subscribed page."""
-        return publish(counter.change(lambda value: value + 1))
+        return publish(counter.increment())
 
     @app.post("/api/counter/reset")
     def reset() -> Any:
         """Set the counter back to zero and push it."""
-        return publish(counter.change(lambda value: 0))
+        return publish(counter.reset())
 
     return app
 

@@ -3,8 +3,8 @@
     gunicorn -c examples/demo/gunicorn.conf.py
 
 Environment: ``PORT`` (default 5000; the demo listens on 127.0.0.1 only), ``WEB_CONCURRENCY``
-(worker processes, default 1). Command-line flags override this file, e.g.
-``-b 0.0.0.0:8000`` to listen on every interface.
+(worker processes, default 1; more need ``RTBROKER_BACKPLANE=redis://...``). Command-line
+flags override this file, e.g. ``-b 0.0.0.0:8000`` to listen on every interface.
 """
 
 import os
@@ -23,8 +23,9 @@ bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 worker_connections = 10000
 
-# One process: the counter and the broker's list of connected pages live in its memory, and
-# broker.notify only reaches streams held by the process that calls it.
+# One process by default: the counter and the broker's list of connected pages live in its
+# memory, and broker.notify reaches the streams of the process that calls it. For several
+# workers, set RTBROKER_BACKPLANE=redis://...: the processes then share pages and counter.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 
 # Event streams never end by themselves, so a graceful stop would wait for the whole timeout.
