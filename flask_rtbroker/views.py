@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import encoding, signals
 from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .errors import ApiError, ClientNotFound
 from .http import (
+    GENERIC_MESSAGE,
     add_default_headers,
     bad_request,
     client_ip,
@@ -67,6 +68,7 @@ def create_blueprint(state: "BrokerState") -> Blueprint:
     realtime.provide_automatic_options = False  # type: ignore[attr-defined]
     blueprint.add_url_rule("", "realtime", realtime, methods=_METHODS, strict_slashes=True)
     blueprint.register_error_handler(ApiError, error_response)
+    blueprint.register_error_handler(HTTPException, http_exception_response)
     blueprint.after_request(lambda response: add_default_headers(response, request, settings))
     blueprint.record_once(answer_forwarded)
     return blueprint
@@ -166,6 +168,12 @@ def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope"
         else:
             return 204, b""
     return error.status, encoding.dumps_sorted(error.to_dict())
+
+
+def http_exception_response(exc: HTTPException) -> Response:
+    """Any werkzeug HTTP error raised while serving the endpoint, as PocketBase-shaped JSON."""
+    code = exc.code or 500
+    return error_response(ApiError(code, GENERIC_MESSAGE if code == 400 else (exc.description or exc.name)))
 
 
 def metrics_response(state: "BrokerState") -> Response:
