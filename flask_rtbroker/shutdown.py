@@ -11,7 +11,6 @@ installed handlers of its own.
 from __future__ import annotations
 
 import signal
-import threading
 from types import FrameType
 from typing import Any, Callable
 
@@ -19,9 +18,10 @@ SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def chain_shutdown_handlers(on_shutdown: Callable[[], None], spawn: Callable[[Callable[[], None]], None]) -> bool:
-    """Wrap the current handlers of :data:`SHUTDOWN_SIGNALS`; return True if any was wrapped."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
+    """Wrap the current handlers of :data:`SHUTDOWN_SIGNALS`; return True if any was wrapped.
+
+    Only possible in the process's main OS thread (where gevent runs its greenlets).
+    """
     wrapped = False
     for signum in SHUTDOWN_SIGNALS:
         previous = signal.getsignal(signum)
@@ -32,6 +32,9 @@ def chain_shutdown_handlers(on_shutdown: Callable[[], None], spawn: Callable[[Ca
             spawn(on_shutdown)
             previous(number, frame)
 
-        signal.signal(signum, handler)
+        try:
+            signal.signal(signum, handler)
+        except ValueError:  # not the main OS thread: leave the server's handlers alone
+            return wrapped
         wrapped = True
     return wrapped
