@@ -56,6 +56,7 @@ class Cluster:
         self.backplane = backplane
         self._app_ref = weakref.ref(app)
         self._pending: dict[str, _Pending] = {}
+        self._extension_handlers: dict[str, Callable[[Envelope], None]] = {}
         self.answer_post: ForwardedPost | None = None
 
     @property
@@ -72,6 +73,24 @@ class Cluster:
         app = self._app_ref()
         if app is not None:
             signals.backplane_state_changed.send(app, state=state, error=error)
+
+    # -- extension point -----------------------------------------------------------------------
+
+    def add_handler(self, kind: str, handler: Callable[[Envelope], None]) -> None:
+        """Let an extension (e.g. record events) handle envelopes of its own *kind*.
+
+        The built-in kinds cannot be taken over. *handler* runs on the listener; it should not block.
+        """
+        if kind in self._handlers:
+            raise ValueError(f"envelope kind {kind!r} is built in")
+        self._extension_handlers[kind] = handler
+
+    def publish(self, kind: str, fields: dict[str, Any], body: bytes) -> bool:
+        """Publish an extension's envelope of *kind*; False when there are no peers or it failed."""
+        if not self.active:
+            return False
+        self.ensure_started()
+        return self.backplane.send(self.backplane.envelope(kind, fields, body))
 
     # -- outgoing ------------------------------------------------------------------------------
 
@@ -129,6 +148,10 @@ class Cluster:
         handler = self._handlers.get(envelope.kind)
         if handler is not None:
             handler(self, envelope)
+            return
+        extension_handler = self._extension_handlers.get(envelope.kind)
+        if extension_handler is not None:
+            extension_handler(envelope)
 
     def _deliver_notify(self, envelope: Envelope) -> None:
         to = envelope.fields.get("to")
