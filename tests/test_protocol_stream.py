@@ -8,9 +8,11 @@ that they do not see each other's traffic on a shared server.
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -491,6 +493,32 @@ def test_heartbeat_comments_do_not_reset_the_idle_timer(pool: ServerPool, mode: 
     for chunk in chunks:
         lines = chunk.split(b"\n")
         assert chunk.endswith(b"\n\n") and all(line == b"" or line.startswith(b":") for line in lines), chunk
+
+
+@pytest.mark.parametrize("mode", ("gunicorn-gevent", "pywsgi"))
+def test_sigterm_ends_streams_with_the_last_chunk(make_server, mode: str) -> None:
+    """protocol.md §2.5: on shutdown the client sees ``0\\r\\n\\r\\n``, then the close.
+
+    The library ends streams on SIGTERM for gevent servers (RTBROKER_GRACEFUL_SHUTDOWN).
+    """
+    srv = make_server(mode)
+    streams = [open_connected(srv) for _ in range(3)]
+    signalled = time.monotonic()
+    os.killpg(srv.process.pid, signal.SIGTERM)
+    try:
+        for stream, _ in streams:
+            try:
+                _, chunks = stream.wait_end(timeout=5)
+            except EOFError:
+                pytest.fail(f"connection closed without the zero-size chunk after {time.monotonic() - signalled:.2f} s")
+            assert chunks == []
+            assert time.monotonic() - signalled < 1.0
+        for stream, _ in streams:
+            # A kept-alive connection may stay open until the worker exits (--graceful-timeout 2).
+            assert stream.read_until_closed(timeout=5) == b""
+    finally:
+        for stream, _ in streams:
+            stream.close()
 
 
 # -- scale ---------------------------------------------------------------------------------
