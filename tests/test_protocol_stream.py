@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
@@ -119,6 +120,26 @@ def test_pb_connect_is_the_first_chunk_byte_for_byte(pool: ServerPool, mode: str
         assert len(first) == 0x7B
         assert stream.last_size_line.lower() == b"7b"
         assert stream.raw_body.startswith(stream.last_size_line + b"\r\n" + first + b"\r\n")
+
+
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_query_string_and_last_event_id_are_ignored(pool: ServerPool, mode: str) -> None:
+    srv = pool(mode)
+    stream, cid = open_connected(srv, path="/api/realtime?foo=bar&clientId=x", headers={"Last-Event-ID": "abc"})
+    with stream:
+        assert stream.status == 200
+        topic = unique()
+        subscribe_ok(srv, cid, [topic])
+        assert srv.notify(topic, 1) == 1
+        assert stream.next_chunk(timeout=5) == event(cid, topic, b"1")
+
+
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_unknown_subpath_answers_pocketbase_404(pool: ServerPool, mode: str) -> None:
+    # protocol.md §3.4, below the table: GET /api/realtime/anything.
+    response = raw_request(pool(mode).port, "GET", "/api/realtime/anything")
+    assert (response.status, response.body) == (404, b'{"data":{},"message":"File not found.","status":404}')
+    assert response.headers.one("Content-Type") == "application/json"
 
 
 @pytest.mark.parametrize("mode", SERVER_MODES)
@@ -288,6 +309,24 @@ def test_many_notifies_arrive_in_order_in_whole_events(pool: ServerPool, mode: s
         # Every chunk holds whole events (never a split one) and the events keep their order.
         assert all(chunk.endswith(b"\n\n") for chunk in chunks)
         assert received == b"".join(event(cid, topic, b"%d" % i) for i in range(count))
+
+
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_concurrent_notifies_arrive_once_each_in_whole_events(pool: ServerPool, mode: str) -> None:
+    srv = pool(mode)
+    topic = unique("burst")
+    count = 60
+    stream, cid = open_connected(srv)
+    with stream, ThreadPoolExecutor(8) as executor:
+        subscribe_ok(srv, cid, [topic])
+        assert sum(executor.map(lambda i: srv.notify(topic, i), range(count))) == count
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while sum(c.count(b"\n\n") for c in chunks) < count and time.monotonic() < deadline:
+            chunks.append(stream.next_chunk(timeout=deadline - time.monotonic()))
+    events = [e + b"\n\n" for c in chunks for e in c.split(b"\n\n")[:-1]]
+    assert all(chunk.endswith(b"\n\n") for chunk in chunks)
+    assert sorted(events) == sorted(event(cid, topic, b"%d" % i) for i in range(count))
 
 
 @pytest.mark.parametrize("mode", SERVER_MODES)
