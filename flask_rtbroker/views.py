@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .state import BrokerState
 
 NOT_FOUND_MESSAGE = "The requested resource wasn't found."
+FILE_NOT_FOUND_MESSAGE = "File not found."
 MISSING_CLIENT_MESSAGE = "Missing or invalid client id."
 INVALID_CLIENT_MESSAGE = "Invalid realtime client."
 AUTH_MISMATCH_MESSAGE = "The current and the previous request authorization don't match."
@@ -65,8 +66,12 @@ def create_blueprint(state: "BrokerState") -> Blueprint:
     def answer_forwarded(setup: "BlueprintSetupState") -> None:
         state.cluster.answer_post = lambda envelope: answer_forwarded_post(setup.app, state, envelope)
 
+    def unknown_path(rest: str) -> Response:
+        raise ApiError(404, FILE_NOT_FOUND_MESSAGE)
+
     realtime.provide_automatic_options = False  # type: ignore[attr-defined]
     blueprint.add_url_rule("", "realtime", realtime, methods=_METHODS, strict_slashes=True)
+    blueprint.add_url_rule("/<path:rest>", "unknown", unknown_path, methods=_METHODS)
     blueprint.register_error_handler(ApiError, error_response)
     blueprint.register_error_handler(HTTPException, http_exception_response)
     blueprint.after_request(lambda response: add_default_headers(response, request, settings))
