@@ -123,6 +123,9 @@ def code_line(raw: dict[str, Any]) -> str:
             f" with {len(dirty)} uncommitted change(s) in flask_rtbroker/ or examples/." if dirty else " (clean).")
     else:
         text = f"Library code measured: `flask_rtbroker/` and `examples/` as committed at `{git.get('commit')}`."
+    if settings.get("nice"):
+        text += (f" Every server and load generator process ran at nice {settings['nice']} (the machine is shared; "
+                 "this keeps other work from taking their CPU).")
     if settings.get("ours_env"):
         text += " Extra environment for ours: " + ", ".join(f"`{k}={v}`" for k, v in settings["ours_env"].items()) + "."
     return text

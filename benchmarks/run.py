@@ -157,7 +157,8 @@ class Server:
     """One server process for one measurement."""
 
     def __init__(self, name: str, tmp: Path, gc_log: Path | None = None, code_dir: Path = ROOT,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, nice: int = 0) -> None:
+        self.nice = nice
         self.name = name
         self.code_dir = code_dir
         self.extra_env = extra_env or {}
@@ -195,7 +196,8 @@ class Server:
         command, env = self.command()
         cwd = self.code_dir if self.name == "ours" else ROOT
         self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log_path.open("wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=renicer(self.nice))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -234,30 +236,63 @@ class Server:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def renicer(nice: int):
+    """A ``preexec_fn`` that sets the child's nice value (children and threads inherit it)."""
+    if not nice:
+        return None
+    return lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Cores busy on the whole machine over the next *seconds* (``/proc/stat``)."""
+    def busy() -> tuple[float, float]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields[:8]) - idle, time.monotonic()
+    b0, t0 = busy()
+    time.sleep(seconds)
+    b1, t1 = busy()
+    return (b1 - b0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+
+
+def wait_for_quiet(limit: float, timeout: float) -> dict[str, Any]:
+    """Wait (at most *timeout* s) until other processes use less than *limit* cores; report what was seen."""
+    start = time.monotonic()
+    seen = machine_busy()
+    while seen > limit and time.monotonic() - start < timeout:
+        seen = machine_busy()
+    return {"busy_cores_at_start": round(seen, 2), "waited_s": round(time.monotonic() - start, 1)}
+
+
 # -- one measurement -------------------------------------------------------------------------------
 
 
-def run_loadgen(server: Server, tmp: Path, extra: list[str], timeout: float) -> dict[str, Any]:
+def run_loadgen(server: Server, tmp: Path, extra: list[str], timeout: float, nice: int = 0) -> dict[str, Any]:
     out = tmp / f"lg-{server.name}-{server.port}.json"
     command = [sys.executable, "-m", "benchmarks.loadgen", "--host", HOST, "--port", str(server.port),
                "--server-pid", str(server.pid), "--label", server.name, "--out", str(out),
                "--py-spy", str(Path(sys.prefix) / "bin" / "py-spy"), "--max-seconds", str(timeout), *extra]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60)
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60,
+                          preexec_fn=renicer(nice))
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"loadgen failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
 def measure(name: str, tmp: Path, extra: list[str], timeout: float, gc_log: Path | None = None,
-            code_dir: Path = ROOT, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+            code_dir: Path = ROOT, extra_env: dict[str, str] | None = None, nice: int = 0,
+            quiet: tuple[float, float] = (0.3, 0.0)) -> dict[str, Any]:
+    machine = wait_for_quiet(*quiet) if quiet[1] > 0 else {}
     server = Server(name, tmp, gc_log=gc_log if name == "ours" else None, code_dir=code_dir,
-                    extra_env=extra_env).start()
+                    extra_env=extra_env, nice=nice).start()
     try:
-        result = run_loadgen(server, tmp, extra, timeout)
+        result = run_loadgen(server, tmp, extra, timeout, nice=nice)
     except Exception as exc:  # a failed measurement is reported, not fatal for the others
         result = {"server": name, "error": f"{type(exc).__name__}: {exc}"}
     finally:
         server.stop()
+    result["machine_before"] = machine
     result["server_log_tail"] = server.log_path.read_text(errors="replace")[-1500:]
     if gc_log is not None and name == "ours":
         result["gc"] = analyze_gc(gc_log, result)
@@ -403,6 +438,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "dir; default, reproducible) or as they are in the work tree")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the ours server (experiments, e.g. RTBROKER_BENCH_GC_FREEZE=1)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="nice value for every server and load generator process (all alike); e.g. -10 (root) "
+                             "to keep other work on a shared machine from distorting the numbers")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="before each measurement wait at most this long for the machine to be quiet "
+                             "(< 0.3 busy cores); 0 = don't wait")
     parser.add_argument("--out-dir", default=None, help="default results/ (smoke: results/tmp/smoke/)")
     return parser.parse_args(argv)
 
@@ -413,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_requirements()
     if args.smoke:
-        args.sizes, args.rounds, args.no_profile = "200", 1, True
+        args.sizes, args.rounds, args.no_profile, args.quiet_wait = "200", 1, True, 0.0
         args.throughput_clients, args.throughput_rate, args.throughput_duration = 200, 20.0, 2.0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     servers = [s for s in args.servers.split(",") if s]
@@ -448,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                      "throughput": {"clients": args.throughput_clients, "rate": args.throughput_rate,
                                     "duration": args.throughput_duration},
                      "payload_bytes": 100, "connect_concurrency": 500, "source_addresses": 8,
-                     "code": args.code, "ours_env": ours_env},
+                     "code": args.code, "ours_env": ours_env, "nice": args.nice,
+                     "quiet_wait_s": args.quiet_wait},
         "notes": notes,
         "fanout": [],
         "throughput": [],
@@ -468,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra += ["--profile-out", str(out_dir / "profile")]
             print(f"[{time.time() - started:6.0f}s] fan-out  {name:<10} N={n}", flush=True)
             result = measure(name, tmp, extra, timeout=900, gc_log=tmp / f"gc-ours-{n}.jsonl",
-                             code_dir=code_dir, extra_env=ours_env)
+                             code_dir=code_dir, extra_env=ours_env, nice=args.nice, quiet=(0.3, args.quiet_wait))
             summary = result.get("summary", {})
             print(f"          connect {result.get('connect', {}).get('rate') or 0:7.0f}/s  "
                   f"last {summary.get('last_ms_median') or float('nan'):8.1f} ms  "
@@ -481,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--mode", "throughput", "--clients", str(args.throughput_clients),
                      "--rate", str(args.throughput_rate), "--duration", str(args.throughput_duration)]
             result = measure(name, tmp, extra, timeout=600, gc_log=tmp / "gc-ours-throughput.jsonl",
-                             code_dir=code_dir, extra_env=ours_env)
+                             code_dir=code_dir, extra_env=ours_env, nice=args.nice, quiet=(0.3, args.quiet_wait))
             tp = result.get("throughput", {})
             print(f"          all received {tp.get('all_received')}  p99 lag {tp.get('lag_ms_p99') or float('nan'):.1f} ms  "
                   f"{tp.get('server_cpu_us_per_delivery') or float('nan'):.2f} us/delivery  {result.get('error', '')}",
