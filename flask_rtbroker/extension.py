@@ -197,6 +197,18 @@ class RealtimeBroker:
         else:
             raise ClientNotFound(client_id)
 
+    def watch(self, model: type, **options: Any) -> Any:
+        """Broadcast a SQLAlchemy *model*'s committed creates/updates/deletes as record events.
+
+        ``broker.watch(Post, collection="posts", list_rule=..., view_rule=...)`` makes
+        ``pb.collection("posts").subscribe("*", cb)`` work. Needs the ``sqlalchemy`` extra; the
+        options and the returned collection are described at :func:`flask_rtbroker.records.watch`.
+        """
+        from .records import watch
+
+        app, state = self._app_and_state()
+        return watch(app, state, model, **options)
+
     def stats(self) -> dict[str, Any]:
         """This process's figures: clients, subscriptions, topics, connects, notifies,
         deliveries, messages dropped by slow-consumer discards, the queue high-water mark and
