@@ -232,7 +232,8 @@ class RealtimeBroker:
         return cleared
 
     def shutdown(self) -> None:
-        """End every open stream of this process cleanly (the SDK reconnects elsewhere)."""
+        """End every open stream of this process cleanly and refuse new ones with 503 (the SDK
+        reconnects elsewhere). Called on SIGTERM/SIGINT/SIGQUIT under gevent servers."""
         self.state().shutdown()
 
     def count_clients(self, timeout: float = 0.5) -> int:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TOO_MANY_CLIENTS_MESSAGE = "Too many realtime connections; try again later."
 TOO_MANY_FROM_IP_MESSAGE = "Too many realtime connections from your address."
+SHUTTING_DOWN_MESSAGE = "The server is shutting down; reconnect shortly."
 DISCARD_SHUTDOWN = "shutdown"
 DISCARD_REVOKED = "revoked"
 
@@ -55,6 +56,7 @@ class BrokerState:
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._shutdown_pid: int | None = None
+        self.shutting_down = False
 
     @property
     def runtime(self) -> Runtime:
@@ -78,6 +80,8 @@ class BrokerState:
     def admit(self, ip: str) -> None:
         """Raise 503/429 when opening one more stream (from *ip*) would pass a limit."""
         settings = self.settings
+        if self.shutting_down:
+            raise ApiError(503, SHUTTING_DOWN_MESSAGE)
         if settings.max_clients and self.broker.total_clients() >= settings.max_clients:
             raise ApiError(503, TOO_MANY_CLIENTS_MESSAGE)
         if settings.max_clients_per_ip and self._clients_per_ip[ip] >= settings.max_clients_per_ip:
@@ -154,7 +158,12 @@ class BrokerState:
         return cleared
 
     def shutdown(self) -> None:
-        """End every open stream (reason ``shutdown``); what they had queued is written first."""
+        """End every open stream (reason ``shutdown``) and refuse new ones (503).
+
+        What the streams had queued is written first. New streams are refused because the
+        server may still accept connections for a moment, and the SDK reconnects within 200 ms.
+        """
+        self.shutting_down = True
         for client in self.broker:
             client.discard(DISCARD_SHUTDOWN)
 

@@ -68,14 +68,17 @@ class SSEClient:
         source_address: tuple[str, int] | None = None,
         read_connect: bool = True,
     ) -> "SSEClient":
-        """Open the stream and (by default) read the head and the ``PB_CONNECT`` event."""
+        """Open the stream, read the head and (by default, on a 200) the ``PB_CONNECT`` event.
+
+        A refused stream (e.g. 503, 429) is returned too: check :attr:`status`.
+        """
         sock = socket.create_connection((host, port), timeout=timeout, source_address=source_address)
         lines = [f"GET {path} HTTP/{http_version}", f"Host: {host}:{port}", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         client = cls(sock)
         client._read_head(timeout)
-        if read_connect:
+        if read_connect and client.status == 200:
             client.connect_event = client.next_event(timeout)
             client.client_id = client.connect_event.id
         return client

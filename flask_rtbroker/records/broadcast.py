@@ -1,0 +1,135 @@
+"""Broadcasting one RecordEvent to this process's subscribers, PocketBase's way.
+
+For every topic of the record (``C/<id>`` with the view rule, ``C/*`` and ``C`` with the list
+rule) every subscription key of every subscriber gets one message, named after the key, with
+``{"record": ..., "action": ...}``, if the rule and the key's ``filter`` let it see the record;
+``fields`` picks what the record shows.
+
+Unlike PocketBase, the access check (rule and filter) runs once per distinct (rule, auth
+identity, options) per event rather than once per subscription, and each distinct payload is
+encoded once. Rules should therefore depend on the identity (see
+:func:`flask_rtbroker.identity.identity_key`), the record and the options only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Hashable, Mapping
+
+from ..client import AUTH_KEY
+from ..identity import identity_key
+from ..message import Message
+from .collection import Collection, Record
+from .event import CREATE, DELETE, UPDATE, RecordEvent
+from .subscription import RecordOptions, record_options
+
+if TYPE_CHECKING:
+    from ..state import BrokerState
+
+log = logging.getLogger("flask_rtbroker.records")
+
+_CURRENT = False
+_PREVIOUS = True
+
+
+def auth_id(auth: Any) -> str:
+    """What ``@request.auth.id`` is for *auth*: its ``"id"`` (mapping), ``get_id()`` or ``id``; ``""`` for a guest."""
+    if auth is None:
+        return ""
+    if isinstance(auth, Mapping):
+        value = auth.get("id")
+    elif callable(getattr(auth, "get_id", None)):
+        value = auth.get_id()
+    else:
+        value = getattr(auth, "id", None)
+    return "" if value is None else str(value)
+
+
+def _cache_identity(auth: Any) -> Hashable:
+    key = identity_key(auth)
+    try:
+        hash(key)
+    except TypeError:
+        return ("unhashable", id(auth))
+    return key
+
+
+class _EventView:
+    """One event seen by the subscribers of one process, with its per-event caches."""
+
+    def __init__(self, collection: Collection, event: RecordEvent) -> None:
+        self.collection = collection
+        self.event = event
+        self.transitions = collection.transitions and event.action == UPDATE and event.previous is not None
+        self._access: dict[tuple[str, bool, Hashable, str], bool] = {}
+        self._messages: dict[tuple[str, str, bool], Message] = {}
+
+    def _record(self, which: bool) -> Record:
+        return self.event.previous if which is _PREVIOUS else self.event.record  # type: ignore[return-value]
+
+    def _may_see(self, kind: str, which: bool, auth: Any, suffix: str, options: RecordOptions) -> bool:
+        cache_key = (kind, which, _cache_identity(auth), suffix)
+        allowed = self._access.get(cache_key)
+        if allowed is None:
+            allowed = self._check(kind, self._record(which), auth, options)
+            self._access[cache_key] = allowed
+        return allowed
+
+    def _check(self, kind: str, record: Record, auth: Any, options: RecordOptions) -> bool:
+        if options.filter_error is not None:
+            return False
+        rule = self.collection.rule(kind)
+        try:
+            if rule is not None and not rule(record, auth, options.options):
+                return False
+        except Exception:  # noqa: BLE001 - a failing rule denies, like a failing PocketBase rule
+            log.exception("the %s rule of %r raised; denying", kind, self.collection.name)
+            return False
+        return options.filter is None or options.filter.matches(record, auth_id(auth))
+
+    def _action(self, kind: str, auth: Any, suffix: str, options: RecordOptions) -> tuple[str, bool] | None:
+        """The action and record (current or previous) this subscription gets, or None."""
+        now = self._may_see(kind, _CURRENT, auth, suffix, options)
+        if not self.transitions:
+            return (self.event.action, _CURRENT) if now else None
+        before = self._may_see(kind, _PREVIOUS, auth, suffix, options)
+        if now:
+            return (UPDATE if before else CREATE), _CURRENT
+        return (DELETE, _PREVIOUS) if before else None
+
+    def message(self, key: str, topic: str, kind: str, auth: Any) -> Message | None:
+        """The message for subscription *key* (of *topic*) held by a client with *auth*, or None."""
+        suffix = key[len(topic):]
+        options = record_options(suffix)
+        decision = self._action(kind, auth, suffix, options)
+        if decision is None:
+            return None
+        action, which = decision
+        cached = self._messages.get((suffix, action, which))
+        if cached is not None:
+            return cached.renamed(key)
+        record = self._record(which)
+        if options.fields is not None:
+            record = options.fields.pick(record)
+        message = self._messages[(suffix, action, which)] = Message(key, {"record": record, "action": action})
+        return message
+
+
+def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) -> int:
+    """Queue *event* for every local subscription allowed to see it; return how many were queued."""
+    view = _EventView(collection, event)
+    queued = 0
+    for topic, kind in collection.topics(event.record_id):
+        for client, keys in state.broker.subscribers(topic):
+            auth = client.get(AUTH_KEY)
+            for key in keys:
+                message = view.message(key, topic, kind, auth)
+                if message is None:
+                    continue
+                try:
+                    state.send_local(client, message)  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001 - a failing before_send hook skips this client only
+                    log.exception("before_send failed for a %r record event", collection.name)
+                    continue
+                queued += 1
+    return queued

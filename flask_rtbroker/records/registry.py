@@ -1,0 +1,135 @@
+"""The watched collections of one app, and how their events reach its clients and other processes.
+
+After a commit, the events of a watched model are broadcast to this process's subscribers (in an
+app context of their app, so rules may use Flask-SQLAlchemy's ``db.session``), then published
+on the backplane as row events; every other process evaluates the rules for its own clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from ..backplane import Envelope
+from .broadcast import broadcast
+from .collection import Collection, Rule, collection_name
+from .event import KIND_RECORD, RecordEvent
+from .serialize import RecordSerializer, Serializer
+from .subscription import record_options
+from .validation import install_options_check
+from .watcher import ModelWatch, add_watch
+
+if TYPE_CHECKING:
+    from ..state import BrokerState
+
+log = logging.getLogger("flask_rtbroker.records")
+
+EXTENSION_KEY = "rtbroker.records"
+
+
+class AppRecords:
+    """Record events of one app: its collections, broadcast and backplane link."""
+
+    def __init__(self, app: Flask, state: "BrokerState") -> None:
+        self._app_ref = weakref.ref(app)
+        self.state = state
+        self.collections: dict[str, Collection] = {}
+        state.cluster.add_handler(KIND_RECORD, self.receive)
+        install_options_check(app, state.settings, self.subscription_errors)
+
+    @classmethod
+    def of(cls, app: Flask, state: "BrokerState") -> "AppRecords":
+        """The app's instance, created (and hooked into the app) on first use."""
+        records = app.extensions.get(EXTENSION_KEY)
+        if records is None:
+            records = app.extensions[EXTENSION_KEY] = cls(app, state)
+        return records
+
+    def add(self, model: type, collection: Collection, serialize: Serializer | None) -> ModelWatch:
+        """Watch *model* as *collection*."""
+        if collection.name in self.collections:
+            raise ValueError(f"collection {collection.name!r} is already watched on this app")
+        serializer = RecordSerializer(model, collection, serialize)
+        self.collections[collection.name] = collection
+        records = weakref.ref(self)
+
+        def sink(events: list[RecordEvent]) -> bool:
+            alive = records()
+            if alive is None:
+                return False
+            alive.deliver(events)
+            return True
+
+        return add_watch(ModelWatch(model, serializer, sink, with_previous=collection.transitions))
+
+    def _broadcast(self, events: list[RecordEvent]) -> None:
+        app = self._app_ref()
+        if app is None:
+            return
+        with app.app_context():
+            for event in events:
+                collection = self.collections.get(event.collection)
+                if collection is not None:
+                    broadcast(self.state, collection, event)
+
+    def deliver(self, events: list[RecordEvent]) -> None:
+        """Broadcast committed *events* here, then publish them to the other processes."""
+        self._broadcast(events)
+        for event in events:
+            fields, body = event.envelope_parts()
+            self.state.cluster.publish(KIND_RECORD, fields, body)
+
+    def receive(self, envelope: Envelope) -> None:
+        """Broadcast a row event published by another process."""
+        try:
+            event = RecordEvent.from_envelope(envelope.fields, envelope.body)
+        except ValueError:
+            log.warning("dropping a malformed record event from %s", envelope.origin)
+            return
+        self._broadcast([event])
+
+    def subscription_errors(self, subscriptions: list[str]) -> dict[str, Any]:
+        """Errors by index for the keys of watched collections whose options cannot be used."""
+        errors: dict[str, Any] = {}
+        for index, key in enumerate(subscriptions):
+            topic = key.partition("?")[0]
+            if any(collection.owns_topic(topic) for collection in self.collections.values()):
+                error = record_options(key[len(topic):]).error()
+                if error is not None:
+                    errors[str(index)] = error
+        return errors
+
+
+def watch(
+    app: Flask,
+    state: "BrokerState",
+    model: type,
+    *,
+    collection: str | None = None,
+    collection_id: str | None = None,
+    list_rule: Rule | None = None,
+    view_rule: Rule | None = None,
+    serialize: Serializer | None = None,
+    transitions: bool = False,
+) -> Collection:
+    """Broadcast *model*'s committed creates, updates and deletes as record events of *collection*.
+
+    - *collection*: the name in topics and records (default: the table name); *collection_id*
+      another name it answers to, shown as ``collectionId`` (default: the name).
+    - *list_rule* / *view_rule*: ``(record, auth, options) -> bool`` for ``<collection>/*`` and
+      ``<collection>/<id>``; None is public (like an empty PocketBase rule).
+    - *serialize*: ``row -> dict`` with an ``id``; default: the columns, see
+      :mod:`flask_rtbroker.records.serialize`.
+    - *transitions*: an update that makes a record visible to a subscription arrives as
+      ``create``, one that hides it as ``delete`` (with the record as it was).
+
+    Call it while setting the app up (it registers a ``before_request`` handler that rejects
+    unusable ``filter``/``fields`` options with a 400).
+    """
+    name = collection_name(model, collection)
+    watched = Collection(name, collection_id or name, list_rule, view_rule, transitions)
+    AppRecords.of(app, state).add(model, watched, serialize)
+    return watched
