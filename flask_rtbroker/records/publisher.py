@@ -34,11 +34,10 @@ def emit_changes(
     serializer = RecordSerializer(model, Collection(name, collection_id or name), serialize)
     backplane = emitter.backplane
 
-    def sink(events: list[RecordEvent]) -> bool:
+    def sink(events: list[RecordEvent]) -> None:
         for event in events:
             fields, body = event.envelope_parts()
             if not backplane.send(backplane.envelope(KIND_RECORD, fields, body)):
                 log.warning("could not publish a %r record event to %s", event.collection, backplane.url)
-        return True
 
     return add_watch(ModelWatch(model, serializer, sink, with_previous=True))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Flask
+from flask import Flask, current_app
 
 from ..backplane import Envelope
 from .broadcast import broadcast
@@ -20,7 +20,7 @@ from .event import KIND_RECORD, RecordEvent
 from .serialize import RecordSerializer, Serializer
 from .subscription import record_options
 from .validation import install_options_check
-from .watcher import ModelWatch, add_watch
+from .watcher import ModelWatch, add_watch, remove_watch
 
 if TYPE_CHECKING:
     from ..state import BrokerState
@@ -30,6 +30,18 @@ log = logging.getLogger("flask_rtbroker.records")
 EXTENSION_KEY = "rtbroker.records"
 
 
+def _while_alive(method: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Call the bound *method* while its object exists, without keeping the object alive."""
+    weak = weakref.WeakMethod(method)
+
+    def call(argument: Any) -> None:
+        alive = weak()
+        if alive is not None:
+            alive(argument)
+
+    return call
+
+
 class AppRecords:
     """Record events of one app: its collections, broadcast and backplane link."""
 
@@ -37,8 +49,8 @@ class AppRecords:
         self._app_ref = weakref.ref(app)
         self.state = state
         self.collections: dict[str, Collection] = {}
-        state.cluster.add_handler(KIND_RECORD, self.receive)
-        install_options_check(app, state.settings, self.subscription_errors)
+        state.cluster.add_handler(KIND_RECORD, _while_alive(self.receive))
+        install_options_check(app, state.settings, _subscription_errors)
 
     @classmethod
     def of(cls, app: Flask, state: "BrokerState") -> "AppRecords":
@@ -54,16 +66,9 @@ class AppRecords:
             raise ValueError(f"collection {collection.name!r} is already watched on this app")
         serializer = RecordSerializer(model, collection, serialize)
         self.collections[collection.name] = collection
-        records = weakref.ref(self)
-
-        def sink(events: list[RecordEvent]) -> bool:
-            alive = records()
-            if alive is None:
-                return False
-            alive.deliver(events)
-            return True
-
-        return add_watch(ModelWatch(model, serializer, sink, with_previous=collection.transitions))
+        watch = add_watch(ModelWatch(model, serializer, _while_alive(self.deliver), with_previous=collection.transitions))
+        weakref.finalize(self, remove_watch, watch)  # the app is gone: stop watching for it
+        return watch
 
     def _broadcast(self, events: list[RecordEvent]) -> None:
         app = self._app_ref()
@@ -101,6 +106,11 @@ class AppRecords:
                 if error is not None:
                     errors[str(index)] = error
         return errors
+
+
+def _subscription_errors(subscriptions: list[str]) -> dict[str, Any]:
+    records = current_app.extensions.get(EXTENSION_KEY)
+    return {} if records is None else records.subscription_errors(subscriptions)
 
 
 def watch(

@@ -34,8 +34,8 @@ from .serialize import RecordSerializer
 
 log = logging.getLogger("flask_rtbroker.records")
 
-Sink = Callable[[list[RecordEvent]], bool]
-"""Receives committed events in order; returns False once it is gone (the watch is then removed)."""
+Sink = Callable[[list[RecordEvent]], None]
+"""Receives a commit's events, in commit order."""
 
 _INFO_KEY = "flask_rtbroker.records"
 
@@ -197,12 +197,9 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         by_watch.setdefault(watch, []).append(record_event)
     for watch, events in by_watch.items():
         try:
-            alive = watch.sink(events)
+            watch.sink(events)
         except Exception:  # noqa: BLE001 - the commit already happened; never fail it
             log.exception("could not broadcast %d %s record event(s)", len(events), watch.model.__name__)
-            continue
-        if not alive:
-            remove_watch(watch)
 
 
 def _listen_sessions() -> None:
