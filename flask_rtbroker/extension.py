@@ -72,6 +72,8 @@ class RealtimeBroker:
             app.config.setdefault(key, value)
         state = BrokerState(app, Settings.from_config(app.config), self)
         app.extensions[EXTENSION_KEY] = state
+        if state.settings.graceful_shutdown:
+            state.install_shutdown_handlers()
         self._states[app] = state
         app.register_blueprint(create_blueprint(state), url_prefix=state.settings.url_prefix)
         if state.settings.metrics_path is not None:

@@ -4,8 +4,8 @@ gunicorn's gevent worker stops accepting on SIGTERM (and SIGINT/SIGQUIT) but wai
 ``--graceful-timeout`` for open requests, which for event streams means "until killed". The
 handler installed here chains to the server's own and ends every stream cleanly first, so the
 SDK reconnects at once (to a new worker after a SIGHUP reload, to another host otherwise).
-Installed on the first stream of a process, in the main thread, and only where the server
-installed handlers of its own.
+Installed in the main thread only, and only where the server installed handlers of its own
+(Python's default SIGINT handler and ignored or default dispositions are left alone).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from .backplane import from_url
 from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .cluster import Cluster
-from .concurrency import GeventRuntime, Runtime, select_runtime
+from .concurrency import Runtime, select_runtime
 from .config import Settings
 from .errors import ApiError
 from .identity import identity_key, identity_token
@@ -56,6 +56,7 @@ class BrokerState:
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._shutdown_pid: int | None = None
+        self._shutdown_tried_pid: int | None = None
         self.shutting_down = False
 
     @property
@@ -92,8 +93,9 @@ class BrokerState:
         self.broker.register(client)
         self._clients_per_ip[client.get(IP_KEY, "")] += 1
         self.counters.connects += 1
-        if self.settings.graceful_shutdown and self._shutdown_pid != os.getpid():
-            self._install_shutdown_handlers()
+        if self.settings.graceful_shutdown and self._shutdown_tried_pid != os.getpid():
+            self._shutdown_tried_pid = os.getpid()
+            self.install_shutdown_handlers()
 
     def disconnected(self, client: DefaultClient, reason: str) -> None:
         """Unregister a stream's client and count why it ended."""
@@ -167,10 +169,17 @@ class BrokerState:
         for client in self.broker:
             client.discard(DISCARD_SHUTDOWN)
 
-    def _install_shutdown_handlers(self) -> None:
-        self._shutdown_pid = os.getpid()
-        if isinstance(self.runtime, GeventRuntime):
-            chain_shutdown_handlers(self.shutdown, self.runtime.spawn)
+    def install_shutdown_handlers(self) -> None:
+        """Chain :meth:`shutdown` to the server's SIGTERM/SIGINT/SIGQUIT handlers, once per process.
+
+        Tried at ``init_app`` (a gunicorn worker imports the app in its main thread, after
+        installing its handlers) and again on the first stream (covers ``--preload``, where the
+        app was imported by the master; possible only where requests run in the main thread).
+        """
+        if self._shutdown_pid == os.getpid():
+            return
+        if chain_shutdown_handlers(self.shutdown, lambda task: self.runtime.spawn(task)):
+            self._shutdown_pid = os.getpid()
 
     def close(self) -> None:
         """Unregister every client (their streams end), stop the backplane, release the pool."""

@@ -146,3 +146,14 @@ def test_sighup_reload_ends_streams_at_once_and_clients_reach_the_new_worker(mak
     assert all(sse.next_event(timeout=5).json() == "after reload" for sse in reconnected)
     for sse in reconnected:
         sse.close()
+
+
+def test_sigterm_ends_threaded_worker_streams_before_the_graceful_timeout(make_server) -> None:
+    server = make_server("gunicorn-gthread")
+    streams = [server.stream() for _ in range(5)]
+    os.kill(server.process.pid, signal.SIGTERM)
+    started = time.monotonic()
+    for sse in streams:
+        sse.wait_end(timeout=10)
+        sse.close()
+    assert time.monotonic() - started < 1.5  # gunicorn would wait 2 s (--graceful-timeout)
