@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_BACKPLANE": "memory://",
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,
-    # End every stream cleanly when a gevent server's worker gets SIGTERM/SIGINT/SIGQUIT, so the
+    # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
     # SDK reconnects to a live worker instead of waiting for the graceful timeout.
     "RTBROKER_GRACEFUL_SHUTDOWN": True,
     # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off.

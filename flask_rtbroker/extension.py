@@ -235,7 +235,7 @@ class RealtimeBroker:
 
     def shutdown(self) -> None:
         """End every open stream of this process cleanly and refuse new ones with 503 (the SDK
-        reconnects elsewhere). Called on SIGTERM/SIGINT/SIGQUIT under gevent servers."""
+        reconnects elsewhere). Called on SIGTERM/SIGINT/SIGQUIT in gunicorn workers."""
         self.state().shutdown()
 
     def count_clients(self, timeout: float = 0.5) -> int:
