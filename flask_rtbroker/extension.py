@@ -117,14 +117,14 @@ class RealtimeBroker:
 
     def _app_and_state(self) -> tuple[Flask, BrokerState]:
         if has_app_context():
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-            state = app.extensions.get(EXTENSION_KEY)
+            app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            state: BrokerState | None = app.extensions.get(EXTENSION_KEY)
             if state is None or self._states.get(app) is not state:
                 raise NotInitializedError(
                     "RealtimeBroker is not registered on this app; call init_app(app)."
                 )
             return app, state
-        items = list(self._states.items())
+        items: list[tuple[Flask, BrokerState]] = list(self._states.items())
         if len(items) == 1:
             return items[0]
         if not items:

@@ -8,6 +8,7 @@ append happens (plus the ``before_send`` hook when one is registered).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 from .client import DefaultClient
@@ -77,9 +78,7 @@ def fan_out(
     chunks: Sequence[Subscribers] = [
         subscribers[i : i + chunk_size] for i in range(0, len(subscribers), chunk_size)
     ]
-    results = runtime.run_all(
-        [lambda chunk=chunk: _deliver_chunk(chunk, messages, before_send) for chunk in chunks]
-    )
+    results = runtime.run_all([partial(_deliver_chunk, chunk, messages, before_send) for chunk in chunks])
     for _, error in results:
         if error is not None:
             raise error

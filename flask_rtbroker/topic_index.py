@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable
 from .options import base_topic
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .client import DefaultClient as Client
 
 Subscribers = list[tuple["Client", tuple[str, ...]]]
 

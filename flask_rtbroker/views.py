@@ -64,7 +64,8 @@ def create_blueprint(state: "BrokerState") -> Blueprint:
         raise ApiError(404, NOT_FOUND_MESSAGE)
 
     def answer_forwarded(setup: "BlueprintSetupState") -> None:
-        state.cluster.answer_post = lambda envelope: answer_forwarded_post(setup.app, state, envelope)
+        app: Flask = setup.app  # type: ignore[assignment]  # a Flask app registers Flask blueprints
+        state.cluster.answer_post = lambda envelope: answer_forwarded_post(app, state, envelope)
 
     def unknown_path(rest: str) -> Response:
         raise ApiError(404, FILE_NOT_FOUND_MESSAGE)
