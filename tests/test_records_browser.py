@@ -1,0 +1,54 @@
+"""A real browser on the todo example: headless Chromium shows rows another user changes, live.
+
+Starts examples/todo under gunicorn + gevent; tests/js/records_browser_todo.mjs opens the page as
+alice. Bob (this test, over HTTP) adds a shared and a private todo: only the shared one appears.
+Bob unshares it: it disappears (a transition delete). Alice's own form then adds a todo.
+Chromium missing is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from jsrun import run_node
+from live import LiveServer
+from test_browser import require_chromium
+from test_records_js_sdk import TODO_TARGET, TodoUser, todo_env
+
+
+def test_todo_page_follows_changes_made_by_someone_else(make_server: Callable[..., LiveServer], tmp_path: Path) -> None:
+    require_chromium()
+    server = make_server("gunicorn-gevent", target=TODO_TARGET, env=todo_env(tmp_path))
+    screenshot = tmp_path / "todo-page.png"
+    bob: dict[str, Any] = {}
+
+    def page_live(message: dict[str, Any]) -> dict[str, Any]:
+        user = bob["user"] = TodoUser(server.url, "bob")
+        bob["shared"] = user.add("bob's shared todo", shared=True)["id"]
+        bob["private"] = user.add("bob's private todo")["id"]
+        return {"shared": bob["shared"], "private": bob["private"]}
+
+    def shown(message: dict[str, Any]) -> dict[str, Any]:
+        bob["user"].change(bob["shared"], shared=False)
+        return {}
+
+    def added(message: dict[str, Any]) -> dict[str, Any]:
+        alice = TodoUser(server.url, "alice")
+        todos = requests.get(f"{server.url}/api/todos", headers=alice.headers, timeout=10).json()
+        return {"titles": [todo["title"] for todo in todos]}
+
+    result = run_node(
+        "records_browser_todo.mjs", server.url, str(screenshot),
+        steps={"page-live": page_live, "shown": shown, "added": added}, timeout=120, context=server.log,
+    )
+    print(f"screenshot: {screenshot}; bob's todo shown after {result['appearedMs']} ms, "
+          f"removed after {result['removedMs']} ms")
+    assert result["user"] == "alice" and not result["loginFormShown"] and result["initial"] == []
+    assert result["afterBob"] == ["bob's shared todo"] and result["privateShown"] == 0
+    assert result["final"] == ["from alice's page"] == result["serverTitles"]
+    assert result["appearedMs"] < 3000 and result["removedMs"] < 3000
+    assert result["status"] == "live" and result["problems"] == []
+    assert screenshot.is_file() and screenshot.stat().st_size > 1000
