@@ -43,6 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, session: Session) -> dict[str, Any]:
     """Apply the command in *session* and commit; return the todo's record."""
+    todo: Todo | None
     if args.command == "add":
         owner = session.query(User).filter_by(name=args.owner).one_or_none()
         if owner is None:
@@ -51,14 +52,12 @@ def run(args: argparse.Namespace, session: Session) -> dict[str, Any]:
             session.flush()
         todo = Todo(title=args.title, shared=args.shared, owner=owner.id)
         session.add(todo)
+    elif (todo := session.get(Todo, args.id)) is None:
+        raise SystemExit(f"no todo {args.id!r}")
+    elif args.command == "done":
+        todo.done = True
     else:
-        todo = session.get(Todo, args.id)
-        if todo is None:
-            raise SystemExit(f"no todo {args.id!r}")
-        if args.command == "done":
-            todo.done = True
-        else:
-            session.delete(todo)
+        session.delete(todo)
     session.flush()
     record = todo_record(todo)
     session.commit()

@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .. import encoding
 
 Scalar = Union[None, int, float, str]
 _LIKE_FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
+_ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 def scalar(value: Any) -> Scalar:
@@ -62,21 +64,11 @@ def ordered(left: Any, operator: str, right: Any) -> bool:
     a, b = scalar(left), scalar(right)
     if a is None or b is None:
         return False
-    pair: tuple[Any, Any]
+    compare = _ORDERINGS[operator]
     if isinstance(a, str) and isinstance(b, str):
-        pair = (a, b)
-    else:
-        x, y = _number(a), _number(b)
-        if x is None or y is None:
-            return False
-        pair = (x, y)
-    if operator == "<":
-        return pair[0] < pair[1]
-    if operator == "<=":
-        return pair[0] <= pair[1]
-    if operator == ">":
-        return pair[0] > pair[1]
-    return pair[0] >= pair[1]
+        return compare(a, b)
+    x, y = _number(a), _number(b)
+    return x is not None and y is not None and compare(x, y)
 
 
 def text(value: Scalar) -> str:

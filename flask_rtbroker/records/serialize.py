@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from sqlalchemy import and_, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Mapper
 
 from .. import encoding
 from .collection import Collection, Record
@@ -24,7 +25,7 @@ Serializer = Callable[[Any], Mapping[str, Any]]
 
 def column_serializer(model: type, collection: Collection) -> Serializer:
     """The default serializer of *model*: its columns, the primary key as ``id``, sorted keys."""
-    mapper = sa_inspect(model)
+    mapper: Mapper[Any] = sa_inspect(model)
     if len(mapper.primary_key) != 1:
         raise ValueError(f"{model.__name__} has a composite primary key; pass serialize= to watch()")
     id_key = mapper.get_property_by_column(mapper.primary_key[0]).key
