@@ -85,11 +85,13 @@ def proc_rss(pid: int) -> int:
 
 
 def system_busy() -> float:
-    """CPU seconds all processes of the machine spent busy so far (``/proc/stat``, all cores)."""
+    """CPU seconds the machine's processes spent so far (``/proc/stat`` user+nice+system+steal, all cores).
+
+    Interrupt and softirq time are left out: loopback TCP work for our own sockets lands there.
+    """
     with open("/proc/stat", "rb") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+    return (fields[0] + fields[1] + fields[2] + fields[7]) / CLOCK_TICKS
 
 
 def self_cpu() -> float:
@@ -685,6 +687,26 @@ class LoadGen:
         return passes
 
 
+    def profile_connect(self, n: int) -> dict[str, Any]:
+        """``py-spy record`` (raw) while *n* more clients connect and subscribe (after the measurements)."""
+        args = self.args
+        output = f"{args.profile_out}-connect.txt"
+        command = [args.py_spy, "record", "--pid", str(self.pid), "--rate", str(args.profile_rate),
+                   "--format", "raw", "--output", output]
+        proc = gevent.subprocess.Popen(command, stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT)
+        gevent.sleep(1.5)
+        if proc.poll() is not None:
+            return {"error": f"py-spy exited early ({proc.returncode})"}
+        connect = self.connect_all(n, first_idx=2000000)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except gevent.subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        return {"output": output, "command": command, "returncode": proc.returncode, "connect": connect}
+
+
 def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     measured = [r for r in rounds if not r.get("warmup")]
     lasts = [r["last_ms"] for r in measured if r.get("last_ms") is not None and r["all_received"]]
@@ -739,6 +761,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["summary"] = summarize_rounds(rounds)
         if args.profile_out:
             out["profile"] = gen.profile(2 + args.rounds)
+            if args.profile_connect:
+                gen.close_all()
+                out["profile_connect"] = gen.profile_connect(args.profile_connect)
     else:
         out["throughput"] = gen.throughput()
     out["stream_errors"] = gen.stream_errors
@@ -767,6 +792,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="throughput: seconds of sending")
     parser.add_argument("--profile-out", default=None, help="run py-spy during extra rounds; output path prefix (.txt/.svg added)")
     parser.add_argument("--profile-rounds", type=int, default=10)
+    parser.add_argument("--profile-connect", type=int, default=0,
+                        help="with --profile-out: afterwards profile this many more connects (PREFIX-connect.txt)")
     parser.add_argument("--profile-rate", type=int, default=250)
     parser.add_argument("--profile-formats", default="raw,flamegraph",
                         help="py-spy output formats, one recording pass (and set of rounds) each")

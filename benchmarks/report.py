@@ -285,6 +285,15 @@ def render(raw: dict[str, Any]) -> str:
         lines += table(["function (inclusive time)", "share"],
                        [[f"`{n}`", f"{p:.1f}%"] for n, p, _ in profile["inclusive"][:15]])
 
+    cprofile = raw.get("profile_connect")
+    if cprofile and cprofile.get("samples"):
+        lines += ["", f"## Profile: ours while {cprofile['clients']:,} clients connect + subscribe (py-spy, after the "
+                      "measurements)", "", f"{cprofile['samples']:,} samples; full text: `profile-connect-summary.txt`.", ""]
+        lines += table(["function (inclusive time)", "share"],
+                       [[f"`{n}`", f"{p:.1f}%"] for n, p, _ in cprofile["inclusive"][:25]])
+        lines += [""]
+        lines += table(["function (self time)", "share"], [[f"`{n}`", f"{p:.1f}%"] for n, p, _ in cprofile["self"][:10]])
+
     gc_rows = []
     for result in raw.get("fanout", []) + raw.get("throughput", []):
         if result.get("server") != "ours" or "gc" not in result or "during_broadcasts" not in result["gc"]:
@@ -321,7 +330,8 @@ def render(raw: dict[str, Any]) -> str:
               "takes the message. The Go docs' version (goroutines per 300-client chunk) could be faster.",
               "- All three servers share the 2 cores with the load generator; a load generator CPU use near 1.00 means "
               "the number is a lower bound for the server. \"Other processes CPU\" is the rest of the machine's busy "
-              "time (`/proc/stat`) in the same window, in cores: other work on the machine competing for the 2 cores.",
+              "time (`/proc/stat` user+nice+system+steal, without irq/softirq) in the same window, in cores: other work "
+              "on the machine competing for the 2 cores. It is coarse (10 ms ticks) for windows under ~0.1 s.",
               ]
     return "\n".join(lines) + "\n"
 

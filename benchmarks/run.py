@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in rotated(step):
             extra = ["--clients", str(n), "--rounds", str(args.rounds)]
             if name == "ours" and n == profile_target:
-                extra += ["--profile-out", str(out_dir / "profile")]
+                extra += ["--profile-out", str(out_dir / "profile"), "--profile-connect", "3000"]
             print(f"[{time.time() - started:6.0f}s] fan-out  {name:<10} N={n}", flush=True)
             result = measure(name, tmp, extra, timeout=900, gc_log=tmp / f"gc-ours-{n}.jsonl",
                              code_dir=code_dir, extra_env=ours_env, nice=args.nice, quiet=(0.3, args.quiet_wait))
@@ -535,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
         raw["profile"] = {"clients": profile_target, **profile}
         write_profile_summary(out_dir / "profile-summary.txt", profile,
                               f"{profile_target} streams, broadcast rounds only")
+        connect_profile = analyze_profile(out_dir / "profile-connect.txt")
+        raw["profile_connect"] = {"clients": 3000, **connect_profile}
+        write_profile_summary(out_dir / "profile-connect-summary.txt", connect_profile,
+                              "3000 clients connecting + subscribing (500 at a time), after the measurements")
     raw["elapsed_s"] = time.time() - started
 
     from benchmarks import report
