@@ -536,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         write_profile_summary(out_dir / "profile-summary.txt", profile,
                               f"{profile_target} streams, broadcast rounds only")
         connect_profile = analyze_profile(out_dir / "profile-connect.txt")
+        if (out_dir / "profile-connect.txt").exists():  # raw stacks are large: keep them out of results/
+            shutil.move(str(out_dir / "profile-connect.txt"), str(tmp / "profile-connect.txt"))
         raw["profile_connect"] = {"clients": 3000, **connect_profile}
         write_profile_summary(out_dir / "profile-connect-summary.txt", connect_profile,
                               "3000 clients connecting + subscribing (500 at a time), after the measurements")
