@@ -2,14 +2,15 @@
 # Set up everything the full test suite needs on a fresh machine, then run it.
 #   bash scripts/test.sh [pytest args...]
 # Installs: a virtualenv in .venv with the package and its test extras, the JS SDK test
-# dependencies (tests/js, from package-lock.json) and, when missing, Debian's chromium and
-# redis-server (root only; otherwise it stops and says what to install).
+# dependencies (tests/js, from package-lock.json) and, when missing, Debian's chromium,
+# redis-server and postgresql (root only; otherwise it stops and says what to install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "scripts/test.sh: please install ${need_apt[*]} (Debian: apt-get install ${need_apt[*]})" >&2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from live import SERVER_MODES, LiveServer
+from postgres_server import PostgresServer
 from redis_server import RedisServer
 
 
@@ -45,3 +47,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of database ``test`` on a throwaway PostgreSQL, removed after the session.
+
+    ``RTBROKER_TEST_POSTGRES_URL`` overrides it: that server is used as is (trust auth expected).
+    """
+    override = os.environ.get("RTBROKER_TEST_POSTGRES_URL")
+    if override:
+        yield override
+        return
+    server = PostgresServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -1,14 +1,14 @@
 """Shared pieces of the record-event tests: a model, databases, apps and in-process clients.
 
-Databases: SQLite in memory always; PostgreSQL at ``RTBROKER_TEST_POSTGRES_URL`` (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``), in a schema of its own that is dropped
-afterwards. An unreachable PostgreSQL fails the tests that use it, loudly; it is never skipped.
+Databases: SQLite in memory always; PostgreSQL at the URL of the ``postgres_url`` fixture (a
+throwaway server the tests start, see postgres_server.py, or ``RTBROKER_TEST_POSTGRES_URL``), in
+a schema of its own that is dropped afterwards. An unreachable PostgreSQL fails the tests that use
+it, loudly; it is never skipped.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import secrets
 import urllib.parse
 from typing import Any, Iterator
@@ -22,7 +22,6 @@ from sqlalchemy.pool import StaticPool
 
 from flask_rtbroker import AUTH_KEY, DefaultClient, RealtimeBroker
 
-POSTGRES_URL = os.environ.get("RTBROKER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DATABASES = ("sqlite", "postgres")
 
 
@@ -55,46 +54,50 @@ def sqlite_engine() -> Engine:
     return create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
 
 
-def postgres_engine() -> tuple[Engine, str]:
-    """A schema of its own on the test PostgreSQL; fails the test when it is unreachable."""
+def postgres_engine(url: str) -> tuple[Engine, str]:
+    """A schema of its own on the PostgreSQL at *url*; fails the test when it is unreachable."""
     schema = "rtbroker_" + secrets.token_hex(6)
-    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    admin = create_engine(url, connect_args={"connect_timeout": 3})
     try:
         with admin.begin() as connection:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
     except Exception as exc:  # noqa: BLE001 - any failure is reported as is
         pytest.fail(
-            f"PostgreSQL is required by these tests and is unreachable at {POSTGRES_URL} ({exc}). "
-            "Start one (trust auth, database 'test') or point RTBROKER_TEST_POSTGRES_URL at one.",
+            f"PostgreSQL is required by these tests and is unreachable at {url} ({exc}). "
+            "Without RTBROKER_TEST_POSTGRES_URL the tests start their own server (Debian package "
+            "postgresql, installed by scripts/test.sh); with it, it must point at a running server "
+            "with trust auth.",
             pytrace=False,
         )
     finally:
         admin.dispose()
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}", "connect_timeout": 3})
+    engine = create_engine(url, connect_args={"options": f"-csearch_path={schema}", "connect_timeout": 3})
     return engine, schema
 
 
-def drop_schema(schema: str) -> None:
-    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+def drop_schema(url: str, schema: str) -> None:
+    admin = create_engine(url, connect_args={"connect_timeout": 3})
     with admin.begin() as connection:
         connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
 
 
-def database(kind: str) -> Iterator[Engine]:
-    """Yield an engine with the tables created; clean up afterwards."""
+def database(kind: str, postgres_url: str | None = None) -> Iterator[Engine]:
+    """Yield an engine with the tables created; clean up afterwards. ``postgres`` needs *postgres_url*."""
     schema = None
     if kind == "sqlite":
         engine = sqlite_engine()
     else:
-        engine, schema = postgres_engine()
+        assert postgres_url is not None, "database('postgres') needs the postgres_url fixture's URL"
+        engine, schema = postgres_engine(postgres_url)
     Base.metadata.create_all(engine)
     try:
         yield engine
     finally:
         engine.dispose()
         if schema is not None:
-            drop_schema(schema)
+            assert postgres_url is not None
+            drop_schema(postgres_url, schema)
 
 
 def make_app(**config: Any) -> tuple[Flask, RealtimeBroker]:

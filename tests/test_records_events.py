@@ -19,7 +19,9 @@ from records_support import DATABASES, Author, Post, close_app, connect, databas
 
 @pytest.fixture(params=DATABASES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    yield from database(request.param)
+    # the PostgreSQL server (session fixture in conftest.py) starts only when a postgres case runs
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    yield from database(request.param, url)
 
 
 @pytest.fixture
