@@ -33,8 +33,14 @@ DISCARD_CLOSED = "closed"
 
 
 def new_client_id() -> str:
-    """Return a random 40-character ``[A-Za-z0-9]`` id from the OS CSPRNG (~238 bits)."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(CLIENT_ID_LENGTH))
+    """Return a random 40-character ``[A-Za-z0-9]`` id from the OS CSPRNG (~238 bits).
+
+    Bytes below 248 (= 4 x 62) map uniformly onto the 62 characters; the rest are skipped.
+    """
+    chars: list[str] = []
+    while len(chars) < CLIENT_ID_LENGTH:
+        chars += [_ID_ALPHABET[b % 62] for b in secrets.token_bytes(48) if b < 248]
+    return "".join(chars[:CLIENT_ID_LENGTH])
 
 
 class Waker(Protocol):
@@ -92,6 +98,7 @@ class DefaultClient:
         "_index",
         "discard_reason",
         "dropped",
+        "deadline",
         "__weakref__",
     )
 
@@ -116,6 +123,8 @@ class DefaultClient:
         self.discard_reason: str | None = None
         self.dropped = 0
         """Messages lost because the client was discarded as a slow consumer."""
+        self.deadline = float("inf")
+        """Monotonic time its stream next has to act (idle, lifetime, heartbeat)."""
 
     @property
     def id(self) -> str:

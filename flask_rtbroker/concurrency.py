@@ -12,6 +12,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
 
@@ -24,9 +25,11 @@ CONCURRENCY_CHOICES = ("auto", "gevent", "threading")
 
 
 class ReadWatch(Protocol):
-    """A started watch for readability of one socket."""
+    """A started watch for readability of one socket (a gevent io watcher)."""
 
     def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Runtime(Protocol):
@@ -35,6 +38,8 @@ class Runtime(Protocol):
     name: str
     watches_sockets: bool
     """True when :meth:`watch_readable` is event-driven; False when streams must poll."""
+    sweeps_deadlines: bool
+    """True when streams wait without a timeout and a sweeper wakes them at their deadline."""
 
     def waker(self) -> Waker: ...
 
@@ -63,6 +68,7 @@ class ThreadingRuntime:
 
     name = "threading"
     watches_sockets = False
+    sweeps_deadlines = False
 
     def __init__(self, pool_size: int) -> None:
         self._pool_size = pool_size
@@ -106,21 +112,86 @@ class ThreadingRuntime:
                 self._executor = None
 
 
-class _GeventReadWatch:
-    __slots__ = ("_watcher",)
+class _ResumeQueue:
+    """Wakers of parked greenlets, resumed together from one hub callback per loop iteration.
 
-    def __init__(self, watcher: Any, callback: Callable[[], None]) -> None:
-        self._watcher = watcher
+    A broadcast sets thousands of wakers; one callback that switches into each parked stream
+    in turn costs far less than one scheduled callback per stream.
+    """
 
-        def fire() -> None:
-            watcher.stop()
-            callback()
+    __slots__ = ("_wakers", "_scheduled", "_loop")
 
-        watcher.start(fire)
+    def __init__(self, loop: Any) -> None:
+        self._wakers: list[GreenletWaker] = []
+        self._scheduled = False
+        self._loop = loop
 
-    def stop(self) -> None:
-        self._watcher.stop()
-        self._watcher.close()
+    def add(self, waker: "GreenletWaker") -> None:
+        self._wakers.append(waker)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._resume_all)
+
+    def _resume_all(self) -> None:
+        wakers, self._wakers, self._scheduled = self._wakers, [], False
+        for waker in wakers:
+            waker.resume()
+
+
+class GreenletWaker:
+    """A :class:`Waker` for one greenlet, cheaper than ``gevent.event.Event``.
+
+    ``wait()`` parks the calling greenlet in the hub; ``set()`` marks the flag and queues the
+    waker for the hub's next :class:`_ResumeQueue` pass, which switches back into whichever
+    greenlet is parked on it then (none: nothing happens). Streams under gevent wait without a
+    timeout, so there is no timer per wait either; the broker's sweeper wakes them at their
+    deadlines.
+    """
+
+    __slots__ = ("_flag", "_parked", "_queue")
+
+    def __init__(self, queue: _ResumeQueue) -> None:
+        self._flag = False
+        self._parked: Any = None
+        self._queue = queue
+
+    def set(self) -> None:
+        if self._flag:
+            return
+        self._flag = True
+        if self._parked is not None:
+            self._queue.add(self)
+
+    def resume(self) -> None:
+        """Switch into the parked greenlet, if one is parked (called from the hub)."""
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            parked.switch()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        import greenlet
+        from gevent import get_hub
+
+        hub = get_hub()
+        self._parked = greenlet.getcurrent()
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.timer(max(timeout, 0.0))
+            timer.start(self.resume)
+        try:
+            hub.switch()
+        finally:
+            self._parked = None
+            if timer is not None:
+                timer.stop()
+                timer.close()
+        return self._flag
 
 
 class GeventRuntime:
@@ -128,16 +199,24 @@ class GeventRuntime:
 
     name = "gevent"
     watches_sockets = True
+    sweeps_deadlines = True
 
     def __init__(self, pool_size: int) -> None:
-        import gevent.event
         import gevent.pool
 
-        self._event_class = gevent.event.Event
         self._pool = gevent.pool.Pool(pool_size)
+        self._resume_queues: "weakref.WeakKeyDictionary[Any, _ResumeQueue]" = weakref.WeakKeyDictionary()
 
     def waker(self) -> Waker:
-        return self._event_class()
+        from gevent import get_hub
+
+        hub = get_hub()
+        queue = self._resume_queues.get(hub)
+        if queue is None:
+            queue = self._resume_queues[hub] = _ResumeQueue(hub.loop)
+        return GreenletWaker(queue)
+
+        return GreenletWaker(get_hub())
 
     def run_all(self, tasks: Sequence[Task]) -> list[Any]:
         """Run *tasks* on greenlets, wait for all, re-raise the first error (in task order)."""
@@ -150,10 +229,13 @@ class GeventRuntime:
         return _collect([(g.value, g.exception) for g in greenlets])
 
     def watch_readable(self, fileno: int, callback: Callable[[], None]) -> ReadWatch:
-        """Call *callback* once, from the hub, when *fileno* becomes readable (or closes)."""
+        """Call *callback* from the hub when *fileno* becomes readable (or closes); the caller
+        stops the returned watcher (``stop()``, then ``close()``) when done."""
         from gevent import get_hub
 
-        return _GeventReadWatch(get_hub().loop.io(fileno, 1), callback)
+        watcher = get_hub().loop.io(fileno, 1)
+        watcher.start(callback)
+        return watcher  # type: ignore[no-any-return]
 
     def spawn(self, func: Task) -> None:
         """Run *func* in a new greenlet."""

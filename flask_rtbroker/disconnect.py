@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import select
 import socket
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .concurrency import ReadWatch, Runtime
+
+if TYPE_CHECKING:
+    from .client import DefaultClient
 
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
@@ -48,10 +51,11 @@ def peer_closed(sock: Any) -> bool:
 class DisconnectWatch:
     """Watches one stream's socket; :meth:`closed` says whether the peer went away."""
 
-    __slots__ = ("_sock", "_poll", "_watch", "_readable", "poll_interval")
+    __slots__ = ("_sock", "_poll", "_watch", "_readable", "_client", "poll_interval")
 
-    def __init__(self, runtime: Runtime, sock: Any | None, wake: Callable[[], None], poll_interval: float) -> None:
+    def __init__(self, runtime: Runtime, sock: Any | None, client: "DefaultClient", poll_interval: float) -> None:
         self._sock = sock
+        self._client = client
         self._poll: select.poll | None = None
         self._watch: ReadWatch | None = None
         self._readable = False
@@ -64,15 +68,18 @@ class DisconnectWatch:
             self._sock = None
             return
         if runtime.watches_sockets:
-            self._watch = runtime.watch_readable(fileno, lambda: self._on_readable(wake))
+            self._watch = runtime.watch_readable(fileno, self._on_readable)
         else:
             self._poll = select.poll()
             self._poll.register(fileno, select.POLLIN | select.POLLPRI)
             self.poll_interval = poll_interval
 
-    def _on_readable(self, wake: Callable[[], None]) -> None:
+    def _on_readable(self) -> None:
+        """From the hub: note it, stop watching (level-triggered), wake the stream to look."""
         self._readable = True
-        wake()
+        if self._watch is not None:
+            self._watch.stop()
+        self._client.wake()
 
     def closed(self) -> bool:
         """Return True if the peer closed the connection (checks the socket only when readable)."""
@@ -91,8 +98,10 @@ class DisconnectWatch:
         return False
 
     def stop(self) -> None:
-        """Stop watching; safe to call more than once."""
+        """Stop watching and release the watcher; safe to call more than once."""
         if self._watch is not None:
             self._watch.stop()
+            self._watch.close()
             self._watch = None
         self._poll = None
+        self._client = None  # type: ignore[assignment]

@@ -66,10 +66,16 @@ def no_content() -> Response:
 
 
 def add_default_headers(response: Response, request: Request, settings: Settings) -> Response:
-    """Add the security headers, ``Vary: Origin`` and, when the origin is allowed, CORS."""
-    for name, value in SECURITY_HEADERS:
-        response.headers.setdefault(name, value)
-    response.vary.add("Origin")
+    """Add the security headers, ``Vary: Origin`` and, when the origin is allowed, CORS.
+
+    Only the endpoint's own responses pass here, so the headers are appended, not merged.
+    """
+    headers = response.headers
+    headers.extend(SECURITY_HEADERS)
+    if "Vary" in headers:
+        response.vary.add("Origin")
+    else:
+        headers.add("Vary", "Origin")
     origin = request.headers.get("Origin")
     allowed = allowed_origin(origin, settings)
     if allowed is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
@@ -58,6 +59,8 @@ class BrokerState:
         self._shutdown_pid: int | None = None
         self._shutdown_tried_pid: int | None = None
         self.shutting_down = False
+        self._sweeper_pid: int | None = None
+        self._closed = False
 
     @property
     def runtime(self) -> Runtime:
@@ -77,6 +80,29 @@ class BrokerState:
             max_queue_bytes=self.settings.client_queue_bytes,
             waker=self.runtime.waker(),
         )
+
+    def start_sweeper(self) -> None:
+        """Start (once per process) the greenlet that wakes streams at their deadlines."""
+        if self._sweeper_pid != os.getpid():
+            self._sweeper_pid = os.getpid()
+            self.runtime.spawn(self._sweep_deadlines)
+
+    def sweep_interval(self) -> float:
+        """How often the sweeper looks: at most 1 s, finer for short timeouts and heartbeats."""
+        settings = self.settings
+        candidates = [1.0, settings.idle_timeout / 20, settings.max_lifetime / 20]
+        if settings.heartbeat:
+            candidates.append(settings.heartbeat / 5)
+        return max(0.01, min(candidates))
+
+    def _sweep_deadlines(self) -> None:
+        interval, pid = self.sweep_interval(), os.getpid()
+        while not self._closed and os.getpid() == pid:
+            self.runtime.sleep(interval)
+            now = time.monotonic()
+            for client in self.broker.clients().values():
+                if client.deadline <= now:
+                    client.wake()
 
     def admit(self, ip: str) -> None:
         """Raise 503/429 when opening one more stream (from *ip*) would pass a limit."""
@@ -183,6 +209,7 @@ class BrokerState:
 
     def close(self) -> None:
         """Unregister every client (their streams end), stop the backplane, release the pool."""
+        self._closed = True
         for client_id in list(self.broker.clients()):
             self.broker.unregister(client_id)
         self.cluster.backplane.close()

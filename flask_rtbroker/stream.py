@@ -67,7 +67,7 @@ def event_stream(
     state.connected(client)
     try:
         signals.client_connected.send(app, client=client)
-        watch = DisconnectWatch(state.runtime, sock, client.wake, settings.disconnect_poll)
+        watch = DisconnectWatch(state.runtime, sock, client, settings.disconnect_poll)
         yield Message(PB_CONNECT, {"clientId": client.id}).frame(client.id)
 
         now = clock()
@@ -76,6 +76,9 @@ def event_stream(
         heartbeat = settings.heartbeat or float("inf")
         next_heartbeat = now + heartbeat
         prefix = client.frame_prefix
+        sweeping = state.runtime.sweeps_deadlines
+        if sweeping:
+            state.start_sweeper()
         while True:
             messages = client.drain()
             if messages:
@@ -99,10 +102,15 @@ def event_stream(
                 yield HEARTBEAT_FRAME
                 next_heartbeat = clock() + heartbeat
                 continue
-            wait = min(lifetime_end, idle_end, next_heartbeat) - now
-            if watch.poll_interval is not None:
-                wait = min(wait, watch.poll_interval)
-            client.wait(wait)
+            deadline = min(lifetime_end, idle_end, next_heartbeat)
+            if sweeping:
+                client.deadline = deadline
+                client.wait(None)
+            else:
+                wait = deadline - now
+                if watch.poll_interval is not None:
+                    wait = min(wait, watch.poll_interval)
+                client.wait(wait)
             if watch.closed():
                 reason = DISCARD_CLOSED
                 return

@@ -90,7 +90,11 @@ def open_stream(state: "BrokerState") -> Response:
     if state.hooks.before_connect_hook is not None:
         state.hooks.before_connect_hook(client, request)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    return stream_response(event_stream(app, state, client, request.environ))
+    environ = request.environ
+    # The server keeps the environ for the stream's whole life; don't let it keep the parsed
+    # request too (werkzeug stores it there, in a reference cycle).
+    environ.pop("werkzeug.request", None)
+    return stream_response(event_stream(app, state, client, environ))
 
 
 def read_subscription_request(max_body_size: int) -> SubscriptionRequest:
