@@ -58,7 +58,7 @@ class Broker:
         return len(self._clients)
 
     def subscribers(self, topic: str) -> Subscribers:
-        """Return ``(client, matching keys)`` for every client with a subscription matching *topic*.
+        """Return ``{client: matching keys}`` for every client with a subscription matching *topic*.
 
         A key matches when it equals *topic*, or when it is *topic* with the SDK's
         ``?options=``/``&options=`` appended.

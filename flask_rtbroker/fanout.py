@@ -9,7 +9,7 @@ append happens (plus the ``before_send`` hook when one is registered).
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from .client import DefaultClient
 from .concurrency import Runtime
@@ -33,13 +33,16 @@ class _RenamedMessages(dict[str, Message]):
 
 
 def _deliver_chunk(
-    chunk: Subscribers, messages: _RenamedMessages, before_send: BeforeSend | None
+    clients: list[DefaultClient],
+    subscribers: Subscribers,
+    messages: _RenamedMessages,
+    before_send: BeforeSend | None,
 ) -> tuple[int, Exception | None]:
     """Queue the chunk's deliveries; a failing hook skips that client only. Return (count, first error)."""
     delivered = 0
     first_error: Exception | None = None
-    for client, keys in chunk:
-        for key in keys:
+    for client in clients:
+        for key in subscribers[client]:
             message: Message | None = messages[key]
             if before_send is not None:
                 try:
@@ -66,19 +69,15 @@ def fan_out(
     """Send *message* once per matching key of every subscriber; return how many were queued.
 
     Every delivery is attempted; the first error raised by *before_send* is re-raised afterwards.
-
     *recipient*, when given, selects which subscribers get it (targeted sends). The event name
     of each delivery is the subscriber's key.
     """
-    if recipient is not None:
-        subscribers = [(client, keys) for client, keys in subscribers if recipient(client)]
-    if not subscribers:
+    clients = list(subscribers) if recipient is None else [c for c in subscribers if recipient(c)]
+    if not clients:
         return 0
     messages = _RenamedMessages(message)
-    chunks: Sequence[Subscribers] = [
-        subscribers[i : i + chunk_size] for i in range(0, len(subscribers), chunk_size)
-    ]
-    results = runtime.run_all([partial(_deliver_chunk, chunk, messages, before_send) for chunk in chunks])
+    chunks = [clients[i : i + chunk_size] for i in range(0, len(clients), chunk_size)]
+    results = runtime.run_all([partial(_deliver_chunk, chunk, subscribers, messages, before_send) for chunk in chunks])
     for _, error in results:
         if error is not None:
             raise error

@@ -75,15 +75,14 @@ def event_stream(
         idle_end = now + settings.idle_timeout
         heartbeat = settings.heartbeat or float("inf")
         next_heartbeat = now + heartbeat
-        prefix = client.frame_prefix
         sweeping = state.runtime.sweeps_deadlines
         if sweeping:
             state.start_sweeper()
         while True:
-            messages = client.drain()
-            if messages:
-                state.record_batch(len(messages))
-                yield b"".join([prefix + m.tail for m in messages])
+            queued = client.queued
+            if queued:
+                state.record_batch(queued)
+                yield client.take()
                 now = clock()
                 idle_end = now + settings.idle_timeout
                 next_heartbeat = now + heartbeat

@@ -15,7 +15,7 @@ from .options import base_topic
 if TYPE_CHECKING:
     from .client import DefaultClient as Client
 
-Subscribers = list[tuple["Client", tuple[str, ...]]]
+Subscribers = dict["Client", tuple[str, ...]]
 
 
 class TopicIndex:
@@ -57,12 +57,16 @@ class TopicIndex:
                             del self._topics[topic]
 
     def subscribers(self, topic: str) -> Subscribers:
-        """Return a snapshot of ``(client, keys)`` pairs whose keys match *topic*."""
+        """Return a snapshot ``{client: keys}`` of the clients whose keys match *topic*.
+
+        A dict copy: one allocation however many subscribers, so a broadcast creates no
+        per-subscriber objects for the garbage collector to track.
+        """
         holders = self._topics.get(topic)
         if not holders:
-            return []
+            return {}
         with self._lock:
-            return list(holders.items())
+            return holders.copy()
 
     def total_topics(self) -> int:
         """Return how many distinct topics have at least one subscriber."""

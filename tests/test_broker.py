@@ -59,7 +59,7 @@ def test_subscribers_follow_subscription_changes() -> None:
     late.unsubscribe("t?options=%7B%7D")
     assert dict(broker.subscribers("t")) == {early: ("t",)}
     broker.unregister(early.id)
-    assert broker.subscribers("t") == []
+    assert broker.subscribers("t") == {}
     assert dict(broker.subscribers("t/x")) == {late: ("t/x",)}
     broker.unregister(late.id)
     assert broker.total_topics() == 0
@@ -68,4 +68,4 @@ def test_subscribers_follow_subscription_changes() -> None:
 def test_keys_that_must_not_match_a_topic() -> None:
     broker = Broker()
     registered(broker, "t/x", "T", "t ", "t?", "t?foo=bar", "xt")
-    assert broker.subscribers("t") == []
+    assert broker.subscribers("t") == {}

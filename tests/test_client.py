@@ -114,3 +114,16 @@ def test_wait_returns_after_send_or_timeout() -> None:
     client.send(Message("t", 1))
     client.wait(5)  # returns at once: something is queued
     assert client.queued == 1
+
+
+def test_take_frames_everything_queued_as_one_write() -> None:
+    client = DefaultClient("cid")
+    assert client.take() == b""
+    client.send(Message("a", 1))
+    assert client.take() == b"id:cid\nevent:a\ndata:1\n\n"
+    client.send(Message("a", 1))
+    client.send(Message("b", [2]))
+    assert client.take() == b"id:cid\nevent:a\ndata:1\n\nid:cid\nevent:b\ndata:[2]\n\n"
+    assert client.queued == 0
+    client.send(Message("c", "x" * 100))  # the byte bound counts only what is still queued
+    assert client.take().endswith(b'"\n\n')

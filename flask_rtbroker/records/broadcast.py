@@ -120,7 +120,7 @@ def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) 
     view = _EventView(collection, event)
     queued = 0
     for topic, kind in collection.topics(event.record_id):
-        for client, keys in state.broker.subscribers(topic):
+        for client, keys in state.broker.subscribers(topic).items():
             auth = client.get(AUTH_KEY)
             for key in keys:
                 message = view.message(key, topic, kind, auth)
