@@ -16,6 +16,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
 
+from greenlet import getcurrent
+
 from .client import Waker
 from .errors import ConfigurationError
 
@@ -119,12 +121,13 @@ class _ResumeQueue:
     in turn costs far less than one scheduled callback per stream.
     """
 
-    __slots__ = ("_wakers", "_scheduled", "_loop")
+    __slots__ = ("_wakers", "_scheduled", "_loop", "hub")
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, hub: Any) -> None:
         self._wakers: list[GreenletWaker] = []
         self._scheduled = False
-        self._loop = loop
+        self._loop = hub.loop
+        self.hub = hub
 
     def add(self, waker: "GreenletWaker") -> None:
         self._wakers.append(waker)
@@ -175,22 +178,22 @@ class GreenletWaker:
     def wait(self, timeout: float | None = None) -> bool:
         if self._flag:
             return True
-        import greenlet
-        from gevent import get_hub
-
-        hub = get_hub()
-        self._parked = greenlet.getcurrent()
-        timer = None
-        if timeout is not None:
-            timer = hub.loop.timer(max(timeout, 0.0))
-            timer.start(self.resume)
+        hub = self._queue.hub
+        self._parked = getcurrent()
+        if timeout is None:
+            try:
+                hub.switch()
+            finally:
+                self._parked = None
+            return self._flag
+        timer = hub.loop.timer(max(timeout, 0.0))
+        timer.start(self.resume)
         try:
             hub.switch()
         finally:
             self._parked = None
-            if timer is not None:
-                timer.stop()
-                timer.close()
+            timer.stop()
+            timer.close()
         return self._flag
 
 
@@ -213,7 +216,7 @@ class GeventRuntime:
         hub = get_hub()
         queue = self._resume_queues.get(hub)
         if queue is None:
-            queue = self._resume_queues[hub] = _ResumeQueue(hub.loop)
+            queue = self._resume_queues[hub] = _ResumeQueue(hub)
         return GreenletWaker(queue)
 
         return GreenletWaker(get_hub())

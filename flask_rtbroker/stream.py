@@ -31,27 +31,16 @@ END_IDLE = "idle"
 END_LIFETIME = "lifetime"
 
 
-class _SendTimeout:
-    """Sets a send timeout on the stream's socket and restores the server's afterwards."""
-
-    __slots__ = ("_sock", "_previous")
-
-    def __init__(self, sock: Any | None, timeout: float) -> None:
-        self._sock = sock
-        self._previous = None
-        if sock is not None:
-            try:
-                self._previous = sock.gettimeout()
-                sock.settimeout(timeout)
-            except OSError:
-                self._sock = None
-
-    def restore(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.settimeout(self._previous)
-            except OSError:
-                pass
+def _set_timeout(sock: Any | None, timeout: float | None) -> Any:
+    """Set *sock*'s timeout; return the previous one (None when there is no usable socket)."""
+    if sock is None:
+        return None
+    try:
+        previous = sock.gettimeout()
+        sock.settimeout(timeout)
+    except OSError:
+        return None
+    return previous
 
 
 def event_stream(
@@ -63,7 +52,7 @@ def event_stream(
     reason = DISCARD_CLOSED
     sock = find_socket(environ)
     watch = None
-    send_timeout = _SendTimeout(sock, settings.send_timeout)
+    server_timeout = _set_timeout(sock, settings.send_timeout)
     state.connected(client)
     try:
         signals.client_connected.send(app, client=client)
@@ -75,6 +64,7 @@ def event_stream(
         idle_end = now + settings.idle_timeout
         heartbeat = settings.heartbeat or float("inf")
         next_heartbeat = now + heartbeat
+        delivered = False
         sweeping = state.runtime.sweeps_deadlines
         if sweeping:
             state.start_sweeper()
@@ -83,14 +73,16 @@ def event_stream(
             if queued:
                 state.record_batch(queued)
                 yield client.take()
-                now = clock()
-                idle_end = now + settings.idle_timeout
-                next_heartbeat = now + heartbeat
+                delivered = True
                 continue
             if client.discard_reason is not None:
                 reason = client.discard_reason
                 return
             now = clock()
+            if delivered:
+                delivered = False
+                idle_end = now + settings.idle_timeout
+                next_heartbeat = now + heartbeat
             if now >= lifetime_end:
                 reason = END_LIFETIME
                 return
@@ -116,7 +108,7 @@ def event_stream(
     finally:
         if watch is not None:
             watch.stop()
-        send_timeout.restore()
+        _set_timeout(sock, server_timeout)
         if client.discard_reason is None:
             client.discard(reason)
         state.disconnected(client, reason)
