@@ -81,8 +81,10 @@ def resources() -> dict[str, int]:
     from greenlet import greenlet
 
     gc.collect()
-    greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet) and not obj.dead)
+    objects = gc.get_objects()
+    greenlets = sum(1 for obj in objects if isinstance(obj, greenlet) and not obj.dead)
     return {
+        "gc_objects": len(objects),
         "fds": len(os.listdir("/proc/self/fd")),
         "greenlets": greenlets,
         "threads": threading.active_count(),
