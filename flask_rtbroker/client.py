@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import string
 import threading
-from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
 from .message import Message
@@ -83,7 +82,7 @@ class Client(Protocol):
 
 
 class DefaultClient:
-    """The default :class:`Client`: a deque bounded at *queue_size* messages plus a waker event."""
+    """The default :class:`Client`: a queue bounded at *queue_size* messages plus a waker event."""
 
     __slots__ = (
         "_id",
@@ -114,7 +113,10 @@ class DefaultClient:
         self.frame_prefix = b"id:" + self._id.encode("ascii")
         self._subscriptions: dict[str, SubscriptionOptions] = {}
         self._store: dict[str, Any] = {}
-        self._queue: deque[Message] = deque()
+        # A list, not a deque: an idle client's queue costs 56 bytes instead of ~600. Consumers
+        # take the first n items then delete them; senders only append, so nothing is lost
+        # between the two steps even with threads.
+        self._queue: list[Message] = []
         self._queue_size = queue_size
         self._queue_bytes = 0
         self._max_queue_bytes = max_queue_bytes
@@ -245,7 +247,8 @@ class DefaultClient:
     def drain(self) -> list[Message]:
         """Remove and return everything queued, oldest first."""
         queue = self._queue
-        messages = [queue.popleft() for _ in range(len(queue))]
+        messages = queue[: len(queue)]
+        del queue[: len(messages)]
         if messages:
             self._queue_bytes -= sum(len(m.tail) for m in messages)
         return messages
@@ -258,13 +261,15 @@ class DefaultClient:
         queue = self._queue
         count = len(queue)
         if count == 1:
-            tail = queue.popleft().tail
+            tail = queue[0].tail
+            del queue[0]
             self._queue_bytes -= len(tail)
             return self.frame_prefix + tail
         if count == 0:
             return b""
         prefix = self.frame_prefix
-        tails = [queue.popleft().tail for _ in range(count)]
+        tails = [m.tail for m in queue[:count]]
+        del queue[:count]
         self._queue_bytes -= sum(map(len, tails))
         return prefix + prefix.join(tails)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from . import encoding
@@ -25,10 +26,15 @@ class SubscriptionOptions:
     """The request options carried by one subscription: string query values and headers.
 
     Header names are snake_case (``X-Token`` becomes ``x_token``), as PocketBase's rules see them.
+    Read-only: subscriptions without options share one empty instance.
     """
 
-    query: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+NO_OPTIONS = SubscriptionOptions(MappingProxyType({}), MappingProxyType({}))
+"""The options of every subscription that carries none (most of them)."""
 
 
 def snakecase(name: str) -> str:
@@ -66,14 +72,14 @@ def _stringify(value: Any) -> str:
 def parse_options(subscription: str) -> SubscriptionOptions:
     """Parse the ``options`` query parameter of *subscription*; malformed options mean none."""
     if OPTIONS_PARAM + "=" not in subscription:
-        return SubscriptionOptions()
+        return NO_OPTIONS
     try:
         raw_values = parse_qs(urlsplit(subscription).query).get(OPTIONS_PARAM)
         raw = encoding.loads(raw_values[0]) if raw_values else None
     except ValueError:
-        return SubscriptionOptions()
+        return NO_OPTIONS
     if not isinstance(raw, dict):
-        return SubscriptionOptions()
+        return NO_OPTIONS
     query = raw.get("query")
     headers = raw.get("headers")
     return SubscriptionOptions(
