@@ -84,16 +84,7 @@ class SSEClient:
         return client
 
     def _recv(self, deadline: float) -> bytes:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no data from the server in time")
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise TimeoutError("no data from the server in time") from None
-        except ConnectionError:
-            data = b""
+        data = recv_before(self.sock, deadline)
         if not data:
             self.ended = True
         return data
@@ -173,6 +164,21 @@ class SSEClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def recv_before(sock: socket.socket, deadline: float) -> bytes:
+    """Receive what *sock* has by the monotonic *deadline*: b"" when the peer closed (or reset)
+    the connection, TimeoutError when nothing came in time."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("no data from the server in time")
+    sock.settimeout(remaining)
+    try:
+        return sock.recv(65536)
+    except socket.timeout:
+        raise TimeoutError("no data from the server in time") from None
+    except ConnectionError:
+        return b""
 
 
 def _parse_event(raw: bytes) -> Event | None:

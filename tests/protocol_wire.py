@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from flask_rtbroker.testing import recv_before
 from live import HOST, LiveServer
 
 SECURITY_HEADERS = {
@@ -136,16 +137,7 @@ class RawStream:
 
     def _fill(self, deadline: float) -> bool:
         """Read more bytes into the buffer; False when the peer closed the connection."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no data from the server in time")
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise TimeoutError("no data from the server in time") from None
-        except ConnectionError:
-            data = b""
+        data = recv_before(self.sock, deadline)
         if not data:
             self.closed_by_peer = True
             return False
