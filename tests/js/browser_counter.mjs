@@ -6,30 +6,16 @@
 //   then the page must show reply.value; then the page's own +1 button is clicked and the
 //   page must show reply.value + 1;
 //   "clicked" {value}    -> the test checks the server's counter -> reply {value}
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 import { extraArgs, log, run, serverUrl, step, withTimeout } from "./lib.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 run(async (context) => {
   const url = serverUrl();
   const screenshot = extraArgs()[0];
   if (!screenshot) throw new Error("usage: node browser_counter.mjs URL SCREENSHOT.png");
   const problems = [];
-  const browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 }),
-    35000,
-    `launching ${CHROMIUM}`,
-  );
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 800, height: 600 } });
     page.setDefaultTimeout(10000);

@@ -4,30 +4,16 @@
 //   node browser_cross_origin.mjs PAGE_URL BROKER_URL
 // Steps (only when the subscription succeeded):
 //   "subscribed" {clientId} -> test notifies "example" on the broker -> reply {delivered}
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 import { extraArgs, log, run, serverUrl, step, withTimeout } from "./lib.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 run(async (context) => {
   const pageUrl = serverUrl();
   const brokerUrl = extraArgs()[0];
   if (!brokerUrl) throw new Error("usage: node browser_cross_origin.mjs PAGE_URL BROKER_URL");
   const consoleErrors = [];
-  const browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 }),
-    35000,
-    `launching ${CHROMIUM}`,
-  );
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     page.setDefaultTimeout(10000);

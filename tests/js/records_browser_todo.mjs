@@ -5,12 +5,8 @@
 //   "page-live"  -> the test adds a shared and a private todo as bob -> reply {shared, private}
 //   "shown"      -> the test unshares bob's shared todo                -> reply {}
 //   "added" {title} -> the test reads alice's todos through the API  -> reply {titles}
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 import { extraArgs, log, run, serverUrl, sleep, step, withTimeout } from "./lib.mjs";
-
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run"];
 
 run(async (context) => {
   const url = serverUrl();
@@ -18,11 +14,7 @@ run(async (context) => {
   if (!screenshot) throw new Error("usage: node records_browser_todo.mjs URL SCREENSHOT.png");
   const problems = [];
   context.partial.problems = problems;
-  const browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 }),
-    35000,
-    `launching ${CHROMIUM}`,
-  );
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 800, height: 700 } });
     page.setDefaultTimeout(10000);
