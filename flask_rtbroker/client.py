@@ -93,11 +93,12 @@ class DefaultClient:
         "_queue_size",
         "_queue_bytes",
         "_max_queue_bytes",
-        "_waker",
+        "waker",
         "_index",
         "discard_reason",
         "dropped",
         "deadline",
+        "max_batch",
         "__weakref__",
     )
 
@@ -120,13 +121,16 @@ class DefaultClient:
         self._queue_size = queue_size
         self._queue_bytes = 0
         self._max_queue_bytes = max_queue_bytes
-        self._waker: Waker = waker if waker is not None else threading.Event()
+        self.waker: Waker = waker if waker is not None else threading.Event()
+        """Set whenever something is queued or the stream must look (the stream waits on it)."""
         self._index: TopicIndex | None = None
         self.discard_reason: str | None = None
         self.dropped = 0
         """Messages lost because the client was discarded as a slow consumer."""
         self.deadline = float("inf")
         """Monotonic time its stream next has to act (idle, lifetime, heartbeat)."""
+        self.max_batch = 0
+        """Most messages :meth:`take` found queued at once (the queue's high-water mark)."""
 
     @property
     def id(self) -> str:
@@ -215,7 +219,7 @@ class DefaultClient:
             self.dropped += len(self._queue)
             self._queue.clear()
             self._queue_bytes = 0
-        self._waker.set()
+        self.waker.set()
 
     @property
     def is_discarded(self) -> bool:
@@ -233,16 +237,16 @@ class DefaultClient:
             return
         self._queue.append(message)
         self._queue_bytes += size
-        self._waker.set()
+        self.waker.set()
 
     def wake(self) -> None:
         """Wake the stream without queueing anything (e.g. to let it notice a closed socket)."""
-        self._waker.set()
+        self.waker.set()
 
     def wait(self, timeout: float | None) -> None:
         """Block the stream until something is queued, the client is woken, or *timeout* passes."""
-        if self._waker.wait(timeout):
-            self._waker.clear()
+        if self.waker.wait(timeout):
+            self.waker.clear()
 
     def drain(self) -> list[Message]:
         """Remove and return everything queued, oldest first."""
@@ -254,19 +258,21 @@ class DefaultClient:
         return messages
 
     def take(self) -> bytes:
-        """Remove everything queued and return it framed for this client, as one write.
-
-        The stream's hot path: a single queued message costs no list at all.
-        """
+        """Remove everything queued and return it framed for this client, as one write (b"" if
+        nothing is queued). The stream's hot path: one queued message costs no list at all."""
         queue = self._queue
         count = len(queue)
         if count == 1:
             tail = queue[0].tail
             del queue[0]
             self._queue_bytes -= len(tail)
+            if not self.max_batch:
+                self.max_batch = 1
             return self.frame_prefix + tail
         if count == 0:
             return b""
+        if count > self.max_batch:
+            self.max_batch = count
         prefix = self.frame_prefix
         tails = [m.tail for m in queue[:count]]
         del queue[:count]

@@ -49,16 +49,20 @@ def peer_closed(sock: Any) -> bool:
 
 
 class DisconnectWatch:
-    """Watches one stream's socket; :meth:`closed` says whether the peer went away."""
+    """Watches one stream's socket; :meth:`closed` says whether the peer went away.
 
-    __slots__ = ("_sock", "_poll", "_watch", "_readable", "_client", "poll_interval")
+    Under gevent :attr:`readable` turns True (and the client is woken) when the socket becomes
+    readable, so a stream can skip :meth:`closed` until then; on threads it is polled.
+    """
+
+    __slots__ = ("_sock", "_poll", "_watch", "readable", "_client", "poll_interval")
 
     def __init__(self, runtime: Runtime, sock: Any | None, client: "DefaultClient", poll_interval: float) -> None:
         self._sock = sock
         self._client = client
         self._poll: select.poll | None = None
         self._watch: ReadWatch | None = None
-        self._readable = False
+        self.readable = False
         self.poll_interval: float | None = None
         if sock is None:
             return
@@ -76,7 +80,7 @@ class DisconnectWatch:
 
     def _on_readable(self) -> None:
         """From the hub: note it, stop watching (level-triggered), wake the stream to look."""
-        self._readable = True
+        self.readable = True
         if self._watch is not None:
             self._watch.stop()
         self._client.wake()
@@ -86,10 +90,10 @@ class DisconnectWatch:
         if self._sock is None:
             return False
         if self._poll is not None:
-            self._readable = bool(self._poll.poll(0))
-        if not self._readable:
+            self.readable = bool(self._poll.poll(0))
+        if not self.readable:
             return False
-        self._readable = False
+        self.readable = False
         if peer_closed(self._sock):
             return True
         # Bytes are waiting (a pipelined request): stop watching; failed writes still end the stream.

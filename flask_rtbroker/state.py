@@ -130,13 +130,11 @@ class BrokerState:
         self._clients_per_ip[ip] -= 1
         if self._clients_per_ip[ip] <= 0:
             del self._clients_per_ip[ip]
-        self.counters.disconnects[reason] += 1
-        self.counters.dropped += client.dropped
-
-    def record_batch(self, size: int) -> None:
-        """Note how many messages one write carried (the queue depth it drained)."""
-        if size > self.counters.queue_high_water:
-            self.counters.queue_high_water = size
+        counters = self.counters
+        counters.disconnects[reason] += 1
+        counters.dropped += client.dropped
+        if client.max_batch > counters.queue_high_water:
+            counters.queue_high_water = client.max_batch
 
     def record_notify(self, delivered: int) -> None:
         """Count one fan-out and its deliveries."""
@@ -160,11 +158,13 @@ class BrokerState:
     def stats(self) -> dict[str, Any]:
         """Clients, subscriptions, topics and the counters of this process."""
         clients = list(self.broker.clients().values())
+        figures = self.counters.as_dict()
+        figures["queue_high_water"] = max([figures["queue_high_water"], *(c.max_batch for c in clients)])
         return {
             "clients": len(clients),
             "subscriptions": sum(len(c.subscriptions()) for c in clients),
             "topics": self.broker.total_topics(),
-            **self.counters.as_dict(),
+            **figures,
         }
 
     def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int:

@@ -14,13 +14,13 @@ _HELP = {
     "notifies_total": ("counter", "notify() calls and backplane notifies handled."),
     "deliveries_total": ("counter", "Messages queued for a client."),
     "dropped_total": ("counter", "Queued messages lost when a slow client was discarded."),
-    "queue_high_water": ("gauge", "Most messages a client had queued at one write."),
+    "queue_high_water": ("gauge", "Most messages a client had queued at one write, since start."),
 }
 
 
 @dataclass
 class Counters:
-    """Monotonic counters, updated off the per-delivery path (per notify, per write, per stream)."""
+    """Monotonic counters, updated off the per-delivery path (per notify, per stream)."""
 
     connects: int = 0
     notifies: int = 0

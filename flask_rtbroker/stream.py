@@ -68,11 +68,12 @@ def event_stream(
         sweeping = state.runtime.sweeps_deadlines
         if sweeping:
             state.start_sweeper()
+        waker = client.waker
+        take = client.take
         while True:
-            queued = client.queued
-            if queued:
-                state.record_batch(queued)
-                yield client.take()
+            data = take()
+            if data:
+                yield data
                 delivered = True
                 continue
             if client.discard_reason is not None:
@@ -96,15 +97,20 @@ def event_stream(
             deadline = min(lifetime_end, idle_end, next_heartbeat)
             if sweeping:
                 client.deadline = deadline
-                client.wait(None)
+                if waker.wait(None):
+                    waker.clear()
+                if watch.readable and watch.closed():
+                    reason = DISCARD_CLOSED
+                    return
             else:
                 wait = deadline - now
                 if watch.poll_interval is not None:
                     wait = min(wait, watch.poll_interval)
-                client.wait(wait)
-            if watch.closed():
-                reason = DISCARD_CLOSED
-                return
+                if waker.wait(wait):
+                    waker.clear()
+                if watch.closed():
+                    reason = DISCARD_CLOSED
+                    return
     finally:
         if watch is not None:
             watch.stop()
