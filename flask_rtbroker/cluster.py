@@ -35,6 +35,9 @@ KIND_COUNT = "count"
 KIND_COUNT_REPLY = "count-reply"
 KIND_CLEAR_AUTH = "clear-auth"
 
+STARTUP_GRACE = 1.0
+"""Seconds after a process starts listening during which requests wait for the subscription."""
+
 ForwardedPost = Callable[[Envelope], tuple[int, bytes]]
 
 
@@ -65,9 +68,15 @@ class Cluster:
         return self.backplane.has_peers
 
     def ensure_started(self) -> None:
-        """Start the backplane's listener in this process (lazily; again after a fork)."""
+        """Start the backplane's listener in this process (lazily; again after a fork).
+
+        In the process's first second, also wait for the listener to be subscribed, so that
+        neither a forwarded POST for a stream opened here nor the reply to one sent from here
+        is published before this process listens.
+        """
         if self.active:
             self.backplane.start(self.state.runtime, self._on_envelope, self._on_state)
+            self.backplane.wait_ready(STARTUP_GRACE)
 
     def _on_state(self, state: str, error: BaseException | None) -> None:
         app = self._app_ref()

@@ -45,6 +45,8 @@ class Runtime(Protocol):
 
     def waker(self) -> Waker: ...
 
+    def event(self) -> Waker: ...
+
     def run_all(self, tasks: Sequence[Task]) -> list[Any]: ...
 
     def watch_readable(self, fileno: int, callback: Callable[[], None]) -> ReadWatch | None: ...
@@ -78,6 +80,10 @@ class ThreadingRuntime:
         self._lock = threading.Lock()
 
     def waker(self) -> Waker:
+        return threading.Event()
+
+    def event(self) -> Waker:
+        """An event any number of threads may wait on."""
         return threading.Event()
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -222,7 +228,11 @@ class GeventRuntime:
             queue = self._resume_queues[hub] = _ResumeQueue(hub)
         return GreenletWaker(queue)
 
-        return GreenletWaker(get_hub())
+    def event(self) -> Waker:
+        """An event any number of greenlets may wait on (a waker serves one greenlet only)."""
+        import gevent.event
+
+        return gevent.event.Event()
 
     def run_all(self, tasks: Sequence[Task]) -> list[Any]:
         """Run *tasks* on greenlets, wait for all, re-raise the first error (in task order)."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import secrets
 import socket
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .envelope import Envelope, EnvelopeError
 
@@ -61,6 +62,8 @@ class Backplane:
         self._runtime: Runtime | None = None
         self._on_envelope: EnvelopeHandler | None = None
         self._on_state: StateHandler | None = None
+        self._ready: Any = None
+        self._started_at = 0.0
 
     # -- implemented by backends ---------------------------------------------------------------
 
@@ -89,8 +92,21 @@ class Backplane:
         self._pid = pid
         self._runtime, self._on_envelope, self._on_state = runtime, on_envelope, on_state
         self._closed = False
+        self._ready = runtime.event()
+        self._started_at = time.monotonic()
         if not self.write_only:
             runtime.spawn(self._listen_forever)
+
+    def wait_ready(self, grace: float) -> None:
+        """Within *grace* seconds of :meth:`start`, wait for the listener's first subscription.
+
+        A message published before this process listens is not delivered to it (pub/sub), so
+        a process's first requests wait for it; later ones (or a backplane that stays down)
+        don't wait at all.
+        """
+        remaining = self._started_at + grace - time.monotonic()
+        if remaining > 0 and self._ready is not None and not self.write_only:
+            self._ready.wait(remaining)
 
     def send(self, envelope: Envelope) -> bool:
         """Publish *envelope*; on failure report the backplane down and return False."""
@@ -130,6 +146,8 @@ class Backplane:
                 for payload in self.listen():
                     if payload is READY:
                         self._set_state(STATE_UP, None)
+                        if self._ready is not None:
+                            self._ready.set()
                         delay = self.reconnect_delay
                         continue
                     self._dispatch(payload)
