@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
@@ -160,6 +161,8 @@ class DefaultClient:
             if not sub:
                 continue
             if sub not in self._subscriptions:
+                # Interned: thousands of clients subscribed to one topic share one key string.
+                sub = sys.intern(sub)
                 added.append(sub)
             self._subscriptions[sub] = parse_options(sub)
         if added and self._index is not None:
