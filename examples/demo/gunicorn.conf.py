@@ -34,3 +34,14 @@ graceful_timeout = 3
 
 # Request lines on stdout: shows the SDK's GET (stream) and POST (subscriptions) traffic.
 accesslog = "-"
+
+
+def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
+    """Each stream holds a file descriptor: lift the soft open-files limit (often 1024) to the
+    hard one, so worker_connections streams can really be open. Workers inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server.log.info("open files limit: %s", hard)
