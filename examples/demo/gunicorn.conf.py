@@ -28,8 +28,8 @@ worker_connections = 10000
 # workers, set RTBROKER_BACKPLANE=redis://...: the processes then share pages and counter.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 
-# Event streams never end by themselves, so a graceful stop would wait for the whole timeout.
-# Give them a few seconds, then close them: the SDK in each page reconnects on its own.
+# On a graceful stop the broker ends every stream at once (RTBROKER_GRACEFUL_SHUTDOWN) and the
+# SDK in each page reconnects; the timeout only bounds requests that are still running.
 graceful_timeout = 3
 
 # Request lines on stdout: shows the SDK's GET (stream) and POST (subscriptions) traffic.
