@@ -23,12 +23,8 @@ from flask_rtbroker.records import KIND_RECORD, emit_changes
 from records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
 
 
-class OtherBase(DeclarativeBase):
-    pass
-
-
-class OtherPost(OtherBase):
-    """The same table as Post, mapped by "the other process"."""
+class PostColumns:
+    """The posts table's columns, for the mappings of "other processes" below."""
 
     __tablename__ = "posts"
 
@@ -37,22 +33,22 @@ class OtherPost(OtherBase):
     owner: Mapped[str] = mapped_column(String(40), default="")
     views: Mapped[int] = mapped_column(Integer, default=0)
     body: Mapped[str] = mapped_column(String, default="")
+
+
+class OtherBase(DeclarativeBase):
+    pass
+
+
+class OtherPost(PostColumns, OtherBase):
+    """The same table as Post, mapped by "the other process"."""
 
 
 class WorkerBase(DeclarativeBase):
     pass
 
 
-class WorkerPost(WorkerBase):
+class WorkerPost(PostColumns, WorkerBase):
     """The same table again, mapped by a worker script without a broker."""
-
-    __tablename__ = "posts"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    title: Mapped[str] = mapped_column(String(100))
-    owner: Mapped[str] = mapped_column(String(40), default="")
-    views: Mapped[int] = mapped_column(Integer, default=0)
-    body: Mapped[str] = mapped_column(String, default="")
 
 
 def owner_rule(post: Any, auth: Any, options: Any) -> bool:
