@@ -69,6 +69,11 @@ class Broker:
         """Return how many distinct topics have subscribers."""
         return self._index.total_topics()
 
+    @property
+    def subscription_bytes(self) -> int:
+        """What the registered clients' keys count together against ``RTBROKER_SUBSCRIPTION_MEMORY``."""
+        return self._index.subscription_bytes
+
     def __iter__(self) -> Iterator[DefaultClient]:
         return iter(list(self._clients.values()))
 

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
 from .message import Message
-from .options import SubscriptionOptions, matches_prefix, parse_options
+from .options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
 
 if TYPE_CHECKING:
     from .topic_index import TopicIndex
@@ -79,7 +79,7 @@ class Client(Protocol):
     @property
     def is_discarded(self) -> bool: ...
 
-    def send(self, message: Message) -> None: ...
+    def send(self, message: Message) -> bool: ...
 
 
 class DefaultClient:
@@ -100,6 +100,7 @@ class DefaultClient:
         "dropped",
         "deadline",
         "max_batch",
+        "subscription_bytes",
         "__weakref__",
     )
 
@@ -132,6 +133,8 @@ class DefaultClient:
         """Monotonic time its stream next has to act (idle, lifetime, heartbeat)."""
         self.max_batch = 0
         """Most messages :meth:`take` found queued at once (the queue's high-water mark)."""
+        self.subscription_bytes = 0
+        """What the client's keys count against the subscription budgets."""
 
     @property
     def id(self) -> str:
@@ -165,15 +168,19 @@ class DefaultClient:
                 sub = sys.intern(sub)
                 added.append(sub)
             self._subscriptions[sub] = parse_options(sub)
-        if added and self._index is not None:
-            self._index.add(self, added)
+        if added:
+            self.subscription_bytes += subscription_cost(added)
+            if self._index is not None:
+                self._index.add(self, added)
 
     def unsubscribe(self, *subscriptions: str) -> None:
         """Remove the given subscriptions, or all of them when called without arguments."""
         targets = list(subscriptions) if subscriptions else list(self._subscriptions)
         removed = [sub for sub in targets if self._subscriptions.pop(sub, None) is not None]
-        if removed and self._index is not None:
-            self._index.remove(self, removed)
+        if removed:
+            self.subscription_bytes -= subscription_cost(removed)
+            if self._index is not None:
+                self._index.remove(self, removed)
 
     def set_subscriptions(self, subscriptions: Iterable[str]) -> None:
         """Replace the whole subscription set; keys kept in both sets never stop matching."""
@@ -229,18 +236,20 @@ class DefaultClient:
         """True once :meth:`discard` was called."""
         return self.discard_reason is not None
 
-    def send(self, message: Message) -> None:
-        """Queue *message* without blocking; past the message or byte bound the client is discarded."""
+    def send(self, message: Message) -> bool:
+        """Queue *message* without blocking; return whether it was queued. Past the message or
+        byte bound the client is discarded (a slow consumer) and nothing is queued."""
         if self.discard_reason is not None:
-            return
+            return False
         size = len(message.tail)
         if len(self._queue) >= self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
             self.dropped += 1
             self.discard(DISCARD_SLOW)
-            return
+            return False
         self._queue.append(message)
         self._queue_bytes += size
         self.waker.set()
+        return True
 
     def wake(self) -> None:
         """Wake the stream without queueing anything (e.g. to let it notice a closed socket)."""

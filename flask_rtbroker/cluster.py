@@ -1,7 +1,7 @@
 """Cluster: what one app's broker does with its backplane.
 
-- ``notify``/``send`` are delivered locally first, then published; other processes deliver
-  them to their own clients.
+- ``notify`` is published first, then delivered locally; ``send`` to a client held elsewhere
+  is published. Other processes deliver them to their own clients.
 - A subscription POST for a client this process does not hold is forwarded; the process that
   holds it runs the POST (IP check, auth rule, hooks) and publishes the response, which the
   forwarding process returns as is. No answer within ``RTBROKER_FORWARD_TIMEOUT``: 404.
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import signals
 from .backplane import Backplane, Envelope
-from .fanout import fan_out
 from .message import Message
 
 if TYPE_CHECKING:
@@ -165,20 +164,21 @@ class Cluster:
     def _deliver_notify(self, envelope: Envelope) -> None:
         to = envelope.fields.get("to")
         ids = frozenset(to) if isinstance(to, list) else None
-        delivered = fan_out(
-            self.state.runtime,
-            self.state.broker.subscribers(envelope.fields["t"]),
-            Message.raw(envelope.fields["t"], envelope.body),
-            chunk_size=self.state.settings.chunk_size,
-            recipient=None if ids is None else (lambda client: client.id in ids),
-            before_send=self.state.hooks.before_send_hook,
+        topic = envelope.fields["t"]
+        _, error = self.state.deliver(
+            topic, Message.raw(topic, envelope.body), None if ids is None else (lambda client: client.id in ids)
         )
-        self.state.record_notify(delivered)
+        if error is not None:
+            log.error("before_send failed for a notify from another process", exc_info=error)
 
     def _deliver_send(self, envelope: Envelope) -> None:
         client = self.state.broker.clients().get(envelope.fields["c"])
-        if client is not None:
+        if client is None:
+            return
+        try:
             self.state.send_local(client, Message.raw(envelope.fields["n"], envelope.body))
+        except Exception:  # noqa: BLE001 - the hook's failure stays with this one delivery
+            log.exception("before_send failed for a send from another process")
 
     def _run_post(self, envelope: Envelope) -> None:
         if envelope.fields.get("c") not in self.state.broker.clients() or self.answer_post is None:

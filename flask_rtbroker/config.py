@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 from . import encoding
 from .errors import ConfigurationError
+from .server_limits import server_connections
 
 DEFAULTS: dict[str, Any] = {
     # Where the blueprint answers: GET = SSE stream, POST = set subscriptions.
@@ -37,10 +38,19 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_CLIENT_QUEUE_SIZE": 1000,
     # Bytes a client may have queued; more discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_BYTES": 8 * 1024 * 1024,
-    # Open streams per process, 0 = no limit (more: 503).
-    "RTBROKER_MAX_CLIENTS": 0,
-    # Open streams per client IP per process, 0 = no limit (more: 429).
-    "RTBROKER_MAX_CLIENTS_PER_IP": 0,
+    # Open streams per process (more: 503), 0 = no limit. "auto": 90% of the worker_connections
+    # of a gunicorn gevent/eventlet worker (the rest stays free for ordinary requests), else 10000.
+    "RTBROKER_MAX_CLIENTS": "auto",
+    # Open streams per client IP per process (more: 429), 0 = no limit. "auto": a quarter of
+    # RTBROKER_MAX_CLIENTS. Behind a proxy set RTBROKER_TRUSTED_PROXY_HEADERS, or every client
+    # shares the proxy's address.
+    "RTBROKER_MAX_CLIENTS_PER_IP": "auto",
+    # Bytes of subscription keys one client may hold (each key's UTF-8 length plus 64 bytes of
+    # bookkeeping); a POST over it answers 400 and changes nothing. The SDK's keys are ~20-300 bytes.
+    "RTBROKER_MAX_SUBSCRIPTION_BYTES": 128 * 1024,
+    # Bytes of subscription keys all clients of the process may hold together; past it new
+    # streams and POSTs that add subscriptions answer 503, existing subscriptions keep working.
+    "RTBROKER_SUBSCRIPTION_MEMORY": 256 * 1024 * 1024,
     # "auto" (gevent when monkey-patched or inside a greenlet, else threads), "gevent", "threading".
     "RTBROKER_CONCURRENCY": "auto",
     # Threaded servers: seconds between checks of a silent stream's socket for a disconnect.
@@ -52,9 +62,11 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_USE_LEFTMOST_IP": False,
     # CORS: "*" (PocketBase's default), a list of allowed origins, or None to send no CORS headers.
     "RTBROKER_CORS_ORIGINS": "*",
-    # Largest accepted subscription POST body in bytes (larger: 413).
-    "RTBROKER_MAX_BODY_SIZE": 32 * 1024 * 1024,
-    # Largest encoded message data in bytes accepted by notify/send (larger: MessageTooLarge).
+    # Largest accepted subscription POST body in bytes (larger: 413). PocketBase's own maximum
+    # (1000 keys of 2500 characters) needs ~2.6 MB and a larger RTBROKER_MAX_SUBSCRIPTION_BYTES.
+    "RTBROKER_MAX_BODY_SIZE": 1024 * 1024,
+    # Largest encoded message data in bytes accepted by notify/send and record events (larger:
+    # MessageTooLarge, or the record event is dropped and logged); at most RTBROKER_CLIENT_QUEUE_BYTES.
     "RTBROKER_MAX_MESSAGE_SIZE": 4 * 1024 * 1024,
     # Where processes meet: "memory://" (this process only), "redis://host:port/db", "rediss://...",
     # or a Backplane instance.
@@ -100,6 +112,11 @@ def _count(key: str, value: Any, minimum: int = 1) -> int:
 
 def _limit(key: str, value: Any) -> int:
     return _count(key, value or 0, minimum=0)
+
+
+def _auto_limit(key: str, value: Any) -> int | None:
+    """A limit, or None for "auto" (resolved by :func:`resolve_stream_limits`)."""
+    return None if value == "auto" else _limit(key, value)
 
 
 def _path(key: str, value: Any) -> str:
@@ -152,6 +169,8 @@ class Settings:
     client_queue_bytes: int
     max_clients: int
     max_clients_per_ip: int
+    max_subscription_bytes: int
+    subscription_memory: int
     concurrency: str
     disconnect_poll: float
     trusted_proxy_headers: tuple[str, ...]
@@ -170,7 +189,38 @@ class Settings:
         for f in fields(cls):
             key = "RTBROKER_" + f.name.upper()
             values[f.name] = _CHECKS[f.name](key, config.get(key, DEFAULTS[key]))
+        if values["max_message_size"] > values["client_queue_bytes"]:
+            raise ConfigurationError(
+                f"RTBROKER_MAX_MESSAGE_SIZE ({values['max_message_size']}) must not exceed "
+                f"RTBROKER_CLIENT_QUEUE_BYTES ({values['client_queue_bytes']}): a message that "
+                "large would discard every recipient as a slow consumer"
+            )
+        values["max_clients"], values["max_clients_per_ip"] = resolve_stream_limits(
+            values["max_clients"], values["max_clients_per_ip"], server_connections()
+        )
         return cls(**values)
+
+
+FALLBACK_MAX_CLIENTS = 10_000
+"""``RTBROKER_MAX_CLIENTS="auto"`` when the server's connection limit cannot be read."""
+
+
+def resolve_stream_limits(
+    max_clients: int | None, max_clients_per_ip: int | None, connections: int | None
+) -> tuple[int, int]:
+    """Turn "auto" (None) stream limits into numbers; *connections* is the server's limit.
+
+    The process limit leaves a tenth of the server's connections (at least 10) to ordinary
+    requests; the per-address limit is a quarter of the process limit.
+    """
+    if max_clients is None:
+        if connections is None:
+            max_clients = FALLBACK_MAX_CLIENTS
+        else:
+            max_clients = max(1, connections - max(10, connections // 10))
+    if max_clients_per_ip is None:
+        max_clients_per_ip = max(1, max_clients // 4) if max_clients else 0
+    return max_clients, max_clients_per_ip
 
 
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -184,8 +234,10 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "pool_size": _count,
     "client_queue_size": _count,
     "client_queue_bytes": _count,
-    "max_clients": _limit,
-    "max_clients_per_ip": _limit,
+    "max_clients": _auto_limit,
+    "max_clients_per_ip": _auto_limit,
+    "max_subscription_bytes": _count,
+    "subscription_memory": _count,
     "concurrency": _choice,
     "disconnect_poll": _seconds,
     "trusted_proxy_headers": _names,

@@ -13,7 +13,7 @@ from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
 from .errors import ClientNotFound, MessageTooLarge, NotInitializedError
-from .fanout import BeforeSend, Recipient, fan_out
+from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
 from .message import Message
 from .cli import create_cli
@@ -159,45 +159,44 @@ class RealtimeBroker:
         """Send *data* to every client subscribed to *topic*; return the deliveries queued here.
 
         A client receives it once per matching subscription key: ``topic`` itself and ``topic``
-        with the SDK's ``?options=...`` appended, the event named after that key. Local clients
-        are served first, then the message is published to the other processes on the backplane.
+        with the SDK's ``?options=...`` appended, the event named after that key. The message is
+        published to the other processes first, so they deliver while this one does.
 
         *to* narrows the recipients: a client id or a collection of ids (in every process), or a
         predicate ``(client) -> bool`` (evaluated on this process's clients only).
         Raises ValueError for a topic with a line break, MessageTooLarge past the size limit.
+        A ``before_send`` hook that raises skips that one delivery; once every other delivery,
+        the publish and the ``message_notified`` signal are done, the first such error is
+        re-raised (Go's errgroup).
         """
         app, state = self._app_and_state()
         message = self._message(state, topic, data)
         recipient, to_ids = _recipient(to)
-        delivered = fan_out(
-            state.runtime,
-            state.broker.subscribers(topic),
-            message,
-            chunk_size=state.settings.chunk_size,
-            recipient=recipient,
-            before_send=self.before_send_hook,
-        )
-        state.record_notify(delivered)
         if to is None or to_ids is not None:
             state.cluster.publish_notify(message, to_ids)
+        delivered, error = state.deliver(topic, message, recipient)
         signals.message_notified.send(app, message=message, topic=topic, delivered=delivered)
+        if error is not None:
+            raise error
         return delivered
 
-    def send(self, client_id: str, name: str, data: Any) -> None:
+    def send(self, client_id: str, name: str, data: Any) -> bool:
         """Send one event named *name* to the client *client_id*, subscribed or not.
 
-        A client held by another process is reached through the backplane. Raises
-        :class:`ClientNotFound` when there is no backplane and no such local client.
+        Returns True when it was queued here, False when ``before_send`` skipped it, the client
+        was discarded meanwhile, or it went to another process (reached through the backplane).
+        Raises :class:`ClientNotFound` when there is no backplane and no such local client, and
+        whatever ``before_send`` raised for it.
         """
         state = self.state()
         message = self._message(state, name, data)
         client = state.broker.clients().get(client_id)
         if client is not None:
-            state.send_local(client, message)
-        elif state.cluster.active:
+            return state.send_local(client, message)
+        if state.cluster.active:
             state.cluster.publish_send(client_id, message)
-        else:
-            raise ClientNotFound(client_id)
+            return False
+        raise ClientNotFound(client_id)
 
     def watch(self, model: type, **options: Any) -> Any:
         """Broadcast a SQLAlchemy *model*'s committed creates/updates/deletes as record events.

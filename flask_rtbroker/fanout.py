@@ -1,7 +1,8 @@
 """Fan-out: deliver one message to its subscribers in chunks run concurrently on the runtime's pool.
 
 This is the role Go's errgroup plays in PocketBase's broadcast example: split the recipients into
-chunks, run the chunks, wait for all of them and surface the first error. The JSON is encoded
+chunks, run the chunks, wait for all of them and return the first error for the caller to
+surface (see :meth:`flask_rtbroker.state.BrokerState.deliver`). The JSON is encoded
 once per notify and the SSE tail once per distinct subscription key; per recipient only a queue
 append happens (plus the ``before_send`` hook when one is registered).
 """
@@ -52,8 +53,8 @@ def _deliver_chunk(
                     continue
                 if message is None:
                     continue
-            client.send(message)  # type: ignore[arg-type]
-            delivered += 1
+            if client.send(message):  # type: ignore[arg-type]
+                delivered += 1
     return delivered, first_error
 
 
@@ -65,20 +66,19 @@ def fan_out(
     chunk_size: int,
     recipient: Recipient | None = None,
     before_send: BeforeSend | None = None,
-) -> int:
-    """Send *message* once per matching key of every subscriber; return how many were queued.
+) -> tuple[int, Exception | None]:
+    """Send *message* once per matching key of every subscriber; return how many were queued
+    and the first error raised by *before_send* (None when none was).
 
-    Every delivery is attempted; the first error raised by *before_send* is re-raised afterwards.
-    *recipient*, when given, selects which subscribers get it (targeted sends). The event name
-    of each delivery is the subscriber's key.
+    Every delivery is attempted: a hook that raises skips that delivery only. *recipient*, when
+    given, selects which subscribers get it (targeted sends). The event name of each delivery is
+    the subscriber's key. A client discarded meanwhile (or as a slow consumer) is not counted.
     """
     clients = list(subscribers) if recipient is None else [c for c in subscribers if recipient(c)]
     if not clients:
-        return 0
+        return 0, None
     messages = _RenamedMessages(message)
     chunks = [clients[i : i + chunk_size] for i in range(0, len(clients), chunk_size)]
     results = runtime.run_all([partial(_deliver_chunk, chunk, subscribers, messages, before_send) for chunk in chunks])
-    for _, error in results:
-        if error is not None:
-            raise error
-    return sum(count for count, _ in results)
+    first_error = next((error for _, error in results if error is not None), None)
+    return sum(count for count, _ in results), first_error

@@ -38,7 +38,7 @@ class Message:
         self.data = data
         self.payload = payload
         data_lines = payload.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\ndata:")
-        self.tail = b"\nevent:" + name.encode("utf-8") + b"\ndata:" + data_lines + b"\n\n"
+        self.tail = b"\nevent:" + encoding.utf8(name) + b"\ndata:" + data_lines + b"\n\n"
 
     @classmethod
     def raw(cls, name: str, payload: bytes | str) -> "Message":

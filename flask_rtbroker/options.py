@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from . import encoding
@@ -75,7 +75,7 @@ def parse_options(subscription: str) -> SubscriptionOptions:
         return NO_OPTIONS
     try:
         raw_values = parse_qs(urlsplit(subscription).query).get(OPTIONS_PARAM)
-        raw = encoding.loads(raw_values[0]) if raw_values else None
+        raw = encoding.loads_untrusted(raw_values[0]) if raw_values else None
     except ValueError:
         return NO_OPTIONS
     if not isinstance(raw, dict):
@@ -105,6 +105,15 @@ def base_topic(subscription: str) -> str | None:
     if ampersand >= 0 and "?" in subscription[:ampersand]:
         return subscription[:ampersand]
     return None
+
+
+SUBSCRIPTION_OVERHEAD = 64
+"""Bytes counted per subscription key on top of its UTF-8 length (dict and index entries)."""
+
+
+def subscription_cost(subscriptions: Iterable[str]) -> int:
+    """The bytes *subscriptions* count against the subscription budgets."""
+    return sum(len(encoding.utf8(sub)) + SUBSCRIPTION_OVERHEAD for sub in subscriptions)
 
 
 def matches_prefix(subscription: str, prefix: str) -> bool:

@@ -7,13 +7,14 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
 from .backplane import from_url
 from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
+from .fanout import Recipient, fan_out
 from .config import Settings
 from .errors import ApiError
 from .identity import identity_key, identity_token
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 TOO_MANY_CLIENTS_MESSAGE = "Too many realtime connections; try again later."
 TOO_MANY_FROM_IP_MESSAGE = "Too many realtime connections from your address."
+SUBSCRIPTION_MEMORY_MESSAGE = "The server holds too many subscriptions; try again later."
 SHUTTING_DOWN_MESSAGE = "The server is shutting down; reconnect shortly."
 DISCARD_SHUTDOWN = "shutdown"
 DISCARD_REVOKED = "revoked"
@@ -38,6 +40,10 @@ class Hooks(Protocol):
     before_connect_hook: Optional[Callable[[DefaultClient, "Request"], None]]
     before_subscribe_hook: Optional[Callable[[DefaultClient, list[str], Any], None]]
     before_send_hook: Optional[Callable[[DefaultClient, Message], Optional[Message]]]
+
+
+SubscriptionValidator = Callable[[DefaultClient, list[str]], Mapping[str, Any]]
+"""``(client, submitted keys) -> {index: field error}``: rejects a POST with a 400 when not empty."""
 
 
 class BrokerState:
@@ -53,7 +59,10 @@ class BrokerState:
         self.broker = Broker()
         self.cluster = Cluster(self, from_url(app.config["RTBROKER_BACKPLANE"]), app)
         self.counters = Counters()
+        self.subscription_validators: list[SubscriptionValidator] = []
+        """Checks a subscription POST passes after PocketBase's own (record options add one)."""
         self._clients_per_ip: Counter[str] = Counter()
+        self._streams = 0
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._shutdown_pid: int | None = None
@@ -105,31 +114,47 @@ class BrokerState:
                     client.wake()
 
     def admit(self, ip: str) -> None:
-        """Raise 503/429 when opening one more stream (from *ip*) would pass a limit."""
+        """Reserve a stream slot for *ip*, or raise 503/429 when one more would pass a limit.
+
+        Check and reservation are one step under a lock, so simultaneous connects cannot pass a
+        limit together. Every reservation is given back by :meth:`release`.
+        """
         settings = self.settings
         if self.shutting_down:
             raise ApiError(503, SHUTTING_DOWN_MESSAGE)
-        if settings.max_clients and self.broker.total_clients() >= settings.max_clients:
-            raise ApiError(503, TOO_MANY_CLIENTS_MESSAGE)
-        if settings.max_clients_per_ip and self._clients_per_ip[ip] >= settings.max_clients_per_ip:
-            raise ApiError(429, TOO_MANY_FROM_IP_MESSAGE)
+        if self.subscription_memory_full():
+            raise ApiError(503, SUBSCRIPTION_MEMORY_MESSAGE)
+        with self._lock:
+            if settings.max_clients and self._streams >= settings.max_clients:
+                raise ApiError(503, TOO_MANY_CLIENTS_MESSAGE)
+            if settings.max_clients_per_ip and self._clients_per_ip[ip] >= settings.max_clients_per_ip:
+                raise ApiError(429, TOO_MANY_FROM_IP_MESSAGE)
+            self._streams += 1
+            self._clients_per_ip[ip] += 1
+
+    def release(self, ip: str) -> None:
+        """Give back a slot reserved by :meth:`admit`."""
+        with self._lock:
+            self._streams -= 1
+            self._clients_per_ip[ip] -= 1
+            if self._clients_per_ip[ip] <= 0:
+                del self._clients_per_ip[ip]
+
+    def subscription_memory_full(self, adding: int = 0) -> bool:
+        """True when *adding* more subscription bytes would pass ``RTBROKER_SUBSCRIPTION_MEMORY``."""
+        return self.broker.subscription_bytes + adding > self.settings.subscription_memory
 
     def connected(self, client: DefaultClient) -> None:
         """Register a stream's client (before its PB_CONNECT is written)."""
         self.broker.register(client)
-        self._clients_per_ip[client.get(IP_KEY, "")] += 1
         self.counters.connects += 1
         if self.settings.graceful_shutdown and self._shutdown_tried_pid != os.getpid():
             self._shutdown_tried_pid = os.getpid()
             self.install_shutdown_handlers()
 
     def disconnected(self, client: DefaultClient, reason: str) -> None:
-        """Unregister a stream's client and count why it ended."""
+        """Unregister a stream's client and count why it ended (its slot is released apart)."""
         self.broker.unregister(client.id)
-        ip = client.get(IP_KEY, "")
-        self._clients_per_ip[ip] -= 1
-        if self._clients_per_ip[ip] <= 0:
-            del self._clients_per_ip[ip]
         counters = self.counters
         counters.disconnects[reason] += 1
         counters.dropped += client.dropped
@@ -145,13 +170,34 @@ class BrokerState:
         """Seconds a stream opened now may live: the max lifetime less a random jitter."""
         return self.settings.max_lifetime * (1 - random.uniform(0, self.settings.lifetime_jitter))
 
-    def send_local(self, client: DefaultClient, message: Message) -> None:
-        """Deliver *message* to one local client through the ``before_send`` hook."""
+    def deliver(self, topic: str, message: Message, recipient: Recipient | None = None) -> tuple[int, Exception | None]:
+        """Deliver *message* to this process's subscribers of *topic* (those *recipient* selects).
+
+        The one local fan-out of ``notify``, whether it was made here or by another process.
+        A ``before_send`` hook that raises skips that one delivery; every other delivery and the
+        counters still happen. Returns the deliveries queued and the first hook error, which
+        the caller re-raises (``notify``) or logs (deliveries for other processes).
+        """
+        delivered, error = fan_out(
+            self.runtime,
+            self.broker.subscribers(topic),
+            message,
+            chunk_size=self.settings.chunk_size,
+            recipient=recipient,
+            before_send=self.hooks.before_send_hook,
+        )
+        self.record_notify(delivered)
+        return delivered, error
+
+    def send_local(self, client: DefaultClient, message: Message) -> bool:
+        """Deliver *message* to one local client through the ``before_send`` hook; return
+        whether it was queued. A hook error propagates (nothing was queued)."""
         hook = self.hooks.before_send_hook
         delivered = hook(client, message) if hook is not None else message
-        if delivered is not None:
-            client.send(delivered)
+        if delivered is not None and client.send(delivered):
             self.counters.deliveries += 1
+            return True
+        return False
 
     # -- whole process -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ its socket has a send timeout, so a peer that stops reading cannot hold the stre
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 
 from . import signals
 from .client import DISCARD_CLOSED, DefaultClient
@@ -43,9 +43,35 @@ def _set_timeout(sock: Any | None, timeout: float | None) -> Any:
     return previous
 
 
+class StreamBody:
+    """The response body of a stream: its generator, and the stream slot it gives back once,
+    when the server closes it, even if the server never started it."""
+
+    __slots__ = ("_stream", "_release")
+
+    def __init__(self, stream: Generator[bytes, None, None], release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> "StreamBody":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._stream)
+
+    def close(self) -> None:
+        """End the stream (its ``finally`` unregisters the client) and release its slot."""
+        try:
+            self._stream.close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
 def event_stream(
     app: "Flask", state: "BrokerState", client: DefaultClient, environ: Mapping[str, Any]
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Yield the stream's bytes; the generator's ``finally`` unregisters *client*."""
     settings = state.settings
     clock = time.monotonic

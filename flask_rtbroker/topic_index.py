@@ -8,9 +8,9 @@ a snapshot, so callers iterate it without holding the lock.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
-from .options import base_topic
+from .options import base_topic, subscription_cost
 
 if TYPE_CHECKING:
     from .client import DefaultClient as Client
@@ -21,28 +21,32 @@ Subscribers = dict["Client", tuple[str, ...]]
 class TopicIndex:
     """Maps each notify topic to ``{client: (matching subscription keys, ...)}``."""
 
-    __slots__ = ("_topics", "_lock")
+    __slots__ = ("_topics", "_lock", "subscription_bytes")
 
     def __init__(self) -> None:
         self._topics: dict[str, dict["Client", tuple[str, ...]]] = {}
         self._lock = threading.Lock()
+        self.subscription_bytes = 0
+        """What every indexed key counts together (see :func:`~flask_rtbroker.options.subscription_cost`)."""
 
     @staticmethod
     def _topics_of(key: str) -> tuple[str, ...]:
         base = base_topic(key)
         return (key,) if base is None else (key, base)
 
-    def add(self, client: "Client", keys: Iterable[str]) -> None:
+    def add(self, client: "Client", keys: list[str]) -> None:
         """Index *client* under each subscription key in *keys*."""
         with self._lock:
+            self.subscription_bytes += subscription_cost(keys)
             for key in keys:
                 for topic in self._topics_of(key):
                     holders = self._topics.setdefault(topic, {})
                     holders[client] = holders.get(client, ()) + (key,)
 
-    def remove(self, client: "Client", keys: Iterable[str]) -> None:
-        """Remove *client*'s entries for each subscription key in *keys*."""
+    def remove(self, client: "Client", keys: list[str]) -> None:
+        """Remove *client*'s entries for each subscription key in *keys* (keys it holds)."""
         with self._lock:
+            self.subscription_bytes -= subscription_cost(keys)
             for key in keys:
                 for topic in self._topics_of(key):
                     holders = self._topics.get(topic)

@@ -2,8 +2,10 @@
 
 Every response carries PocketBase's default headers (and CORS when allowed); every error is
 PocketBase's JSON body. The POST is processed in PocketBase's observable order: decode ->
-validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> the app's
-``before_subscribe`` hook -> replace the subscriptions -> 204. A rejected POST changes nothing.
+validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> then ours: the
+client's subscription budget (400) and the process's (503), the subscription validators (400,
+e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions -> 204.
+A rejected POST changes nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +31,17 @@ from .http import (
 )
 from .identity import may_switch_auth
 from .stats import prometheus_text
-from .stream import event_stream
-from .subscription_request import DecodeError, SubscriptionRequest, decode_body, is_form, validate
+from .stream import StreamBody, event_stream
+from .options import subscription_cost
+from .state import SUBSCRIPTION_MEMORY_MESSAGE
+from .subscription_request import (
+    MAX_SUBSCRIPTIONS,
+    DecodeError,
+    SubscriptionRequest,
+    decode_body,
+    is_form,
+    validate,
+)
 
 if TYPE_CHECKING:
     from flask.blueprints import BlueprintSetupState
@@ -44,6 +55,11 @@ MISSING_CLIENT_MESSAGE = "Missing or invalid client id."
 INVALID_CLIENT_MESSAGE = "Invalid realtime client."
 AUTH_MISMATCH_MESSAGE = "The current and the previous request authorization don't match."
 BODY_TOO_LARGE_MESSAGE = "The request body is too large."
+SUBSCRIPTIONS_TOO_LARGE_CODE = "validation_subscriptions_too_large"
+
+MAX_FORM_FIELDS = 2 * MAX_SUBSCRIPTIONS + 64
+"""Form fields a subscription POST may have: room for PocketBase's own too-many-items answer."""
+_URLENCODED = "application/x-www-form-urlencoded"
 
 _METHODS = ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
 _NOT_FORWARDED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -85,26 +101,41 @@ def open_stream(state: "BrokerState") -> Response:
     state.cluster.ensure_started()
     ip = client_ip(request, state.settings)
     state.admit(ip)
-    client = state.new_client()
-    client.set(IP_KEY, ip)
-    if state.hooks.before_connect_hook is not None:
-        state.hooks.before_connect_hook(client, request)
+    try:
+        client = state.new_client()
+        client.set(IP_KEY, ip)
+        if state.hooks.before_connect_hook is not None:
+            state.hooks.before_connect_hook(client, request)
+    except BaseException:
+        state.release(ip)
+        raise
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     environ = request.environ
     # The server keeps the environ for the stream's whole life; don't let it keep the parsed
     # request too (werkzeug stores it there, in a reference cycle).
     environ.pop("werkzeug.request", None)
-    return stream_response(event_stream(app, state, client, environ))
+    return stream_response(StreamBody(event_stream(app, state, client, environ), lambda: state.release(ip)))
 
 
 def read_subscription_request(max_body_size: int) -> SubscriptionRequest:
-    """Decode the POST body, or raise the ApiError PocketBase would answer."""
+    """Decode the POST body once, or raise the ApiError PocketBase would answer.
+
+    Past :data:`MAX_FORM_FIELDS` form fields the body is refused unread (generic 400).
+    """
     request.max_content_length = max_body_size
+    request.max_form_parts = MAX_FORM_FIELDS
     content_type = request.headers.get("Content-Type", "")
     try:
         body = request.get_data(cache=True, parse_form_data=False)
-        return decode_body(content_type, body, request.form if is_form(content_type) else None)
+        form = None
+        if is_form(content_type) and body:
+            if content_type.startswith(_URLENCODED) and body.count(b"&") >= MAX_FORM_FIELDS:
+                raise DecodeError(f"more than {MAX_FORM_FIELDS} form fields")
+            form = request.form
+        return decode_body(content_type, body, form)
     except RequestEntityTooLarge:
+        if request.content_length is not None and request.content_length <= max_body_size:
+            raise bad_request() from None  # too many multipart fields
         raise ApiError(413, BODY_TOO_LARGE_MESSAGE) from None
     except DecodeError:
         raise bad_request() from None
@@ -138,8 +169,24 @@ def forward_post(state: "BrokerState", client_id: str) -> Response:
     return Response(body, status=status_line(status), content_type="application/json")
 
 
+def _check_budgets(state: "BrokerState", client: DefaultClient, subscriptions: list[str]) -> None:
+    """400 past the client's subscription budget, 503 past the process's."""
+    cost = subscription_cost(subscriptions)
+    limit = state.settings.max_subscription_bytes
+    if cost > limit:
+        raise bad_request({"subscriptions": {
+            "code": SUBSCRIPTIONS_TOO_LARGE_CODE,
+            "message": f"The subscriptions must take no more than {limit} bytes together (RTBROKER_MAX_SUBSCRIPTION_BYTES).",
+            "params": {"max": limit},
+        }})
+    growth = cost - client.subscription_bytes
+    if growth > 0 and state.subscription_memory_full(growth):
+        raise ApiError(503, SUBSCRIPTION_MEMORY_MESSAGE)
+
+
 def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: SubscriptionRequest) -> None:
-    """Check IP, auth rule and hook for a local *client*, then replace its subscriptions."""
+    """Check IP, auth rule, budgets, validators and hook for a local *client*, then replace its
+    subscriptions."""
     if client.get(IP_KEY) != client_ip(request, state.settings):
         raise bad_request(message=INVALID_CLIENT_MESSAGE)
     hooks = state.hooks
@@ -147,6 +194,11 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     if not may_switch_auth(client.get(AUTH_KEY), auth):
         raise ApiError(403, AUTH_MISMATCH_MESSAGE)
     subscriptions = list(dict.fromkeys(sub for sub in submitted.subscriptions if sub))
+    _check_budgets(state, client, subscriptions)
+    for validator in state.subscription_validators:
+        errors = validator(client, submitted.subscriptions)
+        if errors:
+            raise bad_request({"subscriptions": errors})
     if hooks.before_subscribe_hook is not None:
         hooks.before_subscribe_hook(client, subscriptions, auth)
     if auth is None:
@@ -159,7 +211,10 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
 
 
 def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope") -> tuple[int, bytes]:
-    """Run a POST forwarded by another process against our client; return (status, body)."""
+    """Run a POST forwarded by another process against our client; return (status, body).
+
+    The POST is validated here again, whatever the forwarding process did.
+    """
     with app.test_request_context(
         state.settings.url_prefix,
         method="POST",
@@ -169,6 +224,9 @@ def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope"
     ):
         try:
             submitted = read_subscription_request(state.settings.max_body_size)
+            errors = validate(submitted)
+            if errors:
+                raise bad_request(errors)
             client = state.broker.get_client(submitted.client_id)
             apply_subscriptions(state, client, submitted)
         except ClientNotFound:

@@ -85,13 +85,15 @@ def test_options_of_other_topics_are_not_checked(app_broker: tuple[Flask, Realti
 
 
 def test_validation_order(app_broker: tuple[Flask, RealtimeBroker]) -> None:
-    app, _ = app_broker
+    """PocketBase's checks first, then the client lookup, then the record options: an unknown
+    client costs no filter parsing."""
+    app, broker = app_broker
     bad = with_options("posts/*", filter="a ?= 1")
-    status, body = post(app, "nobody", [bad])
-    assert status == 400 and "0" in body["data"]["subscriptions"], "like every validation error, before the 404"
+    assert post(app, "nobody", [bad])[0] == 404
     status, body = post(app, "", [bad])
     assert (status, body["data"]) == (400, {"clientId": {"code": "validation_required", "message": "Cannot be blank."}})
-    assert post(app, "nobody", ["posts/*"])[0] == 404
+    status, body = post(app, local_client(app, broker).id, [bad])
+    assert status == 400 and "0" in body["data"]["subscriptions"]
 
 
 def test_a_valid_filter_subscribes_and_filters(app_broker: tuple[Flask, RealtimeBroker]) -> None:

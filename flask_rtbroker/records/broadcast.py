@@ -22,12 +22,14 @@ from ..message import Message
 from .collection import Collection, Record
 from .event import CREATE, DELETE, UPDATE, RecordEvent
 from .subscription import RecordOptions, record_options
+from .validation import RECORD_OPTIONS_KEY
 
 if TYPE_CHECKING:
     from ..state import BrokerState
 
 log = logging.getLogger("flask_rtbroker.records")
 
+_NONE_COMPILED: Mapping[str, RecordOptions] = {}
 _CURRENT = False
 _PREVIOUS = True
 
@@ -97,10 +99,13 @@ class _EventView:
             return (UPDATE if before else CREATE), _CURRENT
         return (DELETE, _PREVIOUS) if before else None
 
-    def message(self, key: str, topic: str, kind: str, auth: Any) -> Message | None:
-        """The message for subscription *key* (of *topic*) held by a client with *auth*, or None."""
+    def message(self, key: str, topic: str, kind: str, auth: Any, compiled: Mapping[str, RecordOptions]) -> Message | None:
+        """The message for subscription *key* (of *topic*) held by a client with *auth*, or None.
+
+        *compiled* holds the client's options compiled at POST time; others are compiled here.
+        """
         suffix = key[len(topic):]
-        options = record_options(suffix)
+        options = compiled.get(suffix) or record_options(suffix)
         decision = self._action(kind, auth, suffix, options)
         if decision is None:
             return None
@@ -116,20 +121,36 @@ class _EventView:
 
 
 def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) -> int:
-    """Queue *event* for every local subscription allowed to see it; return how many were queued."""
+    """Queue *event* for every local subscription allowed to see it; return how many were queued.
+
+    What goes wrong for one subscription stays with it: a message that cannot be built (a rule,
+    filter or field picker that raises), is over ``RTBROKER_MAX_MESSAGE_SIZE``, or that
+    ``before_send`` fails on is skipped, and the failure is logged once per event.
+    """
     view = _EventView(collection, event)
+    limit = state.settings.max_message_size
     queued = 0
+    failures: list[str] = []
     for topic, kind in collection.topics(event.record_id):
         for client, keys in state.broker.subscribers(topic).items():
             auth = client.get(AUTH_KEY)
+            compiled = client.get(RECORD_OPTIONS_KEY, _NONE_COMPILED)
             for key in keys:
-                message = view.message(key, topic, kind, auth)
-                if message is None:
-                    continue
                 try:
-                    state.send_local(client, message)  # type: ignore[arg-type]
-                except Exception:  # noqa: BLE001 - a failing before_send hook skips this client only
-                    log.exception("before_send failed for a %r record event", collection.name)
-                    continue
-                queued += 1
+                    message = view.message(key, topic, kind, auth, compiled)
+                    if message is None:
+                        continue
+                    if len(message.payload) > limit:
+                        failures.append(f"its message is {len(message.payload)} bytes, over RTBROKER_MAX_MESSAGE_SIZE ({limit})")
+                        continue
+                    if state.send_local(client, message):
+                        queued += 1
+                except Exception as exc:  # noqa: BLE001 - skip this subscription only
+                    if not failures:
+                        log.error("a %r record event failed for one subscription", collection.name, exc_info=exc)
+                    failures.append(f"{type(exc).__name__}: {exc}"[:200])
+    if failures:
+        log.warning(
+            "a %r record event skipped %d subscription(s); first reason: %s", collection.name, len(failures), failures[0]
+        )
     return queued

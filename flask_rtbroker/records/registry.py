@@ -11,15 +11,15 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Flask, current_app
+from flask import Flask
 
+from .. import signals
 from ..backplane import Envelope
 from .broadcast import broadcast
 from .collection import Collection, Rule, collection_name
 from .event import KIND_RECORD, RecordEvent
 from .serialize import RecordSerializer, Serializer
-from .subscription import record_options
-from .validation import install_options_check
+from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
 
 if TYPE_CHECKING:
@@ -50,7 +50,9 @@ class AppRecords:
         self.state = state
         self.collections: dict[str, Collection] = {}
         state.cluster.add_handler(KIND_RECORD, _while_alive(self.receive))
-        install_options_check(app, state.settings, _subscription_errors)
+        owns_topic = weakref.WeakMethod(self.owns_topic)  # the state must not keep us alive
+        state.subscription_validators.append(RecordOptionsCheck(lambda topic: bool((owns_topic() or _no_topic)(topic))))
+        signals.client_subscribed.connect(_keep_compiled_options, sender=app)
 
     @classmethod
     def of(cls, app: Flask, state: "BrokerState") -> "AppRecords":
@@ -81,11 +83,19 @@ class AppRecords:
                     broadcast(self.state, collection, event)
 
     def deliver(self, events: list[RecordEvent]) -> None:
-        """Broadcast committed *events* here, then publish them to the other processes."""
-        self._broadcast(events)
+        """Publish committed *events* to the other processes, then broadcast them here.
+
+        Publishing first means other processes deliver while this one does, and get the event
+        whatever happens to the local broadcast. An event too large for the backplane is logged.
+        """
+        limit = self.state.settings.max_message_size
         for event in events:
             fields, body = event.envelope_parts()
+            if len(body) > 2 * limit:
+                log.warning("a %r record event is %d bytes encoded; not published", event.collection, len(body))
+                continue
             self.state.cluster.publish(KIND_RECORD, fields, body)
+        self._broadcast(events)
 
     def receive(self, envelope: Envelope) -> None:
         """Broadcast a row event published by another process."""
@@ -96,21 +106,17 @@ class AppRecords:
             return
         self._broadcast([event])
 
-    def subscription_errors(self, subscriptions: list[str]) -> dict[str, Any]:
-        """Errors by index for the keys of watched collections whose options cannot be used."""
-        errors: dict[str, Any] = {}
-        for index, key in enumerate(subscriptions):
-            topic = key.partition("?")[0]
-            if any(collection.owns_topic(topic) for collection in self.collections.values()):
-                error = record_options(key[len(topic):]).error()
-                if error is not None:
-                    errors[str(index)] = error
-        return errors
+    def owns_topic(self, topic: str) -> bool:
+        """True when *topic* is one of a watched collection's."""
+        return any(collection.owns_topic(topic) for collection in self.collections.values())
 
 
-def _subscription_errors(subscriptions: list[str]) -> dict[str, Any]:
-    records = current_app.extensions.get(EXTENSION_KEY)
-    return {} if records is None else records.subscription_errors(subscriptions)
+def _no_topic(topic: str) -> bool:
+    return False
+
+
+def _keep_compiled_options(app: Flask, client: Any, subscriptions: list[str]) -> None:
+    keep_compiled_options(client)
 
 
 def watch(
@@ -136,8 +142,8 @@ def watch(
     - *transitions*: an update that makes a record visible to a subscription arrives as
       ``create``, one that hides it as ``delete`` (with the record as it was).
 
-    Call it while setting the app up (it registers a ``before_request`` handler that rejects
-    unusable ``filter``/``fields`` options with a 400).
+    Call it while setting the app up (it adds a subscription validator that rejects unusable
+    ``filter``/``fields`` options with a 400).
     """
     name = collection_name(model, collection)
     watched = Collection(name, collection_id or name, list_rule, view_rule, transitions)

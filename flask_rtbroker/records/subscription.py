@@ -44,8 +44,7 @@ class RecordOptions:
         return None
 
 
-@lru_cache(maxsize=4096)
-def record_options(suffix: str) -> RecordOptions:
+def compile_record_options(suffix: str) -> RecordOptions:
     """Compile the options *suffix* of a subscription key (``""`` or ``"?options=..."``)."""
     options = parse_options(suffix)
     filter_source = options.query.get(FILTER_PARAM, "")
@@ -62,3 +61,10 @@ def record_options(suffix: str) -> RecordOptions:
         except FieldsSyntaxError as exc:
             fields_error = str(exc)
     return RecordOptions(options, compiled_filter, filter_error, picker, fields_error)
+
+
+@lru_cache(maxsize=1024)
+def record_options(suffix: str) -> RecordOptions:
+    """:func:`compile_record_options`, cached: for keys the app subscribed in code, whose options
+    were not compiled by a POST (see :mod:`flask_rtbroker.records.validation`)."""
+    return compile_record_options(suffix)
