@@ -71,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         redis = RedisServer(workdir).start()
-        env = {"RTBROKER_BACKPLANE": redis.url}
+        env = {"RTBROKER_BACKPLANE": redis.url, "RTBROKER_MAX_CLIENTS_PER_IP": "0"}
         a = LiveServer("gunicorn-gevent", env=env).start(workdir)
         b = LiveServer("gunicorn-gevent", env=env).start(workdir)
         try:

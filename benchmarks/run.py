@@ -175,6 +175,8 @@ class Server:
         bind = f"{HOST}:{self.port}"
         if self.name == "ours":
             env["RTBROKER_HEARTBEAT"] = "0"
+            # Every load-generator stream comes from 127.0.0.1: no per-address cap.
+            env["RTBROKER_MAX_CLIENTS_PER_IP"] = "0"
             env["PYTHONPATH"] = str(self.code_dir)
             env.update(self.extra_env)
             if self.gc_log is not None:

@@ -122,7 +122,7 @@ class BrokerState:
         settings = self.settings
         if self.shutting_down:
             raise ApiError(503, SHUTTING_DOWN_MESSAGE)
-        if self.subscription_memory_full():
+        if self.broker.subscription_bytes >= settings.subscription_memory:
             raise ApiError(503, SUBSCRIPTION_MEMORY_MESSAGE)
         with self._lock:
             if settings.max_clients and self._streams >= settings.max_clients:

@@ -28,17 +28,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _command(mode: str, port: int, target: str) -> list[str]:
+def _command(mode: str, port: int, target: str, args: list[str]) -> list[str]:
     bind = f"{HOST}:{port}"
     if mode == "gunicorn-gevent":
         return [sys.executable, "-m", "gunicorn", "-k", "gevent", "--worker-connections", "5000",
-                "-w", "1", "-b", bind, "--graceful-timeout", "2", target]
+                "-w", "1", "-b", bind, "--graceful-timeout", "2", *args, target]
     if mode == "gunicorn-gthread":
         return [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "64",
-                "-w", "1", "-b", bind, "--graceful-timeout", "2", target]
-    if mode in ("pywsgi", "werkzeug"):
+                "-w", "1", "-b", bind, "--graceful-timeout", "2", *args, target]
+    if mode in ("pywsgi", "werkzeug") and not args:
         return [sys.executable, str(ROOT / "tests" / "serve.py"), mode, HOST, str(port), target]
-    raise ValueError(f"unknown server mode {mode!r}")
+    raise ValueError(f"unknown server mode {mode!r}, or arguments {args} it does not take")
 
 
 @dataclass
@@ -48,6 +48,8 @@ class LiveServer:
     mode: str
     target: str = "examples.notify_app:app"
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    """Extra command-line arguments, after the defaults (gunicorn takes the last of a repeated flag)."""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -63,7 +65,7 @@ class LiveServer:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         self.log_path = log_dir / f"{self.mode}-{self.port}.log"
         self.process = subprocess.Popen(
-            _command(self.mode, self.port, self.target), cwd=ROOT, env=env,
+            _command(self.mode, self.port, self.target, self.args), cwd=ROOT, env=env,
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ a ``delete``) and one that becomes shared appears (``create``).
 
 Run it (from the repository root), then open ``/?user=alice`` and ``/?user=bob`` side by side::
 
-    pip install -e '.[sqlalchemy]' Flask-SQLAlchemy gunicorn
+    pip install -e '.[sqlalchemy,gunicorn]' Flask-SQLAlchemy
     npm ci --prefix examples/todo                 # the browser SDK, once
     gunicorn -c examples/todo/gunicorn.conf.py    # http://127.0.0.1:5000
 

@@ -21,6 +21,7 @@ from ..identity import identity_key
 from ..message import Message
 from .collection import Collection, Record
 from .event import CREATE, DELETE, UPDATE, RecordEvent
+from .excerpt import PlainTexts
 from .subscription import RecordOptions, record_options
 from .validation import RECORD_OPTIONS_KEY
 
@@ -65,6 +66,7 @@ class _EventView:
         self.transitions = collection.transitions and event.action == UPDATE and event.previous is not None
         self._access: dict[tuple[str, bool, Hashable, str], bool] = {}
         self._messages: dict[tuple[str, str, bool], Message] = {}
+        self._texts = PlainTexts()  # every excerpt of this event reads each value once
 
     def _record(self, which: bool) -> Record:
         return self.event.previous if which is _PREVIOUS else self.event.record  # type: ignore[return-value]
@@ -115,7 +117,7 @@ class _EventView:
             return cached.renamed(key)
         record = self._record(which)
         if options.fields is not None:
-            record = options.fields.pick(record)
+            record = options.fields.pick(record, self._texts)
         message = self._messages[(suffix, action, which)] = Message(key, {"record": record, "action": action})
         return message
 

@@ -1,16 +1,21 @@
 """The ``:excerpt(max, withEllipsis?)`` field modifier: plain text from HTML, cut to *max* characters.
 
 Like PocketBase: tags are stripped (the content of scripts, styles, forms, media and the like is
-dropped), block elements separate words, whitespace runs collapse to one space, the text is cut to
-*max* characters and, when *withEllipsis* is true and something was cut, ``...`` is appended.
-Values other than strings are left as they are.
+dropped), block elements separate words, whitespace runs collapse to one space, character
+references are decoded, the text is cut to *max* characters and, when *withEllipsis* is true and
+something was cut, ``...`` is appended. Values other than strings are left as they are.
+
+Record values are often written by users, so the markup is read by :class:`_PlainText`, a single
+left-to-right scan in the spirit of an HTML tokenizer: every search starts where the last one
+ended, so any input costs time linear in its length, never raises, and the scan stops as soon as
+the excerpt is known to be cut.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 
 _EXCLUDED_TAGS = frozenset({
@@ -24,47 +29,162 @@ _INLINE_TAGS = frozenset({
 _VOID_TAGS = frozenset({
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
 })
+_RAW_TEXT_TAGS = frozenset({"script", "style"})
+"""Excluded elements whose content is text up to their own end tag, whatever it contains."""
+_TAG_NAME = re.compile(r"[a-zA-Z][^\s/>]*")
+_SIMPLE_TAG = re.compile(r"<(/?)([a-z][a-z0-9]*)\s*/?>")
+"""A tag without attributes (read from the lowered source): the common case, in one match."""
 _WHITESPACE = re.compile(r"\s+")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
 
-class _PlainText(HTMLParser):
-    """Collects the visible text of an HTML fragment."""
+class _PlainText:
+    """The visible text of an HTML fragment, scanned lazily: only as far as the longest text asked for."""
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lowered = source.translate(_ASCII_LOWER)  # same length: only ASCII letters change
+        self.position = 0
+        self._found: dict[str, int] = {}
         self.parts: list[str] = []
+        self.size = 0
         self.skipping = 0
         self.after_space = False
+
+    def _find(self, needle: str, position: int, text: str | None = None) -> int:
+        """``text.find(needle, position)`` (*text* defaults to the source), remembered per needle.
+
+        Positions only move forward, so a remembered hit at or after *position* (or a miss) is
+        still the answer: each needle's searches together read the text once.
+        """
+        found = self._found.get(needle)
+        if found is None or (0 <= found < position):
+            found = self._found[needle] = (self.source if text is None else text).find(needle, position)
+        return found
+
+    def text(self, limit: int) -> str:
+        """The text collected once more than *limit* characters are known (or all of it), going on from the last call."""
+        source, size, position = self.source, len(self.source), self.position
+        while position < size and self.size <= limit:
+            if source.startswith("<", position):  # markup right after markup: no text between
+                position = self._markup(position)
+                continue
+            opening = self._find("<", position)
+            if opening < 0:
+                self._data(source[position:])
+                position = size
+                break
+            self._data(source[position:opening])
+            position = self._markup(opening)
+        self.position = position
+        return "".join(self.parts)
+
+    def _markup(self, start: int) -> int:
+        """Read the markup at ``source[start] == "<"``; the position after it (``len`` when it never ends)."""
+        source, lowered = self.source, self.lowered
+        simple = _SIMPLE_TAG.match(lowered, start)
+        if simple is not None:
+            return self._tag(simple.group(2), simple.group(1) == "/", simple.end())
+        following = source[start + 1 : start + 2]
+        if source.startswith("<!--", start):
+            end = self._find("-->", start + 4)
+            return len(source) if end < 0 else end + 3
+        if following in ("!", "?"):  # doctype, CDATA, processing instruction: a bogus comment
+            end = self._find(">", start + 2)
+            return len(source) if end < 0 else end + 1
+        closing = following == "/"
+        name = _TAG_NAME.match(lowered, start + 2 if closing else start + 1)
+        if name is None:
+            if closing:  # "</>" is dropped, "</ x>" is a bogus comment
+                end = self._find(">", start + 2)
+                return len(source) if end < 0 else end + 1
+            self._data("<")
+            return start + 1
+        return self._tag(name.group(), closing, self._tag_end(name.end()))
+
+    def _tag(self, tag: str, closing: bool, end: int) -> int:
+        """Handle the start or end tag *tag* that ends at *end*; the position to go on from."""
+        if closing:
+            self._end_tag(tag)
+            return end
+        self._start_tag(tag)
+        if tag in _RAW_TEXT_TAGS and end < len(self.source):
+            content_end = self._find("</" + tag, end, self.lowered)  # the content is excluded: skip to its end tag
+            return len(self.source) if content_end < 0 else content_end
+        return end
+
+    def _tag_end(self, position: int) -> int:
+        """The position after the ``>`` that ends a tag whose attributes start at *position*.
+
+        Quotes count only for an attribute value (after ``=``), as in HTML; the next ``>`` and
+        the next ``=`` are looked up once each and reused until passed.
+        """
+        source, size = self.source, len(self.source)
+        next_gt = self._find(">", position)
+        next_eq = self._find("=", position)
+        while True:
+            if next_gt < 0:
+                return size
+            if next_eq < 0 or next_gt < next_eq:
+                return next_gt + 1
+            value = next_eq + 1
+            while value < size and source[value] in " \t\n\r\f":
+                value += 1
+            quote = source[value : value + 1]
+            if quote in ("'", '"'):
+                closing = self._find(quote, value + 1)
+                if closing < 0:
+                    return size
+                value = closing + 1
+            next_gt = self._find(">", value)
+            next_eq = self._find("=", value)
 
     def _space(self) -> None:
         if not self.after_space:
             self.parts.append(" ")
+            self.size += 1
             self.after_space = True
 
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
+    def _start_tag(self, tag: str) -> None:
         if self.skipping or tag in _EXCLUDED_TAGS:
             if tag not in _VOID_TAGS:
                 self.skipping += 1
-        elif tag not in _INLINE_TAGS:
+        elif not self.after_space and tag not in _INLINE_TAGS:
             self._space()
 
-    def handle_endtag(self, tag: str) -> None:
+    def _end_tag(self, tag: str) -> None:
         if self.skipping:
             if tag not in _VOID_TAGS:
                 self.skipping -= 1
         elif tag not in _INLINE_TAGS and tag not in _EXCLUDED_TAGS:
             self._space()
 
-    def handle_data(self, data: str) -> None:
-        if self.skipping:
+    def _data(self, data: str) -> None:
+        if self.skipping or not data:
             return
-        text = _WHITESPACE.sub(" ", data)
+        text = _WHITESPACE.sub(" ", html.unescape(data))
         if self.after_space:
             text = text.lstrip(" ")
         if text:
             self.after_space = text.endswith(" ")
             self.parts.append(text)
+            self.size += len(text)
+
+
+class PlainTexts:
+    """The plain texts of the values one event's excerpts read: each value is scanned at most once,
+    however many subscriptions excerpt it and whatever their lengths."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[str, _PlainText]] = {}
+
+    def of(self, value: str, limit: int) -> str:
+        """The text of *value*, at least *limit* characters of it when it has them."""
+        known = self._texts.get(id(value))
+        if known is None:  # the entry holds the value, so its id stays its own
+            known = self._texts[id(value)] = (value, _PlainText(value))
+        return known[1].text(limit)
 
 
 @dataclass(frozen=True)
@@ -89,14 +209,13 @@ class Excerpt:
             raise ValueError("the excerpt max length must be a whole number above 0")
         return cls(max_length, len(args) > 1 and args[1] in _TRUE)
 
-    def apply(self, value: Any) -> Any:
-        """The plain-text excerpt of a string value; other values unchanged."""
+    def apply(self, value: Any, texts: PlainTexts | None = None) -> Any:
+        """The plain-text excerpt of a string value (read through *texts* when given); other values unchanged."""
         if not isinstance(value, str):
             return value
-        parser = _PlainText()
-        parser.feed(value)
-        parser.close()
-        text = "".join(parser.parts).strip()
+        # Collapsed text has at most one leading and one trailing space: two more characters than
+        # the maximum prove that the stripped text is cut.
+        text = (texts or PlainTexts()).of(value, self.max_length + 2).strip()
         if len(text) <= self.max_length:
             return text
         return text[: self.max_length].strip() + ("..." if self.with_ellipsis else "")

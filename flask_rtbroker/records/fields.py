@@ -9,16 +9,32 @@ listed keys that do not exist are ignored; lists of objects are picked item by i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping, Optional
 
-from .excerpt import Excerpt
+from .excerpt import Excerpt, PlainTexts
 
 _MODIFIER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", re.DOTALL)
 _ARGUMENT_SEPARATORS = re.compile(r"[\s,]+")
 
-Fields = Mapping[str, Optional[Excerpt]]
+MAX_PATH_DEPTH = 32
+"""The most segments one path may have (``a.b.c`` has three); a deeper path is a syntax error."""
+
+
+@dataclass
+class FieldNode:
+    """What a fields list says of one key: take it *whole* (with *modifier*), or pick *children* inside it."""
+
+    whole: bool = False
+    modifier: Optional[Excerpt] = None
+    children: dict[str, "FieldNode"] = field(default_factory=dict)
+
+    def apply(self, value: Any, texts: PlainTexts) -> Any:
+        """The key's value as the fields list shows it."""
+        if self.whole:
+            return value if self.modifier is None else self.modifier.apply(value, texts)
+        return _pick(value, self.children, texts)
 
 
 class FieldsSyntaxError(ValueError):
@@ -64,50 +80,53 @@ def _modifier(source: str) -> Excerpt:
 
 @dataclass(frozen=True)
 class FieldPicker:
-    """A parsed fields list; :meth:`pick` applies it."""
+    """A parsed fields list, its paths grouped by first segment into a tree; :meth:`pick` applies it."""
 
-    fields: Fields
+    fields: dict[str, FieldNode]
 
-    def pick(self, data: Any) -> Any:
-        """A copy of *data* with only the listed fields (modifiers applied)."""
-        return _pick(data, self.fields)
+    def pick(self, data: Any, texts: PlainTexts | None = None) -> Any:
+        """A copy of *data* with only the listed fields (modifiers applied).
+
+        *texts* lets the pickers of one event share the plain text of the values they excerpt.
+        """
+        return _pick(data, self.fields, PlainTexts() if texts is None else texts)
 
 
-def _pick(data: Any, fields: Fields) -> Any:
+def _pick(data: Any, fields: dict[str, FieldNode], texts: PlainTexts) -> Any:
     if isinstance(data, Mapping):
-        return _pick_mapping(data, fields)
+        return _pick_mapping(data, fields, texts)
     if isinstance(data, list) and data and isinstance(data[0], Mapping):
-        return [_pick_mapping(item, fields) if isinstance(item, Mapping) else item for item in data]
+        return [_pick_mapping(item, fields, texts) if isinstance(item, Mapping) else item for item in data]
     return data
 
 
-def _pick_mapping(data: Mapping[str, Any], fields: Fields) -> dict[str, Any]:
+def _pick_mapping(data: Mapping[str, Any], fields: dict[str, FieldNode], texts: PlainTexts) -> dict[str, Any]:
+    """One pass over *data*'s keys, a dict lookup each: linear in the keys, recursion as deep as the paths."""
     if not fields:
         return dict(data)
-    if "*" in fields:
-        fields = dict(fields)
-        for key in data:
-            if not any((path + ".").startswith(key + ".") for path in fields):
-                fields[key] = fields["*"]
+    star = fields.get("*")
+    if star is not None and not star.whole:
+        star = None
     picked: dict[str, Any] = {}
     for key, value in data.items():
-        prefix = key + "."
-        matching = {path: modifier for path, modifier in fields.items() if (path + ".").startswith(prefix)}
-        if not matching:
-            continue
-        if key in matching:
-            modifier = matching[key]
-            picked[key] = value if modifier is None else modifier.apply(value)
-        else:
-            picked[key] = _pick(value, {path[len(prefix):]: modifier for path, modifier in matching.items()})
+        node = fields.get(key, star)
+        if node is not None:
+            picked[key] = node.apply(value, texts)
     return picked
 
 
 @lru_cache(maxsize=1024)
 def parse_fields(source: str) -> FieldPicker:
     """Parse a fields list; raise :class:`FieldsSyntaxError` when it is malformed."""
-    fields: dict[str, Excerpt | None] = {}
+    fields: dict[str, FieldNode] = {}
     for entry in _split_top_level(source):
         path, colon, modifier = entry.partition(":")
-        fields[path.strip()] = _modifier(modifier) if colon else None
+        segments = path.strip().split(".")
+        if len(segments) > MAX_PATH_DEPTH:
+            raise FieldsSyntaxError(f"the path {path.strip()[:40]!r}... is nested deeper than {MAX_PATH_DEPTH} levels")
+        level = fields
+        for segment in segments[:-1]:
+            level = level.setdefault(segment, FieldNode()).children
+        node = level.setdefault(segments[-1], FieldNode())
+        node.whole, node.modifier = True, _modifier(modifier) if colon else None
     return FieldPicker(fields)

@@ -19,14 +19,19 @@ Operators compare as :mod:`flask_rtbroker.records.compare` describes.
 
 Everything else raises :class:`FilterSyntaxError` — the ``?=``-style any-of operators,
 functions, modifiers such as ``:lower``, macros such as ``@now``, other ``@request.*`` and
-``@collection.*`` fields, comments — as do more than :data:`MAX_COMPARISONS` comparisons or
-parentheses nested deeper than :data:`MAX_DEPTH`.
+``@collection.*`` fields, comments, numbers too long for Python to read — as do more than
+:data:`MAX_COMPARISONS` comparisons or parentheses nested deeper than :data:`MAX_DEPTH`.
+
+Parsing is linear in the source (one left-to-right scan; no regex can backtrack) and recursion
+is bounded by :data:`MAX_DEPTH`. Evaluating never raises: it does at most
+:data:`MAX_COMPARISONS` comparisons, each linear in the values it reads except ``~``/``!~``,
+whose work :mod:`~flask_rtbroker.records.compare` bounds per evaluation.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping, Union
 
@@ -94,30 +99,29 @@ Operand = Union[Literal, FieldPath, AuthId]
 
 @dataclass(frozen=True)
 class Comparison:
-    """``left operator right``."""
+    """``left operator right``; *pattern* is the compiled ``LIKE`` of a literal on the right of ``~``/``!~``."""
 
     left: Operand
     operator: str
     right: Operand
+    pattern: compare.LikePattern | None = field(default=None, compare=False, repr=False)
 
-    def matches(self, record: Mapping[str, Any], auth_id: str) -> bool:
+    def matches(self, record: Mapping[str, Any], auth_id: str, evaluation: compare.Evaluation) -> bool:
         """Evaluate the comparison for *record* and the subscriber *auth_id*."""
         left = self.left.resolve(record, auth_id)
-        if self.operator in ("~", "!~"):
-            found = compare.like(left, self._pattern(record, auth_id))
-            return found is True if self.operator == "~" else found is False
         right = self.right.resolve(record, auth_id)
+        if self.operator in ("~", "!~"):
+            if isinstance(self.right, Literal):
+                found = compare.like(left, self.pattern, evaluation)
+            else:
+                found = compare.like_field(left, right, evaluation)
+            return found is True if self.operator == "~" else found is False
+        left, right = evaluation.scalar(left), evaluation.scalar(right)
         if self.operator == "=":
             return compare.equals(left, right)
         if self.operator == "!=":
             return not compare.equals(left, right)
         return compare.ordered(left, self.operator, right)
-
-    def _pattern(self, record: Mapping[str, Any], auth_id: str) -> re.Pattern[str] | None:
-        if isinstance(self.right, Literal):
-            return _literal_pattern(self.right.value)
-        value = compare.scalar(self.right.resolve(record, auth_id))
-        return None if value is None else compare.like_pattern("%" + compare.text(value) + "%")
 
 
 @dataclass(frozen=True)
@@ -127,19 +131,22 @@ class Join:
     all: bool
     terms: tuple["Node", ...]
 
-    def matches(self, record: Mapping[str, Any], auth_id: str) -> bool:
+    def matches(self, record: Mapping[str, Any], auth_id: str, evaluation: compare.Evaluation) -> bool:
         """Evaluate the terms left to right, stopping as soon as the result is known."""
         if self.all:
-            return all(term.matches(record, auth_id) for term in self.terms)
-        return any(term.matches(record, auth_id) for term in self.terms)
+            return all(term.matches(record, auth_id, evaluation) for term in self.terms)
+        return any(term.matches(record, auth_id, evaluation) for term in self.terms)
 
 
 Node = Union[Comparison, Join]
 
 
-def _literal_pattern(value: Any) -> re.Pattern[str] | None:
-    scalar = compare.scalar(value)
-    return None if scalar is None else compare.contains_pattern(compare.text(scalar))
+def _comparison(left: Operand, operator: str, right: Operand) -> Comparison:
+    """The comparison, with the pattern of a literal on the right of ``~``/``!~`` compiled now."""
+    if operator not in ("~", "!~") or not isinstance(right, Literal):
+        return Comparison(left, operator, right)
+    scalar = compare.scalar(right.value)
+    return Comparison(left, operator, right, None if scalar is None else compare.contains_pattern(compare.text(scalar)))
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class Filter:
 
     def matches(self, record: Mapping[str, Any], auth_id: str) -> bool:
         """True when *record* passes the filter for a subscriber whose auth id is *auth_id*."""
-        return self.root.matches(record, auth_id)
+        return self.root.matches(record, auth_id, compare.Evaluation())
 
 
 # -- scanning ------------------------------------------------------------------------------------
@@ -179,6 +186,13 @@ def _scan_string(source: str, start: int) -> tuple[str, int]:
         chars.append(char)
         i += 1
     raise FilterSyntaxError(f"unterminated string starting at position {start}")
+
+
+def _number(text: str, position: int) -> int | float:
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:  # more digits than int() reads (sys.get_int_max_str_digits())
+        raise FilterSyntaxError(f"the number at position {position} is too long") from None
 
 
 def _word_operand(word: str, position: int, source: str, end: int) -> Operand:
@@ -224,8 +238,7 @@ def _tokens(source: str) -> list[_Token]:
             tokens.append(_Token("operand", Literal(value), i))
             i = end
         elif (number := _NUMBER.match(source, i)) is not None:
-            text = number.group()
-            tokens.append(_Token("operand", Literal(float(text) if "." in text else int(text)), i))
+            tokens.append(_Token("operand", Literal(_number(number.group(), i)), i))
             i = number.end()
         elif (word := _WORD.match(source, i)) is not None:
             tokens.append(_Token("operand", _word_operand(word.group(), i, source, word.end()), i))
@@ -289,7 +302,7 @@ class _Parser:
         self.comparisons += 1
         if self.comparisons > MAX_COMPARISONS:
             raise FilterSyntaxError(f"more than {MAX_COMPARISONS} comparisons")
-        return Comparison(left, operator, right)
+        return _comparison(left, operator, right)
 
 
 @lru_cache(maxsize=1024)
