@@ -44,10 +44,18 @@ def snapshot(client: DefaultClient) -> tuple[Any, ...]:
 
 
 texts = st.text(max_size=40) | st.sampled_from(["", " ", "a\nb", "a\r", "\x00", "é✓", "x" * 2501])
+# JSON text a hostile client writes by hand: deep or unbalanced nesting, numbers Python reads
+# slowly or not at all, NaN/Infinity (not JSON), lone surrogates (not Unicode scalar values).
+hostile_json = st.sampled_from([
+    "[" * 1000 + "]" * 1000, "[" * 2480, "{\"a\":" * 700 + "1" + "}" * 700, '{"query":' * 300 + "{}" + "}" * 300,
+    "1" * 5000, "-" + "9" * 4400, "1e999999", "-1e400", "0." + "0" * 3000 + "1",
+    "NaN", "Infinity", "-Infinity", "[NaN]", '{"query": {"filter": Infinity}}',
+    '"\\ud800"', '["a\\udc00b"]', '{"query": {"filter": "\\udfff"}}', '"\\ud83d\\ude00"',
+])
 option_strings = st.builds(
     lambda topic, options: f"{topic}?options={quote(options)}",
     st.sampled_from(["t", "posts/*", "c/r1"]),
-    st.text(max_size=30) | st.builds(simplejson.dumps, st.dictionaries(st.text(max_size=5), st.recursive(
+    hostile_json | st.text(max_size=30) | st.builds(simplejson.dumps, st.dictionaries(st.text(max_size=5), st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
         max_leaves=6), max_size=3)),
@@ -60,9 +68,16 @@ json_values = st.recursive(
 
 @st.composite
 def bodies(draw: st.DrawFn, client_id: str) -> tuple[str, bytes]:
-    kind = draw(st.sampled_from(["json", "json", "form", "multipart", "raw"]))
+    kind = draw(st.sampled_from(["json", "json", "raw_json", "form", "multipart", "raw"]))
     cid = draw(st.just(client_id) | texts | st.integers() | st.none())
     subs = draw(subscriptions)
+    if kind == "raw_json":  # the hostile fragment in each place a value goes
+        fragment = draw(hostile_json)
+        body = draw(st.sampled_from([
+            '{"clientId": %s, "subscriptions": ["t"]}', '{"clientId": "%s", "subscriptions": %%s}' % client_id,
+            '{"clientId": "%s", "subscriptions": [%%s]}' % client_id, "%s",
+        ])) % fragment
+        return "application/json", body.encode()
     if kind == "json":
         obj: Any = {draw(st.sampled_from(["clientId", "CLIENTID", "clientid"])): cid, "subscriptions": subs}
         if draw(st.booleans()):
