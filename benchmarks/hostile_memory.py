@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.hostile_memory [--clients 1000] [--compare REF]
 
-Starts ``gunicorn -k gevent -w 1 --worker-connections 10000 examples.notify_app:app`` (the README's
-deployment line, defaults otherwise) and, from 127.0.0.1, opens *clients* streams. Each client
+Starts the benchmark runner's server (``gunicorn -k gevent -w 1 --worker-connections 20000
+examples.notify_app:app``, the library's defaults, the per-address cap too) and, from 127.0.0.1,
+opens *clients* streams. Each client
 then POSTs, in turn:
 
 1. 1,000 keys of 2,480 characters (2.5 MB: PocketBase's own per-request limits);
@@ -21,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,28 +34,18 @@ from typing import Any
 
 import requests
 
+from benchmarks.run import HOST, ROOT, Server
 from flask_rtbroker.testing import SSEClient
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "hostile_memory.json"
-HOST = "127.0.0.1"
 KEY_LENGTH = 2480
 POST_THREADS = 16
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def worker_memory(master: int) -> dict[str, int]:
-    """``VmRSS`` and ``VmHWM`` (kB) of the gunicorn worker under *master*."""
-    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-    assert children, "the gunicorn worker is running"
+def worker_memory(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` (kB) of process *pid*."""
     fields: dict[str, int] = {}
-    for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0])
@@ -101,27 +89,17 @@ def normal_client_works(port: int) -> bool:
         client.close()
 
 
-def run(code_dir: Path, label: str, clients: int, budget_keys: int, body_keys: int) -> dict[str, Any]:
-    """The whole load against the library in *code_dir*."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(code_dir), "RTBROKER_HEARTBEAT": "0"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "10000",
-         "--graceful-timeout", "1", "-b", f"{HOST}:{port}", "examples.notify_app:app"],
-        cwd=code_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+def run(code_dir: Path, tmp: Path, label: str, per_ip: str, clients: int, budget_keys: int,
+        body_keys: int) -> dict[str, Any]:
+    """The whole load against the library in *code_dir*, on the benchmark runner's gunicorn server
+    (which lifts the per-address cap: *per_ip* puts the library's default back)."""
+    server = Server("ours", tmp, code_dir=code_dir, extra_env={"RTBROKER_MAX_CLIENTS_PER_IP": per_ip}).start()
+    assert server.pid is not None
     streams: list[SSEClient] = []
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"http://{HOST}:{port}/api/realtime/none", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         idle = worker_memory(server.pid)
-        streams = [SSEClient.connect(HOST, port, timeout=10) for _ in range(clients)]
-        url = f"http://{HOST}:{port}/api/realtime"
+        streams = [SSEClient.connect(HOST, server.port, timeout=10) for _ in range(clients)]
+        url = f"http://{HOST}:{server.port}/api/realtime"
         result: dict[str, Any] = {"label": label, "rss_idle_kb": idle["VmRSS"]}
         started = time.monotonic()
         for step, keys in (("pocketbase_max", 1000), ("body_limit", body_keys), ("budget", budget_keys)):
@@ -130,15 +108,15 @@ def run(code_dir: Path, label: str, clients: int, budget_keys: int, body_keys: i
                   flush=True)
         result["load_seconds"] = round(time.monotonic() - started, 1)
         memory = worker_memory(server.pid)
-        result.update(rss_kb=memory["VmRSS"], peak_rss_kb=memory["VmHWM"], normal_client_works=normal_client_works(port))
+        result.update(rss_kb=memory["VmRSS"], peak_rss_kb=memory["VmHWM"],
+                      normal_client_works=normal_client_works(server.port))
         print(f"[{label}] worker RSS {memory['VmRSS'] / 1024:.0f} MB (peak {memory['VmHWM'] / 1024:.0f} MB), "
               f"normal client works: {result['normal_client_works']}", flush=True)
         return result
     finally:
         for stream in streams:
             stream.close()
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        server.stop()
 
 
 def main() -> None:
@@ -161,8 +139,9 @@ def main() -> None:
             archive = subprocess.run(["git", "archive", args.compare, "flask_rtbroker", "examples"], cwd=ROOT,
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
-            runs.append(run(code, args.compare, args.clients, budget_keys, body_keys))
-        runs.append(run(ROOT, "work tree", args.clients, budget_keys, body_keys))
+            # before "auto" existed the default was 0, no cap
+            runs.append(run(code, Path(tmp), args.compare, "0", args.clients, budget_keys, body_keys))
+        runs.append(run(ROOT, Path(tmp), "work tree", "auto", args.clients, budget_keys, body_keys))
     if len(runs) == 2:
         print(f"RSS ratio, work tree / {args.compare}: {runs[1]['rss_kb'] / runs[0]['rss_kb']:.3f}")
     report = {"command": "python -m benchmarks.hostile_memory " + " ".join(sys.argv[1:]), "clients": args.clients,
