@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import signals
 from .backplane import Backplane, Envelope
-from .message import Message
+from .message import PB_CONNECT, Message
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -172,11 +172,15 @@ class Cluster:
             log.error("before_send failed for a notify from another process", exc_info=error)
 
     def _deliver_send(self, envelope: Envelope) -> None:
+        name = envelope.fields.get("n")
+        if not isinstance(name, str) or name == PB_CONNECT:
+            log.warning("dropping a send named %r from %r: not a name a send may have", name, envelope.origin)
+            return
         client = self.state.broker.clients().get(envelope.fields["c"])
         if client is None:
             return
         try:
-            self.state.send_local(client, Message.raw(envelope.fields["n"], envelope.body))
+            self.state.send_local(client, Message.raw(name, envelope.body))
         except Exception:  # noqa: BLE001 - the hook's failure stays with this one delivery
             log.exception("before_send failed for a send from another process")
 
@@ -193,7 +197,12 @@ class Cluster:
         self.state.runtime.spawn(run)
 
     def _clear_auth(self, envelope: Envelope) -> None:
-        self.state.clear_auth(envelope.fields.get("a"), None, bool(envelope.fields.get("d")))
+        token = envelope.fields.get("a")
+        app = self._app_ref()
+        if not isinstance(token, str) or app is None:
+            return
+        with app.app_context():  # the before_subscribe re-check runs the app's hook
+            self.state.clear_auth(token, None, bool(envelope.fields.get("d")))
 
     def _reply_count(self, envelope: Envelope) -> None:
         reply = {"rid": envelope.fields["rid"], "to": envelope.origin, "n": self.state.broker.total_clients()}

@@ -7,7 +7,7 @@ a frozen :class:`Settings`. :func:`load_env` fills ``app.config`` from environme
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, MutableMapping
 
 from . import encoding
@@ -71,8 +71,17 @@ DEFAULTS: dict[str, Any] = {
     # Where processes meet: "memory://" (this process only), "redis://host:port/db", "rediss://...",
     # or a Backplane instance.
     "RTBROKER_BACKPLANE": "memory://",
+    # Namespace of the backplane's channel: a Redis channel is "<prefix>:<database number>", so
+    # apps on one Redis server stay apart by database; apps sharing a database need distinct prefixes.
+    "RTBROKER_CHANNEL_PREFIX": "flask_rtbroker",
+    # A shared secret (str or bytes): every backplane envelope is signed with HMAC-SHA256 and
+    # unsigned or forged ones are dropped and counted. None = envelopes are trusted as they come.
+    "RTBROKER_BACKPLANE_SECRET": None,
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,
+    # Request headers a POST for a client held by another process carries to it (the ones the
+    # auth_loader reads; add "Cookie" for session auth). Content-Type always goes; nothing else.
+    "RTBROKER_FORWARD_HEADERS": ["Authorization"],
     # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
     # SDK reconnects to a live worker instead of waiting for the graceful timeout.
     "RTBROKER_GRACEFUL_SHUTDOWN": True,
@@ -141,6 +150,22 @@ def _names(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _channel_prefix(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(char.isspace() for char in value):
+        raise ConfigurationError(f"{key} must be a non-empty string without whitespace, not {value!r}")
+    return value
+
+
+def _secret(key: str, value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, bytes) or len(value) < 16:
+        raise ConfigurationError(f"{key} must be None or a str/bytes secret of at least 16 bytes")
+    return value
+
+
 def _origins(key: str, value: Any) -> str | tuple[str, ...] | None:
     if value is None or value == "*":
         return value
@@ -178,7 +203,10 @@ class Settings:
     cors_origins: str | tuple[str, ...] | None
     max_body_size: int
     max_message_size: int
+    channel_prefix: str
+    backplane_secret: bytes | None = field(repr=False)
     forward_timeout: float
+    forward_headers: tuple[str, ...]
     graceful_shutdown: bool
     metrics_path: str | None
 
@@ -245,7 +273,10 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "cors_origins": _origins,
     "max_body_size": _count,
     "max_message_size": _count,
+    "channel_prefix": _channel_prefix,
+    "backplane_secret": _secret,
     "forward_timeout": _seconds,
+    "forward_headers": _names,
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,
 }

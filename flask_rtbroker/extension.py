@@ -15,7 +15,7 @@ from .config import DEFAULTS, Settings
 from .errors import ClientNotFound, MessageTooLarge, NotInitializedError
 from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
-from .message import Message
+from .message import PB_CONNECT, Message
 from .cli import create_cli
 from .state import BrokerState
 from .views import create_blueprint, metrics_response
@@ -185,9 +185,12 @@ class RealtimeBroker:
 
         Returns True when it was queued here, False when ``before_send`` skipped it, the client
         was discarded meanwhile, or it went to another process (reached through the backplane).
-        Raises :class:`ClientNotFound` when there is no backplane and no such local client, and
+        Raises :class:`ClientNotFound` when there is no backplane and no such local client,
+        ValueError for the name ``PB_CONNECT`` (the SDK would take it for a new connection), and
         whatever ``before_send`` raised for it.
         """
+        if name == PB_CONNECT:
+            raise ValueError(f"{PB_CONNECT} is the stream's own first event; send it under another name")
         state = self.state()
         message = self._message(state, name, data)
         client = state.broker.clients().get(client_id)

@@ -4,7 +4,8 @@ An identity is whatever the app's ``auth_loader`` returns. Two identities are th
 when their :func:`identity_key` values are equal:
 
 - a mapping with an ``"id"``: ``(collectionId or collectionName, id)``, PocketBase's record shape;
-- an object with ``get_id()`` (Flask-Login's UserMixin) or an ``id`` attribute: ``(class, id)``;
+- an object with ``get_id()`` (Flask-Login's UserMixin) or an ``id`` attribute: ``(class, id)``,
+  the class named with its module (``shop.models.User`` is not ``backoffice.models.User``);
 - anything else: the value itself.
 """
 
@@ -25,10 +26,15 @@ def identity_key(identity: Any) -> Hashable:
         return tuple(sorted(identity.items(), key=repr))
     get_id = getattr(identity, "get_id", None)
     if callable(get_id):
-        return (type(identity).__qualname__, get_id())
+        return (_class_name(identity), get_id())
     if hasattr(identity, "id"):
-        return (type(identity).__qualname__, identity.id)
+        return (_class_name(identity), identity.id)
     return identity
+
+
+def _class_name(identity: Any) -> str:
+    cls = type(identity)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def may_switch_auth(current: Any, new: Any) -> bool:

@@ -13,6 +13,10 @@ from . import encoding
 
 _LINE_BREAKS = ("\r", "\n")
 
+PB_CONNECT = "PB_CONNECT"
+"""The first event of every stream, carrying the client id; the SDK resubscribes on it, so only
+the stream itself sends it (a direct send of it, local or from the backplane, is refused)."""
+
 
 def check_event_name(name: str) -> None:
     """Raise ValueError if *name* cannot be an SSE event name (it holds a line break)."""

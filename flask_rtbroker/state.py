@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -21,6 +22,8 @@ from .identity import identity_key, identity_token
 from .message import Message
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
+
+log = logging.getLogger("flask_rtbroker")
 
 if TYPE_CHECKING:
     from flask import Flask, Request
@@ -57,7 +60,10 @@ class BrokerState:
         self.settings = settings
         self.hooks = hooks
         self.broker = Broker()
-        self.cluster = Cluster(self, from_url(app.config["RTBROKER_BACKPLANE"]), app)
+        backplane = from_url(
+            app.config["RTBROKER_BACKPLANE"], channel_prefix=settings.channel_prefix, secret=settings.backplane_secret
+        )
+        self.cluster = Cluster(self, backplane, app)
         self.counters = Counters()
         self.subscription_validators: list[SubscriptionValidator] = []
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
@@ -211,6 +217,7 @@ class BrokerState:
             "subscriptions": sum(len(c.subscriptions()) for c in clients),
             "topics": self.broker.total_topics(),
             **figures,
+            "backplane_rejected_total": self.cluster.backplane.rejected,
         }
 
     def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int:
@@ -229,7 +236,31 @@ class BrokerState:
                     client.discard(DISCARD_REVOKED)
                 else:
                     client.unset(AUTH_KEY)
+                    self.recheck_subscriptions(client)
         return cleared
+
+    def recheck_subscriptions(self, client: DefaultClient) -> list[str]:
+        """Ask ``before_subscribe`` again, key by key, about what *client* holds under its current
+        auth; unsubscribe and return the keys it refuses now (a hook that fails refuses).
+
+        A connection downgraded to guest must not keep what was allowed to the user it was.
+        """
+        hook = self.hooks.before_subscribe_hook
+        if hook is None:
+            return []
+        auth = client.get(AUTH_KEY)
+        refused = []
+        for key in client.subscriptions():
+            try:
+                hook(client, [key], auth)
+            except ApiError:
+                refused.append(key)
+            except Exception:  # noqa: BLE001 - fail closed: a hook that cannot decide refuses
+                log.exception("before_subscribe failed while re-checking a subscription; dropping it")
+                refused.append(key)
+        if refused:  # unsubscribe() without keys would drop everything
+            client.unsubscribe(*refused)
+        return refused
 
     def shutdown(self) -> None:
         """End every open stream (reason ``shutdown``) and refuse new ones (503).

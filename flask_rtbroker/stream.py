@@ -15,15 +15,12 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 from . import signals
 from .client import DISCARD_CLOSED, DefaultClient
 from .disconnect import DisconnectWatch, find_socket
-from .message import Message
+from .message import PB_CONNECT, Message
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from .state import BrokerState
-
-PB_CONNECT = "PB_CONNECT"
-"""Name of the first event of every stream; its ``id:`` carries the client id."""
 
 HEARTBEAT_FRAME = b":\n\n"
 

@@ -62,7 +62,6 @@ MAX_FORM_FIELDS = 2 * MAX_SUBSCRIPTIONS + 64
 _URLENCODED = "application/x-www-form-urlencoded"
 
 _METHODS = ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
-_NOT_FORWARDED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
 def create_blueprint(state: "BrokerState") -> Blueprint:
@@ -156,10 +155,16 @@ def set_subscriptions(state: "BrokerState") -> Response:
 
 
 def forward_post(state: "BrokerState", client_id: str) -> Response:
-    """Let the process holding *client_id* answer this POST; 404 when none does in time."""
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED_HEADERS]
+    """Let the process holding *client_id* answer this POST; 404 when none does in time.
+
+    What crosses the backplane is the body, the client IP as this process sees it, Content-Type
+    and the ``RTBROKER_FORWARD_HEADERS`` (the auth header by default), no other header.
+    """
+    forwarded = {"content-type", *(name.lower() for name in state.settings.forward_headers)}
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() in forwarded]
     answer = state.cluster.forward_post(
-        client_id, headers, request.get_data(cache=True), request.remote_addr or "", state.settings.forward_timeout
+        client_id, headers, request.get_data(cache=True), client_ip(request, state.settings),
+        state.settings.forward_timeout,
     )
     if answer is None:
         raise ApiError(404, MISSING_CLIENT_MESSAGE)

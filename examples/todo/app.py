@@ -29,7 +29,9 @@ Routes (JSON errors have PocketBase's shape, so ``pb.send`` rejects with them):
 
 Requests authenticate with ``Authorization: <token>`` (raw or ``Bearer``), as the SDK sends it.
 Settings: ``TODO_DATABASE_URL`` (default: a SQLite file in the temp directory, so every process
-on the host shares it), ``TODO_SECRET_KEY`` (signs tokens; set it in real use),
+on the host shares it), ``TODO_SECRET_KEY`` (signs tokens; without it a random key is
+made once and kept, readable by this user only, in the temp directory next to the default
+database, so the processes of one host share it and no published key can forge a token),
 ``TODO_POCKETBASE_DIST`` (the SDK's ``dist`` directory) and the ``RTBROKER_*`` variables. Several processes need
 ``RTBROKER_BACKPLANE=redis://...``; ``python -m examples.todo.worker`` then changes todos from
 outside the web app and the pages follow.
@@ -38,6 +40,8 @@ outside the web app and the pages follow.
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, NoReturn
 
@@ -53,7 +57,26 @@ HERE = Path(__file__).resolve().parent
 SDK_DIST = HERE / "node_modules" / "pocketbase" / "dist"
 SDK_MODULE = "pocketbase.es.mjs"
 INSTALL_COMMAND = "npm ci --prefix examples/todo"
-DEFAULT_SECRET = "todo-example-secret-change-me"
+SECRET_FILE = Path(tempfile.gettempdir()) / "flask-rtbroker-todo.secret"
+
+
+def secret_key() -> str:
+    """``TODO_SECRET_KEY``, else this host's generated key (made atomically on first use)."""
+    configured = os.environ.get("TODO_SECRET_KEY")
+    if configured:
+        return configured
+    if not SECRET_FILE.exists():
+        draft = SECRET_FILE.with_name(f"{SECRET_FILE.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, SECRET_FILE)  # fails if another process made it first: theirs is kept
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return SECRET_FILE.read_text()
 
 
 def fail(status: int, message: str) -> NoReturn:
@@ -66,7 +89,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=os.environ.get("TODO_DATABASE_URL") or DEFAULT_DATABASE,
-        SECRET_KEY=os.environ.get("TODO_SECRET_KEY") or DEFAULT_SECRET,
+        SECRET_KEY=secret_key(),
         TODO_POCKETBASE_DIST=os.environ.get("TODO_POCKETBASE_DIST") or str(SDK_DIST),
     )
     load_env(app.config)

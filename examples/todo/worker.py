@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from flask_rtbroker import Emitter
+from flask_rtbroker import Emitter, load_env
 from flask_rtbroker.records import emit_changes
 
 from .collection import COLLECTION, todo_record
@@ -66,10 +66,11 @@ def run(args: argparse.Namespace, session: Session) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    backplane = os.environ.get("RTBROKER_BACKPLANE")
-    if not backplane:
+    config: dict[str, Any] = {}
+    load_env(config)  # the web app's RTBROKER_BACKPLANE, and its prefix and secret when set
+    if not config.get("RTBROKER_BACKPLANE"):
         raise SystemExit("set RTBROKER_BACKPLANE to the web app's backplane (redis://...)")
-    emitter = Emitter(backplane)
+    emitter = Emitter.from_config(config)
     watch = emit_changes(emitter, Todo, collection=COLLECTION, serialize=todo_record)
     engine = create_engine(os.environ.get("TODO_DATABASE_URL") or DEFAULT_DATABASE)
     try:

@@ -17,9 +17,18 @@ from .memory import MemoryBackplane
 __all__ = ["READY", "STATE_DOWN", "STATE_UP", "Backplane", "Envelope", "MemoryBackplane", "from_url"]
 
 
-def from_url(value: Any, *, write_only: bool = False) -> Backplane:
-    """Return the backplane named by *value* (a URL or a Backplane instance)."""
+def from_url(
+    value: Any, *, write_only: bool = False, channel_prefix: str | None = None, secret: bytes | None = None
+) -> Backplane:
+    """Return the backplane named by *value* (a URL or a Backplane instance).
+
+    *channel_prefix* namespaces a Redis channel (see :class:`~.redis.RedisBackplane`); *secret*
+    signs and checks every envelope (see :mod:`.signing`). An instance keeps its own settings,
+    so a *secret* must match the one it was built with.
+    """
     if isinstance(value, Backplane):
+        if secret is not None and value.secret != secret:
+            raise ConfigurationError("RTBROKER_BACKPLANE is a Backplane instance: pass it secret= itself")
         return value
     if not isinstance(value, str):
         raise ConfigurationError(f"RTBROKER_BACKPLANE must be a URL or a Backplane, not {value!r}")
@@ -27,11 +36,13 @@ def from_url(value: Any, *, write_only: bool = False) -> Backplane:
     if not sep:
         raise ConfigurationError(f"RTBROKER_BACKPLANE {value!r} is not a URL (memory://, redis://, rediss://)")
     if scheme == "memory":
-        return MemoryBackplane(rest or None, write_only=write_only)
+        return MemoryBackplane(rest or None, write_only=write_only, secret=secret)
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBackplane
+        from .redis import DEFAULT_CHANNEL_PREFIX, RedisBackplane
 
-        return RedisBackplane(value, write_only=write_only)
+        return RedisBackplane(
+            value, write_only=write_only, secret=secret, channel_prefix=channel_prefix or DEFAULT_CHANNEL_PREFIX
+        )
     raise ConfigurationError(
         f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis:// or rediss://"
     )

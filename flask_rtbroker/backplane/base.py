@@ -23,6 +23,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .envelope import Envelope, EnvelopeError
+from .signing import sign, verified
 
 if TYPE_CHECKING:
     from ..concurrency import Runtime
@@ -50,9 +51,18 @@ class Backplane:
     url = "custom"
 
     def __init__(
-        self, *, write_only: bool = False, reconnect_delay: float = 0.1, max_reconnect_delay: float = 2.0
+        self,
+        *,
+        write_only: bool = False,
+        secret: bytes | None = None,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 2.0,
     ) -> None:
         self.write_only = write_only
+        self.secret = secret
+        """The shared secret that signs and checks every envelope (see :mod:`.signing`), or None."""
+        self.rejected = 0
+        """Payloads dropped because they were not envelopes or (with a secret) not signed by a peer."""
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.origin = new_origin()
@@ -110,8 +120,9 @@ class Backplane:
 
     def send(self, envelope: Envelope) -> bool:
         """Publish *envelope*; on failure report the backplane down and return False."""
+        payload = envelope.encode()
         try:
-            self.publish(envelope.encode())
+            self.publish(payload if self.secret is None else sign(payload, self.secret))
         except Exception as exc:  # noqa: BLE001 - any backend failure means "down"
             self._set_state(STATE_DOWN, exc)
             return False
@@ -126,6 +137,12 @@ class Backplane:
     def close(self) -> None:
         """Stop the listener after its current wait."""
         self._closed = True
+
+    def _reject(self, reason: str) -> None:
+        """Count a dropped payload; log the first and then every 1000th, so a flood cannot fill the log."""
+        self.rejected += 1
+        if self.rejected % 1000 == 1:
+            log.warning("dropping backplane payloads (%d so far): %s", self.rejected, reason)
 
     def _set_state(self, state: str, error: BaseException | None) -> None:
         if state == self.state:
@@ -164,14 +181,20 @@ class Backplane:
             delay = min(delay * 2, self.max_reconnect_delay)
 
     def _dispatch(self, payload: bytes) -> None:
+        if self.secret is not None:
+            checked = verified(payload, self.secret)
+            if checked is None:
+                self._reject("a payload without a valid signature (is RTBROKER_BACKPLANE_SECRET the same everywhere?)")
+                return
+            payload = checked
         try:
             envelope = Envelope.decode(payload)
         except EnvelopeError as exc:
-            log.warning("dropping a backplane payload: %s", exc)
+            self._reject(str(exc))
             return
         if envelope.origin == self.origin or self._on_envelope is None:
             return
         try:
             self._on_envelope(envelope)
         except Exception:  # noqa: BLE001 - one bad message must not stop the listener
-            log.exception("error handling a %r backplane message", envelope.kind)
+            log.exception("error handling a %r backplane message from %r", envelope.kind, envelope.origin)

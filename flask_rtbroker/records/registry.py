@@ -102,7 +102,7 @@ class AppRecords:
         try:
             event = RecordEvent.from_envelope(envelope.fields, envelope.body)
         except ValueError:
-            log.warning("dropping a malformed record event from %s", envelope.origin)
+            log.warning("dropping a malformed record event from %r", envelope.origin)
             return
         self._broadcast([event])
 
