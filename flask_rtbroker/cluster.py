@@ -15,8 +15,9 @@ import secrets
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import signals
+from . import signals, wire
 from .backplane import Backplane, Envelope
+from .wire import WireItem
 from .message import PB_CONNECT, Message
 
 if TYPE_CHECKING:
@@ -26,18 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flask_rtbroker.cluster")
 
-KIND_NOTIFY = "notify"
-KIND_SEND = "send"
-KIND_POST = "post"
-KIND_POST_REPLY = "post-reply"
-KIND_COUNT = "count"
-KIND_COUNT_REPLY = "count-reply"
-KIND_CLEAR_AUTH = "clear-auth"
-
 STARTUP_GRACE = 1.0
 """Seconds after a process starts listening during which requests wait for the subscription."""
 
-ForwardedPost = Callable[[Envelope], tuple[int, bytes]]
+ForwardedPost = Callable[[wire.Post], tuple[int, bytes]]
 
 
 class _Pending:
@@ -47,7 +40,7 @@ class _Pending:
 
     def __init__(self, waker: Any) -> None:
         self.waker = waker
-        self.replies: list[Envelope] = []
+        self.replies: list[Any] = []
 
 
 class Cluster:
@@ -89,140 +82,127 @@ class Cluster:
 
         The built-in kinds cannot be taken over. *handler* runs on the listener; it should not block.
         """
-        if kind in self._handlers:
+        if kind in wire.BUILT_IN_KINDS:
             raise ValueError(f"envelope kind {kind!r} is built in")
         self._extension_handlers[kind] = handler
 
-    def publish(self, kind: str, fields: dict[str, Any], body: bytes) -> bool:
-        """Publish an extension's envelope of *kind*; False when there are no peers or it failed."""
+    def publish(self, item: WireItem) -> bool:
+        """Publish *item* (an extension's kind, or a built-in one); False when there are no peers or it failed."""
         if not self.active:
             return False
         self.ensure_started()
-        return self.backplane.send(self.backplane.envelope(kind, fields, body))
+        return wire.publish(self.backplane, item)
 
     # -- outgoing ------------------------------------------------------------------------------
 
     def publish_notify(self, message: Message, to_ids: list[str] | None) -> None:
         """Publish a notify for the other processes."""
-        if self.active:
-            self.ensure_started()
-            fields = {"t": message.name} if to_ids is None else {"t": message.name, "to": to_ids}
-            self.backplane.send(self.backplane.envelope(KIND_NOTIFY, fields, message.payload))
+        self.publish(wire.Notify(message.name, message.payload, None if to_ids is None else tuple(to_ids)))
 
     def publish_send(self, client_id: str, message: Message) -> None:
         """Publish a direct send for the process that holds *client_id*."""
-        if self.active:
-            self.ensure_started()
-            self.backplane.send(self.backplane.envelope(KIND_SEND, {"c": client_id, "n": message.name}, message.payload))
+        self.publish(wire.Send(client_id, message.name, message.payload))
 
     def publish_clear_auth(self, token: str, disconnect: bool) -> None:
         """Ask the other processes to downgrade or disconnect an identity's clients."""
-        if self.active:
-            self.ensure_started()
-            self.backplane.send(self.backplane.envelope(KIND_CLEAR_AUTH, {"a": token, "d": disconnect}))
+        self.publish(wire.ClearAuth(token, disconnect))
 
-    def _request(self, kind: str, fields: dict[str, Any], body: bytes, timeout: float, expected: int | None) -> list[Envelope]:
+    def _request(self, request: wire.Post | wire.Count, timeout: float, expected: int | None) -> list[Any]:
+        """Publish *request* and collect the replies addressed to this process within *timeout*."""
         self.ensure_started()
-        rid = secrets.token_hex(8)
-        pending = self._pending[rid] = _Pending(self.state.runtime.waker())
+        pending = self._pending[request.request_id] = _Pending(self.state.runtime.waker())
         try:
-            if not self.backplane.send(self.backplane.envelope(kind, {"rid": rid, **fields}, body)):
+            if not wire.publish(self.backplane, request):
                 return []
             pending.waker.wait(timeout)
             return list(pending.replies) if expected is None else pending.replies[:expected]
         finally:
-            del self._pending[rid]
+            del self._pending[request.request_id]
 
     def forward_post(self, client_id: str, headers: list[tuple[str, str]], body: bytes, remote_addr: str, timeout: float) -> tuple[int, bytes] | None:
         """Ask the process holding *client_id* to run this POST; return its (status, body) or None."""
         if not self.active:
             return None
-        replies = self._request(KIND_POST, {"c": client_id, "h": headers, "ip": remote_addr}, body, timeout, 1)
+        request = wire.Post(secrets.token_hex(8), client_id, tuple(headers), remote_addr, body)
+        replies = self._request(request, timeout, 1)
         if not replies:
             return None
-        return int(replies[0].fields["s"]), replies[0].body
+        return replies[0].status, replies[0].body
 
     def count_clients(self, timeout: float) -> int:
         """This process's clients plus those every other process reports within *timeout*."""
         local = self.state.broker.total_clients()
         if not self.active:
             return local
-        replies = self._request(KIND_COUNT, {}, b"", timeout, None)
-        return local + sum(int(reply.fields.get("n", 0)) for reply in replies)
+        replies = self._request(wire.Count(secrets.token_hex(8)), timeout, None)
+        return local + sum(reply.clients for reply in replies)
 
     # -- incoming ------------------------------------------------------------------------------
 
     def _on_envelope(self, envelope: Envelope) -> None:
-        handler = self._handlers.get(envelope.kind)
-        if handler is not None:
-            handler(self, envelope)
+        item = wire.parse(envelope)
+        if item is None:
+            extension_handler = self._extension_handlers.get(envelope.kind)
+            if extension_handler is not None:
+                extension_handler(envelope)
             return
-        extension_handler = self._extension_handlers.get(envelope.kind)
-        if extension_handler is not None:
-            extension_handler(envelope)
+        if isinstance(item, wire.Notify):
+            self._deliver_notify(item)
+        elif isinstance(item, wire.Send):
+            self._deliver_send(item, envelope.origin)
+        elif isinstance(item, wire.Post):
+            self._run_post(item, envelope.origin)
+        elif isinstance(item, wire.Count):
+            wire.publish(self.backplane, wire.CountReply(item.request_id, envelope.origin, self.state.broker.total_clients()))
+        elif isinstance(item, wire.ClearAuth):
+            self._clear_auth(item)
+        else:
+            self._collect_reply(item)
 
-    def _deliver_notify(self, envelope: Envelope) -> None:
-        to = envelope.fields.get("to")
-        ids = frozenset(to) if isinstance(to, list) else None
-        topic = envelope.fields["t"]
-        _, error = self.state.deliver(
-            topic, Message.raw(topic, envelope.body), None if ids is None else (lambda client: client.id in ids)
+    def _deliver_notify(self, notify: wire.Notify) -> None:
+        ids = None if notify.to is None else frozenset(notify.to)
+        delivery = self.state.deliver(
+            notify.topic, Message.raw(notify.topic, notify.body), None if ids is None else (lambda client: client.id in ids)
         )
-        if error is not None:
-            log.error("before_send failed for a notify from another process", exc_info=error)
+        if delivery.first_error is not None:
+            log.error("%d deliveries of a notify from another process failed", delivery.failed,
+                      exc_info=delivery.first_error)
 
-    def _deliver_send(self, envelope: Envelope) -> None:
-        name = envelope.fields.get("n")
-        if not isinstance(name, str) or name == PB_CONNECT:
-            log.warning("dropping a send named %r from %r: not a name a send may have", name, envelope.origin)
+    def _deliver_send(self, send: wire.Send, origin: str) -> None:
+        if send.name == PB_CONNECT:
+            log.warning("dropping a send named %r from %r: only a stream sends it", send.name, origin)
             return
-        client = self.state.broker.clients().get(envelope.fields["c"])
+        client = self.state.broker.clients().get(send.client_id)
         if client is None:
             return
         try:
-            self.state.send_local(client, Message.raw(name, envelope.body))
+            self.state.send_local(client, Message.raw(send.name, send.body))
         except Exception:  # noqa: BLE001 - the hook's failure stays with this one delivery
             log.exception("before_send failed for a send from another process")
 
-    def _run_post(self, envelope: Envelope) -> None:
-        if envelope.fields.get("c") not in self.state.broker.clients() or self.answer_post is None:
+    def _run_post(self, post: wire.Post, origin: str) -> None:
+        if post.client_id not in self.state.broker.clients() or self.answer_post is None:
             return
         answer = self.answer_post
 
         def run() -> None:
-            status, body = answer(envelope)
-            reply = {"rid": envelope.fields["rid"], "to": envelope.origin, "s": status}
-            self.backplane.send(self.backplane.envelope(KIND_POST_REPLY, reply, body))
+            status, body = answer(post)
+            wire.publish(self.backplane, wire.PostReply(post.request_id, origin, status, body))
 
         self.state.runtime.spawn(run)
 
-    def _clear_auth(self, envelope: Envelope) -> None:
-        token = envelope.fields.get("a")
+    def _clear_auth(self, clear: wire.ClearAuth) -> None:
         app = self._app_ref()
-        if not isinstance(token, str) or app is None:
+        if app is None:
             return
         with app.app_context():  # the before_subscribe re-check runs the app's hook
-            self.state.clear_auth(token, None, bool(envelope.fields.get("d")))
+            self.state.clear_auth(clear.token, None, clear.disconnect)
 
-    def _reply_count(self, envelope: Envelope) -> None:
-        reply = {"rid": envelope.fields["rid"], "to": envelope.origin, "n": self.state.broker.total_clients()}
-        self.backplane.send(self.backplane.envelope(KIND_COUNT_REPLY, reply))
-
-    def _collect_reply(self, envelope: Envelope) -> None:
-        if envelope.fields.get("to") != self.backplane.origin:
+    def _collect_reply(self, reply: wire.PostReply | wire.CountReply) -> None:
+        if reply.to != self.backplane.origin:
             return
-        pending = self._pending.get(envelope.fields.get("rid", ""))
+        pending = self._pending.get(reply.request_id)
         if pending is not None:
-            pending.replies.append(envelope)
-            if envelope.kind == KIND_POST_REPLY:
+            pending.replies.append(reply)
+            if isinstance(reply, wire.PostReply):
                 pending.waker.set()
-
-    _handlers: dict[str, Callable[["Cluster", Envelope], None]] = {
-        KIND_NOTIFY: _deliver_notify,
-        KIND_SEND: _deliver_send,
-        KIND_POST: _run_post,
-        KIND_POST_REPLY: _collect_reply,
-        KIND_COUNT: _reply_count,
-        KIND_COUNT_REPLY: _collect_reply,
-        KIND_CLEAR_AUTH: _clear_auth,
-    }

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping
 
+from . import wire
 from .backplane import Backplane, from_url
-from .cluster import KIND_NOTIFY, KIND_SEND
-from .config import Settings
-from .errors import BackplaneUnavailable, ConfigurationError, MessageTooLarge
-from .message import Message
-
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+from .config import DEFAULTS, Settings
+from .errors import BackplaneUnavailable, ConfigurationError
+from .message import Message, check_size
+from .wire import WireItem
 
 
 class Emitter:
@@ -33,7 +32,7 @@ class Emitter:
         self,
         backplane: str | Backplane,
         *,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int = DEFAULTS["RTBROKER_MAX_MESSAGE_SIZE"],
         channel_prefix: str | None = None,
         secret: str | bytes | None = None,
     ) -> None:
@@ -65,25 +64,23 @@ class Emitter:
             secret=settings.backplane_secret,
         )
 
-    def _publish(self, kind: str, fields: dict[str, Any], message: Message) -> None:
-        if len(message.payload) > self.max_message_size:
-            raise MessageTooLarge(
-                f"message data for {message.name!r} is {len(message.payload)} bytes encoded, over "
-                f"the limit of {self.max_message_size} bytes"
-            )
-        if not self.backplane.send(self.backplane.envelope(kind, fields, message.payload)):
+    def publish(self, item: WireItem) -> None:
+        """Publish *item* (see :mod:`flask_rtbroker.wire`); raise :class:`BackplaneUnavailable` on failure."""
+        if not wire.publish(self.backplane, item):
             raise BackplaneUnavailable(f"could not publish to {self.backplane.url}")
 
     def notify(self, topic: str, data: Any, *, to: str | Collection[str] | None = None) -> None:
         """Send *data* to every subscriber of *topic* in every process (or only clients *to*)."""
-        fields: dict[str, Any] = {"t": topic}
-        if to is not None:
-            fields["to"] = [to] if isinstance(to, str) else list(to)
-        self._publish(KIND_NOTIFY, fields, Message(topic, data))
+        message = Message(topic, data)
+        check_size(topic, message.payload, self.max_message_size)
+        recipients = None if to is None else ((to,) if isinstance(to, str) else tuple(to))
+        self.publish(wire.Notify(topic, message.payload, recipients))
 
     def send(self, client_id: str, name: str, data: Any) -> None:
         """Send one event named *name* to the client *client_id*, wherever it is connected."""
-        self._publish(KIND_SEND, {"c": client_id, "n": name}, Message(name, data))
+        message = Message(name, data)
+        check_size(name, message.payload, self.max_message_size)
+        self.publish(wire.Send(client_id, name, message.payload))
 
     def close(self) -> None:
         """Release the backplane."""

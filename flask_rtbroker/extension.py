@@ -12,10 +12,10 @@ from . import signals
 from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
-from .errors import ClientNotFound, MessageTooLarge, NotInitializedError
+from .errors import ClientNotFound, NotInitializedError
 from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
-from .message import PB_CONNECT, Message
+from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .state import BrokerState
 from .views import create_blueprint, metrics_response
@@ -147,12 +147,7 @@ class RealtimeBroker:
 
     def _message(self, state: BrokerState, name: str, data: Any) -> Message:
         message = Message(name, data)
-        limit = state.settings.max_message_size
-        if len(message.payload) > limit:
-            raise MessageTooLarge(
-                f"message data for {name!r} is {len(message.payload)} bytes encoded, over "
-                f"RTBROKER_MAX_MESSAGE_SIZE ({limit} bytes)"
-            )
+        check_size(name, message.payload, state.settings.max_message_size)
         return message
 
     def notify(self, topic: str, data: Any, *, to: Target = None) -> int:
@@ -174,11 +169,11 @@ class RealtimeBroker:
         recipient, to_ids = _recipient(to)
         if to is None or to_ids is not None:
             state.cluster.publish_notify(message, to_ids)
-        delivered, error = state.deliver(topic, message, recipient)
-        signals.message_notified.send(app, message=message, topic=topic, delivered=delivered)
-        if error is not None:
-            raise error
-        return delivered
+        delivery = state.deliver(topic, message, recipient)
+        signals.message_notified.send(app, message=message, topic=topic, delivered=delivery.queued)
+        if delivery.first_error is not None:
+            raise delivery.first_error
+        return delivery.queued
 
     def send(self, client_id: str, name: str, data: Any) -> bool:
         """Send one event named *name* to the client *client_id*, subscribed or not.

@@ -1,16 +1,20 @@
-"""Fan-out: deliver one message to its subscribers in chunks run concurrently on the runtime's pool.
+"""Fan-out: deliver to a topic's subscribers in chunks run concurrently on the runtime's pool.
 
 This is the role Go's errgroup plays in PocketBase's broadcast example: split the recipients into
 chunks, run the chunks, wait for all of them and return the first error for the caller to
-surface (see :meth:`flask_rtbroker.state.BrokerState.deliver`). The JSON is encoded
-once per notify and the SSE tail once per distinct subscription key; per recipient only a queue
-append happens (plus the ``before_send`` hook when one is registered).
+surface (see :meth:`flask_rtbroker.state.BrokerState.deliver`). It is the one local delivery
+routine: ``notify`` (made here or in another process) and record events use it, so a failure
+has one policy everywhere — what fails for one delivery skips that delivery only.
+
+A notify's JSON is encoded once and its SSE tail once per distinct subscription key; per
+recipient only a queue append happens (plus the ``before_send`` hook when one is registered).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional, Union
 
 from .client import DefaultClient
 from .concurrency import Runtime
@@ -19,6 +23,26 @@ from .topic_index import Subscribers
 
 BeforeSend = Callable[[DefaultClient, Message], Optional[Message]]
 Recipient = Callable[[DefaultClient], bool]
+ClientMessages = Callable[[DefaultClient], Mapping[str, Optional[Message]]]
+"""For one client, its message under each subscription key (None: nothing for that key). A
+lookup that raises fails that one delivery (record events build their messages this way)."""
+Messages = Union[Message, ClientMessages]
+"""One message for everyone (renamed per key), or a message per client and key."""
+
+
+@dataclass
+class Delivery:
+    """What one fan-out did: deliveries queued, deliveries that failed, the first failure."""
+
+    queued: int = 0
+    failed: int = 0
+    first_error: Exception | None = None
+
+    def add(self, other: "Delivery") -> None:
+        """Fold *other* into this one (keeping the earliest first error)."""
+        self.queued += other.queued
+        self.failed += other.failed
+        self.first_error = self.first_error or other.first_error
 
 
 class _RenamedMessages(dict[str, Message]):
@@ -36,49 +60,50 @@ class _RenamedMessages(dict[str, Message]):
 def _deliver_chunk(
     clients: list[DefaultClient],
     subscribers: Subscribers,
-    messages: _RenamedMessages,
+    shared: Mapping[str, Message] | None,
+    per_client: ClientMessages | None,
     before_send: BeforeSend | None,
-) -> tuple[int, Exception | None]:
-    """Queue the chunk's deliveries; a failing hook skips that client only. Return (count, first error)."""
-    delivered = 0
-    first_error: Exception | None = None
+) -> Delivery:
+    """Queue the chunk's deliveries; what fails skips that delivery only."""
+    result = Delivery()
     for client in clients:
+        messages = shared if per_client is None else per_client(client)
         for key in subscribers[client]:
-            message: Message | None = messages[key]
-            if before_send is not None:
-                try:
-                    message = before_send(client, message)  # type: ignore[arg-type]
-                except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
-                    first_error = first_error or exc
-                    continue
-                if message is None:
-                    continue
-            if client.send(message):  # type: ignore[arg-type]
-                delivered += 1
-    return delivered, first_error
+            try:
+                message = messages[key]  # type: ignore[index]
+                if message is not None and before_send is not None:
+                    message = before_send(client, message)
+            except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
+                result.failed += 1
+                result.first_error = result.first_error or exc
+                continue
+            if message is not None and client.send(message):
+                result.queued += 1
+    return result
 
 
 def fan_out(
     runtime: Runtime,
     subscribers: Subscribers,
-    message: Message,
+    messages: Messages,
     *,
     chunk_size: int,
     recipient: Recipient | None = None,
     before_send: BeforeSend | None = None,
-) -> tuple[int, Exception | None]:
-    """Send *message* once per matching key of every subscriber; return how many were queued
-    and the first error raised by *before_send* (None when none was).
+) -> Delivery:
+    """Deliver *messages* once per matching key of every subscriber (those *recipient* selects).
 
-    Every delivery is attempted: a hook that raises skips that delivery only. *recipient*, when
-    given, selects which subscribers get it (targeted sends). The event name of each delivery is
-    the subscriber's key. A client discarded meanwhile (or as a slow consumer) is not counted.
+    Every delivery is attempted: a message lookup or a *before_send* that raises skips that
+    delivery only and is counted as failed. The event name of each delivery is the subscriber's
+    key. A client discarded meanwhile (or as a slow consumer) is not counted as queued.
     """
     clients = list(subscribers) if recipient is None else [c for c in subscribers if recipient(c)]
     if not clients:
-        return 0, None
-    messages = _RenamedMessages(message)
+        return Delivery()
+    shared, per_client = (_RenamedMessages(messages), None) if isinstance(messages, Message) else (None, messages)
     chunks = [clients[i : i + chunk_size] for i in range(0, len(clients), chunk_size)]
-    results = runtime.run_all([partial(_deliver_chunk, chunk, subscribers, messages, before_send) for chunk in chunks])
-    first_error = next((error for _, error in results if error is not None), None)
-    return sum(count for count, _ in results), first_error
+    results = runtime.run_all([partial(_deliver_chunk, chunk, subscribers, shared, per_client, before_send) for chunk in chunks])
+    total = Delivery()
+    for result in results:
+        total.add(result)
+    return total

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import encoding
+from .errors import MessageTooLarge
 
 _LINE_BREAKS = ("\r", "\n")
 
@@ -22,6 +23,15 @@ def check_event_name(name: str) -> None:
     """Raise ValueError if *name* cannot be an SSE event name (it holds a line break)."""
     if any(c in name for c in _LINE_BREAKS):
         raise ValueError(f"event name {name!r} contains a line break, which would break SSE framing")
+
+
+def check_size(name: str, payload: bytes, limit: int) -> None:
+    """Raise :class:`MessageTooLarge` when *payload*, the encoded data of message *name*, is over
+    *limit* bytes (``RTBROKER_MAX_MESSAGE_SIZE``; every publisher checks with this)."""
+    if len(payload) > limit:
+        raise MessageTooLarge(
+            f"message data for {name!r} is {len(payload)} bytes encoded, over RTBROKER_MAX_MESSAGE_SIZE ({limit} bytes)"
+        )
 
 
 class Message:

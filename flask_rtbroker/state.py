@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
-from .fanout import Recipient, fan_out
+from .fanout import Delivery, Messages, Recipient, fan_out
 from .config import Settings
 from .errors import ApiError
 from .identity import identity_key, identity_token
@@ -167,33 +168,35 @@ class BrokerState:
         if client.max_batch > counters.queue_high_water:
             counters.queue_high_water = client.max_batch
 
-    def record_notify(self, delivered: int) -> None:
-        """Count one fan-out and its deliveries."""
-        self.counters.notifies += 1
-        self.counters.deliveries += delivered
-
     def lifetime_for_new_stream(self) -> float:
         """Seconds a stream opened now may live: the max lifetime less a random jitter."""
         return self.settings.max_lifetime * (1 - random.uniform(0, self.settings.lifetime_jitter))
 
-    def deliver(self, topic: str, message: Message, recipient: Recipient | None = None) -> tuple[int, Exception | None]:
-        """Deliver *message* to this process's subscribers of *topic* (those *recipient* selects).
+    def deliver(
+        self, topic: str, messages: Messages, recipient: Recipient | None = None, *, concurrent: bool = True
+    ) -> Delivery:
+        """Deliver to this process's subscribers of *topic* (those *recipient* selects).
 
-        The one local fan-out of ``notify``, whether it was made here or by another process.
-        A ``before_send`` hook that raises skips that one delivery; every other delivery and the
-        counters still happen. Returns the deliveries queued and the first hook error, which
-        the caller re-raises (``notify``) or logs (deliveries for other processes).
+        The one local delivery routine (:func:`~flask_rtbroker.fanout.fan_out`): of ``notify``,
+        whether it was made here or by another process, and of record events (a message per
+        client, ``concurrent=False``: their per-event caches are not shared between threads).
+        What fails for one delivery (building its message, the ``before_send`` hook) skips that
+        delivery only; every other one and the counters still happen. The caller surfaces the
+        first error: ``notify`` re-raises it, deliveries for other processes and record events
+        log it.
         """
-        delivered, error = fan_out(
+        delivery = fan_out(
             self.runtime,
             self.broker.subscribers(topic),
-            message,
-            chunk_size=self.settings.chunk_size,
+            messages,
+            chunk_size=self.settings.chunk_size if concurrent else sys.maxsize,
             recipient=recipient,
             before_send=self.hooks.before_send_hook,
         )
-        self.record_notify(delivered)
-        return delivered, error
+        if isinstance(messages, Message):
+            self.counters.notifies += 1  # one message for every subscriber: a notify
+        self.counters.deliveries += delivery.queued
+        return delivery
 
     def send_local(self, client: DefaultClient, message: Message) -> bool:
         """Deliver *message* to one local client through the ``before_send`` hook; return

@@ -46,7 +46,7 @@ from .subscription_request import (
 if TYPE_CHECKING:
     from flask.blueprints import BlueprintSetupState
 
-    from .backplane import Envelope
+    from .wire import Post
     from .state import BrokerState
 
 NOT_FOUND_MESSAGE = "The requested resource wasn't found."
@@ -215,7 +215,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     signals.client_subscribed.send(app, client=client, subscriptions=subscriptions)
 
 
-def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope") -> tuple[int, bytes]:
+def answer_forwarded_post(app: Flask, state: "BrokerState", post: "Post") -> tuple[int, bytes]:
     """Run a POST forwarded by another process against our client; return (status, body).
 
     The POST is validated here again, whatever the forwarding process did.
@@ -223,9 +223,9 @@ def answer_forwarded_post(app: Flask, state: "BrokerState", envelope: "Envelope"
     with app.test_request_context(
         state.settings.url_prefix,
         method="POST",
-        headers=envelope.fields.get("h", []),
-        data=envelope.body,
-        environ_base={"REMOTE_ADDR": envelope.fields.get("ip", "")},
+        headers=list(post.headers),
+        data=post.body,
+        environ_base={"REMOTE_ADDR": post.ip},
     ):
         try:
             submitted = read_subscription_request(state.settings.max_body_size)

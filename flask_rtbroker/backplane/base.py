@@ -196,5 +196,7 @@ class Backplane:
             return
         try:
             self._on_envelope(envelope)
+        except EnvelopeError as exc:  # a handler found its fields malformed
+            self._reject(str(exc))
         except Exception:  # noqa: BLE001 - one bad message must not stop the listener
             log.exception("error handling a %r backplane message from %r", envelope.kind, envelope.origin)

@@ -14,9 +14,12 @@ encoded once. Rules should therefore depend on the identity (see
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Hashable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional
 
-from ..client import AUTH_KEY
+from ..client import AUTH_KEY, DefaultClient
+from ..errors import MessageTooLarge
+from ..fanout import Delivery
 from ..identity import identity_key
 from ..message import Message
 from .collection import Collection, Record
@@ -122,37 +125,39 @@ class _EventView:
         return message
 
 
+class _ClientMessages(dict[str, Optional[Message]]):
+    """One client's message under each of its keys of one topic, built on first use."""
+
+    def __init__(self, view: _EventView, topic: str, kind: str, client: DefaultClient, limit: int) -> None:
+        super().__init__()
+        self.view, self.topic, self.kind, self.limit = view, topic, kind, limit
+        self.auth = client.get(AUTH_KEY)
+        self.compiled = client.get(RECORD_OPTIONS_KEY, _NONE_COMPILED)
+
+    def __missing__(self, key: str) -> Message | None:
+        message = self.view.message(key, self.topic, self.kind, self.auth, self.compiled)
+        if message is not None and len(message.payload) > self.limit:
+            raise MessageTooLarge(f"its message is {len(message.payload)} bytes, over RTBROKER_MAX_MESSAGE_SIZE ({self.limit})")
+        self[key] = message
+        return message
+
+
 def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) -> int:
     """Queue *event* for every local subscription allowed to see it; return how many were queued.
 
-    What goes wrong for one subscription stays with it: a message that cannot be built (a rule,
-    filter or field picker that raises), is over ``RTBROKER_MAX_MESSAGE_SIZE``, or that
-    ``before_send`` fails on is skipped, and the failure is logged once per event.
+    Delivered by the broker's one delivery routine, so what goes wrong for one subscription
+    stays with it: a message that cannot be built (a rule, filter or field picker that raises),
+    is over ``RTBROKER_MAX_MESSAGE_SIZE``, or that ``before_send`` fails on is skipped, and the
+    failures are logged once per event.
     """
     view = _EventView(collection, event)
     limit = state.settings.max_message_size
-    queued = 0
-    failures: list[str] = []
+    total = Delivery()
     for topic, kind in collection.topics(event.record_id):
-        for client, keys in state.broker.subscribers(topic).items():
-            auth = client.get(AUTH_KEY)
-            compiled = client.get(RECORD_OPTIONS_KEY, _NONE_COMPILED)
-            for key in keys:
-                try:
-                    message = view.message(key, topic, kind, auth, compiled)
-                    if message is None:
-                        continue
-                    if len(message.payload) > limit:
-                        failures.append(f"its message is {len(message.payload)} bytes, over RTBROKER_MAX_MESSAGE_SIZE ({limit})")
-                        continue
-                    if state.send_local(client, message):
-                        queued += 1
-                except Exception as exc:  # noqa: BLE001 - skip this subscription only
-                    if not failures:
-                        log.error("a %r record event failed for one subscription", collection.name, exc_info=exc)
-                    failures.append(f"{type(exc).__name__}: {exc}"[:200])
-    if failures:
+        total.add(state.deliver(topic, partial(_ClientMessages, view, topic, kind, limit=limit), concurrent=False))
+    if total.first_error is not None:
         log.warning(
-            "a %r record event skipped %d subscription(s); first reason: %s", collection.name, len(failures), failures[0]
+            "a %r record event skipped %d subscription(s); first reason: %s", collection.name, total.failed,
+            f"{type(total.first_error).__name__}: {total.first_error}"[:200], exc_info=total.first_error,
         )
-    return queued
+    return total.queued

@@ -1,7 +1,7 @@
 """RecordEvent: one committed row change, as it travels to the broadcaster and the backplane.
 
 Processes publish row events, not per-client messages: each process evaluates the access rules
-and options for its own clients. On the backplane an event is an envelope of kind
+and options for its own clients. On the backplane an event is a :class:`RecordWire`: an envelope of kind
 :data:`KIND_RECORD` with the collection name in its header and ``{"action", "record",
 "previous"}`` as its JSON body.
 """
@@ -9,9 +9,11 @@ and options for its own clients. On the backplane an event is an envelope of kin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from .. import encoding
+from ..backplane import Envelope
+from ..message import check_size
 
 KIND_RECORD = "record"
 CREATE = "create"
@@ -38,16 +40,31 @@ class RecordEvent:
         """The record's id as a topic spells it."""
         return str(self.record["id"])
 
-    def envelope_parts(self) -> tuple[dict[str, Any], bytes]:
-        """The backplane header fields and body."""
-        body = {"action": self.action, "record": self.record, "previous": self.previous}
-        return {"c": self.collection}, encoding.dumps(body)
+    def wire(self, max_message_size: int) -> "RecordWire":
+        """This event as a backplane item; :class:`MessageTooLarge` when its body (record and
+        previous record) is over twice *max_message_size*."""
+        body = encoding.dumps({"action": self.action, "record": self.record, "previous": self.previous})
+        check_size(f"{self.collection} record event", body, 2 * max_message_size)
+        return RecordWire(self.collection, body)
 
-    @classmethod
-    def from_envelope(cls, fields: Mapping[str, Any], body: bytes) -> "RecordEvent":
-        """Rebuild an event from :meth:`envelope_parts`; raise ValueError when malformed."""
-        data = encoding.loads(body)
-        collection = fields.get("c")
+
+@dataclass(frozen=True)
+class RecordWire:
+    """A :class:`RecordEvent` on the backplane (a :class:`~flask_rtbroker.wire.WireItem` of kind
+    :data:`KIND_RECORD`): the collection in the header, the event's JSON as the body."""
+
+    KIND: ClassVar[str] = KIND_RECORD
+    collection: str
+    body: bytes
+
+    def fields(self) -> dict[str, Any]:
+        return {"c": self.collection}
+
+    @staticmethod
+    def parse(envelope: Envelope) -> RecordEvent:
+        """The event in *envelope*; raise ValueError when it is malformed."""
+        data = encoding.loads(envelope.body)
+        collection = envelope.fields.get("c")
         if (
             not isinstance(collection, str)
             or not isinstance(data, dict)
@@ -57,4 +74,4 @@ class RecordEvent:
             or not isinstance(data.get("previous"), (dict, type(None)))
         ):
             raise ValueError("not a record event")
-        return cls(collection, data["action"], data["record"], data["previous"])
+        return RecordEvent(collection, data["action"], data["record"], data["previous"])

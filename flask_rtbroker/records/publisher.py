@@ -14,7 +14,8 @@ import logging
 
 from ..emitter import Emitter
 from .collection import Collection, collection_name
-from .event import KIND_RECORD, RecordEvent
+from ..errors import BackplaneUnavailable, MessageTooLarge
+from .event import RecordEvent
 from .serialize import RecordSerializer, Serializer
 from .watcher import ModelWatch, add_watch
 
@@ -32,12 +33,12 @@ def emit_changes(
     """Publish *model*'s committed changes through *emitter*; ``close()`` the result to stop."""
     name = collection_name(model, collection)
     serializer = RecordSerializer(model, Collection(name, collection_id or name), serialize)
-    backplane = emitter.backplane
 
     def sink(events: list[RecordEvent]) -> None:
         for event in events:
-            fields, body = event.envelope_parts()
-            if not backplane.send(backplane.envelope(KIND_RECORD, fields, body)):
-                log.warning("could not publish a %r record event to %s", event.collection, backplane.url)
+            try:
+                emitter.publish(event.wire(emitter.max_message_size))
+            except (MessageTooLarge, BackplaneUnavailable) as exc:
+                log.warning("a %r record event is not published: %s", event.collection, exc)
 
     return add_watch(ModelWatch(model, serializer, sink, with_previous=True))

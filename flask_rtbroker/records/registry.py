@@ -15,9 +15,10 @@ from flask import Flask
 
 from .. import signals
 from ..backplane import Envelope
+from ..errors import MessageTooLarge
 from .broadcast import broadcast
 from .collection import Collection, Rule, collection_name
-from .event import KIND_RECORD, RecordEvent
+from .event import KIND_RECORD, RecordEvent, RecordWire
 from .serialize import RecordSerializer, Serializer
 from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
@@ -90,17 +91,16 @@ class AppRecords:
         """
         limit = self.state.settings.max_message_size
         for event in events:
-            fields, body = event.envelope_parts()
-            if len(body) > 2 * limit:
-                log.warning("a %r record event is %d bytes encoded; not published", event.collection, len(body))
-                continue
-            self.state.cluster.publish(KIND_RECORD, fields, body)
+            try:
+                self.state.cluster.publish(event.wire(limit))
+            except MessageTooLarge as exc:
+                log.warning("a record event is not published: %s", exc)
         self._broadcast(events)
 
     def receive(self, envelope: Envelope) -> None:
         """Broadcast a row event published by another process."""
         try:
-            event = RecordEvent.from_envelope(envelope.fields, envelope.body)
+            event = RecordWire.parse(envelope)
         except ValueError:
             log.warning("dropping a malformed record event from %r", envelope.origin)
             return
