@@ -1,21 +1,30 @@
 """flask_rtbroker: PocketBase's realtime subscriptions for Flask, wire-compatible with its SDKs."""
 
 from .broker import Broker
-from .client import AUTH_KEY, IP_KEY, Client, DefaultClient
+from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
 from .config import load_env
 from .backplane import Backplane, MemoryBackplane
 from .emitter import Emitter
 from .errors import (
+    AlreadyInitializedError,
     ApiError,
     BackplaneUnavailable,
     ClientNotFound,
     ConfigurationError,
+    EnvelopeError,
+    FieldsSyntaxError,
+    FilterSyntaxError,
+    InvalidArgument,
+    InvalidJSON,
     MessageTooLarge,
+    MissingDependency,
     NotInitializedError,
+    NotSerializable,
     RtBrokerError,
+    WatchError,
 )
 from .extension import RealtimeBroker
-from .message import Message
+from .message import PB_CONNECT, Message
 from .options import SubscriptionOptions
 from .signals import (
     backplane_state_changed,
@@ -24,7 +33,6 @@ from .signals import (
     client_subscribed,
     message_notified,
 )
-from .stream import PB_CONNECT
 
 __version__ = "0.1.0"
 
@@ -32,22 +40,31 @@ __all__ = [
     "AUTH_KEY",
     "IP_KEY",
     "PB_CONNECT",
+    "AlreadyInitializedError",
     "ApiError",
     "Backplane",
     "BackplaneUnavailable",
     "Broker",
-    "Client",
     "ClientNotFound",
     "ConfigurationError",
     "DefaultClient",
+    "DisconnectReason",
     "Emitter",
+    "EnvelopeError",
+    "FieldsSyntaxError",
+    "FilterSyntaxError",
+    "InvalidArgument",
+    "InvalidJSON",
     "MemoryBackplane",
     "Message",
     "MessageTooLarge",
+    "MissingDependency",
     "NotInitializedError",
+    "NotSerializable",
     "RealtimeBroker",
     "RtBrokerError",
     "SubscriptionOptions",
+    "WatchError",
     "backplane_state_changed",
     "client_connected",
     "client_disconnected",

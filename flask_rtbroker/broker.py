@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from .client import DefaultClient
-from .errors import ClientNotFound
+from .errors import ClientNotFound, InvalidArgument
 from .topic_index import Subscribers, TopicIndex
 
 
@@ -49,7 +49,7 @@ class Broker:
     def chunked_clients(self, chunk_size: int) -> list[list[DefaultClient]]:
         """Return the registered clients split into lists of at most *chunk_size*."""
         if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
+            raise InvalidArgument("chunk_size must be at least 1")
         values = list(self._clients.values())
         return [values[i : i + chunk_size] for i in range(0, len(values), chunk_size)]
 

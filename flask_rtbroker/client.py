@@ -11,7 +11,8 @@ import secrets
 import string
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from .message import Message
 from .options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
@@ -27,9 +28,25 @@ IP_KEY = "ip"
 CLIENT_ID_LENGTH = 40
 _ID_ALPHABET = string.ascii_letters + string.digits
 
-DISCARD_DISCARDED = "discarded"
-DISCARD_SLOW = "slow"
-DISCARD_CLOSED = "closed"
+
+
+class DisconnectReason(StrEnum):
+    """Why a stream ended: the ``reason`` of ``client_disconnected`` and of ``stats()["disconnects_total"]``."""
+
+    IDLE = "idle"
+    """No message was delivered for ``RTBROKER_IDLE_TIMEOUT``."""
+    LIFETIME = "lifetime"
+    """The stream reached ``RTBROKER_MAX_LIFETIME`` (less its jitter)."""
+    CLOSED = "closed"
+    """The peer went away, or a write to it failed or timed out."""
+    SLOW = "slow"
+    """Its queue overflowed: a slow consumer."""
+    DISCARDED = "discarded"
+    """The app called ``client.discard()``."""
+    SHUTDOWN = "shutdown"
+    """The worker is stopping (graceful shutdown)."""
+    REVOKED = "revoked"
+    """``broker.clear_auth(user, disconnect=True)``."""
 
 
 def new_client_id() -> str:
@@ -44,7 +61,7 @@ def new_client_id() -> str:
 
 
 class Waker(Protocol):
-    """An event the stream waits on and :meth:`Client.send` sets (threading or gevent Event)."""
+    """An event the stream waits on and :meth:`DefaultClient.send` sets (threading or gevent Event)."""
 
     def set(self) -> None: ...
 
@@ -53,37 +70,9 @@ class Waker(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-@runtime_checkable
-class Client(Protocol):
-    """What the broker and the stream need of a realtime client."""
-
-    @property
-    def id(self) -> str: ...
-
-    def subscriptions(self, *prefixes: str) -> dict[str, SubscriptionOptions]: ...
-
-    def subscribe(self, *subscriptions: str) -> None: ...
-
-    def unsubscribe(self, *subscriptions: str) -> None: ...
-
-    def has_subscription(self, subscription: str) -> bool: ...
-
-    def get(self, key: str, default: Any = None) -> Any: ...
-
-    def set(self, key: str, value: Any) -> None: ...
-
-    def unset(self, key: str) -> None: ...
-
-    def discard(self, reason: str = DISCARD_DISCARDED) -> None: ...
-
-    @property
-    def is_discarded(self) -> bool: ...
-
-    def send(self, message: Message) -> bool: ...
-
-
 class DefaultClient:
-    """The default :class:`Client`: a queue bounded at *queue_size* messages plus a waker event."""
+    """A realtime client (PocketBase's ``DefaultClient``): a queue bounded at *queue_size*
+    messages plus a waker event."""
 
     __slots__ = (
         "_id",
@@ -126,7 +115,7 @@ class DefaultClient:
         self.waker: Waker = waker if waker is not None else threading.Event()
         """Set whenever something is queued or the stream must look (the stream waits on it)."""
         self._index: TopicIndex | None = None
-        self.discard_reason: str | None = None
+        self.discard_reason: DisconnectReason | None = None
         self.dropped = 0
         """Messages lost because the client was discarded as a slow consumer."""
         self.deadline = float("inf")
@@ -216,7 +205,7 @@ class DefaultClient:
 
     # -- lifecycle and delivery ----------------------------------------------------------------
 
-    def discard(self, reason: str = DISCARD_DISCARDED) -> None:
+    def discard(self, reason: DisconnectReason = DisconnectReason.DISCARDED) -> None:
         """Mark the client as gone and wake its stream so it ends; idempotent (first reason wins).
 
         Nothing is queued after this. What is already queued is still written before the stream
@@ -225,7 +214,7 @@ class DefaultClient:
         if self.discard_reason is not None:
             return
         self.discard_reason = reason
-        if reason == DISCARD_SLOW:
+        if reason == DisconnectReason.SLOW:
             self.dropped += len(self._queue)
             self._queue.clear()
             self._queue_bytes = 0
@@ -244,7 +233,7 @@ class DefaultClient:
         size = len(message.tail)
         if len(self._queue) >= self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
             self.dropped += 1
-            self.discard(DISCARD_SLOW)
+            self.discard(DisconnectReason.SLOW)
             return False
         self._queue.append(message)
         self._queue_bytes += size

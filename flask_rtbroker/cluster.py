@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import signals, wire
 from .backplane import Backplane, Envelope
 from .wire import WireItem
+from .errors import InvalidArgument
 from .message import PB_CONNECT, Message
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Cluster:
         The built-in kinds cannot be taken over. *handler* runs on the listener; it should not block.
         """
         if kind in wire.BUILT_IN_KINDS:
-            raise ValueError(f"envelope kind {kind!r} is built in")
+            raise InvalidArgument(f"envelope kind {kind!r} is built in")
         self._extension_handlers[kind] = handler
 
     def publish(self, item: WireItem) -> bool:

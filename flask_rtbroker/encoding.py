@@ -8,7 +8,7 @@ string is written as U+FFFD, as Go does, so no value makes encoding fail on the 
 Decoding bytes from outside (:func:`loads_untrusted`, :func:`loads_first`) is bounded: nesting
 deeper than :data:`MAX_DEPTH` or more than *max_items* arrays, objects and commas stop it before
 the decoder runs, ``NaN``/``Infinity`` and numbers too large for a float are refused, and no
-input makes it raise anything but ValueError.
+input makes it raise anything but :class:`~flask_rtbroker.errors.InvalidJSON` (a ValueError).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import uuid
 from typing import Any, NoReturn
 
 import simplejson
+
+from .errors import InvalidJSON, NotSerializable
 
 MAX_DEPTH = 64
 """How deeply arrays and objects may nest in JSON from outside (the SDK's options nest 3 deep)."""
@@ -45,7 +47,7 @@ def _default(value: Any) -> Any:
         convert = getattr(value, method, None)
         if callable(convert):
             return convert()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    raise NotSerializable(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 _encoder = simplejson.JSONEncoder(
@@ -87,30 +89,32 @@ def dumps_sorted(value: Any) -> bytes:
 
 
 def loads(data: str | bytes) -> Any:
-    """Decode one JSON document of this deployment (a backplane body); ValueError when it is not
-    JSON, or nests deeper than the interpreter's recursion limit allows."""
+    """Decode one JSON document of this deployment (a backplane body); :class:`InvalidJSON` when
+    it is not JSON, or nests deeper than the interpreter's recursion limit allows."""
     try:
         return simplejson.loads(data)
     except RecursionError:
-        raise ValueError("JSON nests too deeply") from None
+        raise InvalidJSON("JSON nests too deeply") from None
+    except ValueError as exc:
+        raise InvalidJSON(str(exc)) from None
 
 
 def _finite_float(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
-        raise ValueError(f"number out of range: {text[:40]}")
+        raise InvalidJSON(f"number out of range: {text[:40]}")
     return number
 
 
 def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
+    raise InvalidJSON(f"{name} is not JSON")
 
 
 _strict_decoder = simplejson.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
 def check_shape(text: str, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> None:
-    """Raise ValueError when *text* nests deeper than *max_depth* or has more than *max_items*
+    """Raise :class:`InvalidJSON` when *text* nests deeper than *max_depth* or has more than *max_items*
     arrays, objects and commas; stops at the first excess, so it costs at most that many steps
     beyond the strings it skips."""
     depth = items = 0
@@ -123,23 +127,33 @@ def check_shape(text: str, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEM
             continue
         items += 1
         if items > max_items:
-            raise ValueError(f"JSON with more than {max_items} items")
+            raise InvalidJSON(f"JSON with more than {max_items} items")
         if char != ",":
             depth += 1
             if depth > max_depth:
-                raise ValueError(f"JSON nested deeper than {max_depth}")
+                raise InvalidJSON(f"JSON nested deeper than {max_depth}")
 
 
 def loads_untrusted(data: str | bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
     """Decode one JSON document from outside within the bounds of :func:`check_shape`."""
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    check_shape(text, max_depth, max_items)
-    return _strict_decoder.decode(text)
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        check_shape(text, max_depth, max_items)
+        return _strict_decoder.decode(text)
+    except InvalidJSON:
+        raise
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise InvalidJSON(str(exc)) from None
 
 
 def loads_first(text: str, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
     """Decode the first JSON value of *text* from outside and ignore whatever follows it (Go's
     Decoder), within the bounds of :func:`check_shape`."""
     check_shape(text, max_depth, max_items)
-    value, _ = _strict_decoder.raw_decode(text.lstrip(" \t\r\n"))
+    try:
+        value, _ = _strict_decoder.raw_decode(text.lstrip(" \t\r\n"))
+    except InvalidJSON:
+        raise
+    except ValueError as exc:
+        raise InvalidJSON(str(exc)) from None
     return value

@@ -12,7 +12,7 @@ from . import signals
 from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
-from .errors import ClientNotFound, NotInitializedError
+from .errors import AlreadyInitializedError, ClientNotFound, InvalidArgument, NotInitializedError
 from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
 from .message import PB_CONNECT, Message, check_size
@@ -64,7 +64,7 @@ class RealtimeBroker:
     def init_app(self, app: Flask) -> None:
         """Register the realtime endpoint and a broker on *app*; read its ``RTBROKER_*`` config."""
         if EXTENSION_KEY in app.extensions:
-            raise RuntimeError(
+            raise AlreadyInitializedError(
                 "A RealtimeBroker is already registered on this app; create one per app or "
                 "call init_app only once."
             )
@@ -185,7 +185,7 @@ class RealtimeBroker:
         whatever ``before_send`` raised for it.
         """
         if name == PB_CONNECT:
-            raise ValueError(f"{PB_CONNECT} is the stream's own first event; send it under another name")
+            raise InvalidArgument(f"{PB_CONNECT} is the stream's own first event; send it under another name")
         state = self.state()
         message = self._message(state, name, data)
         client = state.broker.clients().get(client_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import encoding
-from .errors import MessageTooLarge
+from .errors import InvalidArgument, MessageTooLarge
 
 _LINE_BREAKS = ("\r", "\n")
 
@@ -20,9 +20,9 @@ the stream itself sends it (a direct send of it, local or from the backplane, is
 
 
 def check_event_name(name: str) -> None:
-    """Raise ValueError if *name* cannot be an SSE event name (it holds a line break)."""
+    """Raise :class:`InvalidArgument` if *name* cannot be an SSE event name (it holds a line break)."""
     if any(c in name for c in _LINE_BREAKS):
-        raise ValueError(f"event name {name!r} contains a line break, which would break SSE framing")
+        raise InvalidArgument(f"event name {name!r} contains a line break, which would break SSE framing")
 
 
 def check_size(name: str, payload: bytes, limit: int) -> None:

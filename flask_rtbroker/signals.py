@@ -8,10 +8,9 @@ signal                      keyword arguments
 ==========================  ======================================================================
 ``client_connected``        ``client``: the registered client, before ``PB_CONNECT`` is written
 ``client_subscribed``       ``client``; ``subscriptions``: the new full list of keys (after a 204)
-``client_disconnected``     ``client``; ``reason``: ``"idle"``, ``"lifetime"``, ``"closed"``
-                            (the peer went away), ``"slow"`` (queue overflow), ``"discarded"``
-                            (unregistered by the application), ``"revoked"``
-                            (``clear_auth(..., disconnect=True)``) or ``"shutdown"``
+``client_disconnected``     ``client``; ``reason``: a :class:`~flask_rtbroker.DisconnectReason`
+                            (a str: ``"idle"``, ``"lifetime"``, ``"closed"``, ``"slow"``,
+                            ``"discarded"``, ``"revoked"`` or ``"shutdown"``)
 ``message_notified``        ``message``: the Message; ``topic``; ``delivered``: how many
                             deliveries were queued in this process
 ``backplane_state_changed`` ``state``: ``"up"`` or ``"down"``; ``error``: the exception or None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
 from .backplane import from_url
 from .broker import Broker
-from .client import AUTH_KEY, IP_KEY, DefaultClient
+from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
 from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
 from .fanout import Delivery, Messages, Recipient, fan_out
@@ -33,8 +33,6 @@ TOO_MANY_CLIENTS_MESSAGE = "Too many realtime connections; try again later."
 TOO_MANY_FROM_IP_MESSAGE = "Too many realtime connections from your address."
 SUBSCRIPTION_MEMORY_MESSAGE = "The server holds too many subscriptions; try again later."
 SHUTTING_DOWN_MESSAGE = "The server is shutting down; reconnect shortly."
-DISCARD_SHUTDOWN = "shutdown"
-DISCARD_REVOKED = "revoked"
 
 
 class Hooks(Protocol):
@@ -236,7 +234,7 @@ class BrokerState:
             if (identity_token(auth) == token) if token is not None else (identity_key(auth) == key):
                 cleared += 1
                 if disconnect:
-                    client.discard(DISCARD_REVOKED)
+                    client.discard(DisconnectReason.REVOKED)
                 else:
                     client.unset(AUTH_KEY)
                     self.recheck_subscriptions(client)
@@ -273,7 +271,7 @@ class BrokerState:
         """
         self.shutting_down = True
         for client in self.broker:
-            client.discard(DISCARD_SHUTDOWN)
+            client.discard(DisconnectReason.SHUTDOWN)
 
     def install_shutdown_handlers(self) -> None:
         """Chain :meth:`shutdown` to the server's SIGTERM/SIGINT/SIGQUIT handlers, once per process.

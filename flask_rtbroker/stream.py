@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 
 from . import signals
-from .client import DISCARD_CLOSED, DefaultClient
+from .client import DefaultClient, DisconnectReason
 from .disconnect import DisconnectWatch, find_socket
 from .message import PB_CONNECT, Message
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 HEARTBEAT_FRAME = b":\n\n"
 
-END_IDLE = "idle"
-END_LIFETIME = "lifetime"
 
 
 def _set_timeout(sock: Any | None, timeout: float | None) -> Any:
@@ -72,7 +70,7 @@ def event_stream(
     """Yield the stream's bytes; the generator's ``finally`` unregisters *client*."""
     settings = state.settings
     clock = time.monotonic
-    reason = DISCARD_CLOSED
+    reason = DisconnectReason.CLOSED
     sock = find_socket(environ)
     watch = None
     server_timeout = _set_timeout(sock, settings.send_timeout)
@@ -108,10 +106,10 @@ def event_stream(
                 idle_end = now + settings.idle_timeout
                 next_heartbeat = now + heartbeat
             if now >= lifetime_end:
-                reason = END_LIFETIME
+                reason = DisconnectReason.LIFETIME
                 return
             if now >= idle_end:
-                reason = END_IDLE
+                reason = DisconnectReason.IDLE
                 return
             if now >= next_heartbeat:
                 yield HEARTBEAT_FRAME
@@ -123,7 +121,7 @@ def event_stream(
                 if waker.wait(None):
                     waker.clear()
                 if watch.readable and watch.closed():
-                    reason = DISCARD_CLOSED
+                    reason = DisconnectReason.CLOSED
                     return
             else:
                 wait = deadline - now
@@ -132,7 +130,7 @@ def event_stream(
                 if waker.wait(wait):
                     waker.clear()
                 if watch.closed():
-                    reason = DISCARD_CLOSED
+                    reason = DisconnectReason.CLOSED
                     return
     finally:
         if watch is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from . import encoding
+from .errors import RtBrokerError
 
 MAX_CLIENT_ID_LENGTH = 255
 MAX_SUBSCRIPTIONS = 1000
@@ -22,7 +23,7 @@ _JSON_TYPE = "application/json"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class DecodeError(ValueError):
+class DecodeError(RtBrokerError, ValueError):
     """The body could not be read as a subscription request (PocketBase's generic 400)."""
 
 

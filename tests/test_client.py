@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from flask_rtbroker import DefaultClient, Message
-from flask_rtbroker.client import DISCARD_SLOW, new_client_id
+from flask_rtbroker.client import DisconnectReason, new_client_id
 
 
 def test_ids_are_40_random_alphanumerics() -> None:
@@ -87,7 +87,7 @@ def test_full_queue_discards_the_slow_client_without_blocking() -> None:
     client = DefaultClient(queue_size=3)
     for i in range(10):
         client.send(Message("t", i))
-    assert client.discard_reason == DISCARD_SLOW
+    assert client.discard_reason == DisconnectReason.SLOW
     assert client.drain() == []
     assert client.dropped == 4  # three queued and the one that overflowed
 
@@ -97,7 +97,7 @@ def test_byte_bound_discards_the_slow_client() -> None:
     client.send(Message("t", "x" * 40))
     assert client.queued == 1
     client.send(Message("t", "y" * 40))
-    assert client.discard_reason == DISCARD_SLOW and client.dropped == 2
+    assert client.discard_reason == DisconnectReason.SLOW and client.dropped == 2
 
 
 def test_drained_bytes_free_room_in_the_byte_bound() -> None:

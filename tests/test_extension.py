@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from blinker import Signal
 from flask import Flask
 
 import flask_rtbroker
@@ -13,15 +14,28 @@ from flask_rtbroker.config import DEFAULTS, Settings, load_env
 
 def test_public_api_is_pinned() -> None:
     assert sorted(flask_rtbroker.__all__) == [
-        "AUTH_KEY", "ApiError", "Backplane", "BackplaneUnavailable", "Broker", "Client",
-        "ClientNotFound", "ConfigurationError", "DefaultClient", "Emitter", "IP_KEY",
-        "MemoryBackplane", "Message", "MessageTooLarge", "NotInitializedError", "PB_CONNECT",
-        "RealtimeBroker", "RtBrokerError", "SubscriptionOptions", "backplane_state_changed",
-        "client_connected",
-        "client_disconnected", "client_subscribed", "load_env", "message_notified",
+        "AUTH_KEY", "AlreadyInitializedError", "ApiError", "Backplane", "BackplaneUnavailable", "Broker",
+        "ClientNotFound", "ConfigurationError", "DefaultClient", "DisconnectReason", "Emitter", "EnvelopeError",
+        "FieldsSyntaxError", "FilterSyntaxError", "IP_KEY", "InvalidArgument", "InvalidJSON",
+        "MemoryBackplane", "Message", "MessageTooLarge", "MissingDependency", "NotInitializedError",
+        "NotSerializable", "PB_CONNECT", "RealtimeBroker", "RtBrokerError", "SubscriptionOptions", "WatchError",
+        "backplane_state_changed", "client_connected", "client_disconnected", "client_subscribed", "load_env",
+        "message_notified",
     ]
     for name in flask_rtbroker.__all__:
-        assert getattr(flask_rtbroker, name).__doc__ or isinstance(getattr(flask_rtbroker, name), str)
+        value = getattr(flask_rtbroker, name)
+        if isinstance(value, str):
+            continue
+        assert value.__doc__, f"{name} has no docstring"
+        if isinstance(value, Signal):
+            assert value.__doc__ != Signal.__doc__, f"{name} has only blinker's docstring"
+
+
+def test_every_exception_is_an_rtbroker_error() -> None:
+    for name in flask_rtbroker.__all__:
+        value = getattr(flask_rtbroker, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, flask_rtbroker.RtBrokerError), name
 
 
 def test_init_app_later_sets_defaults_and_state() -> None:
@@ -29,15 +43,17 @@ def test_init_app_later_sets_defaults_and_state() -> None:
     app = Flask(__name__)
     broker.init_app(app)
     assert all(key in app.config for key in DEFAULTS)
-    assert app.extensions["rtbroker"] is not None
+    with app.app_context():
+        assert broker.state() is app.extensions["rtbroker"]
     assert "/api/realtime" in {rule.rule for rule in app.url_map.iter_rules()}
 
 
 def test_double_registration_is_refused() -> None:
     app = Flask(__name__)
     RealtimeBroker(app)
-    with pytest.raises(RuntimeError, match="already registered"):
+    with pytest.raises(flask_rtbroker.AlreadyInitializedError, match="already registered") as refused:
         RealtimeBroker(app)
+    assert isinstance(refused.value, RuntimeError)
 
 
 def test_custom_url_prefix() -> None:

@@ -11,12 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import encoding
+from ..errors import EnvelopeError
 
 VERSION = 1
-
-
-class EnvelopeError(ValueError):
-    """A payload is not an envelope this version understands."""
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ messages per subscription), :mod:`.filter` and :mod:`.compare` (the filter subse
 :mod:`.publisher` (workers without a broker).
 """
 
+from ..errors import MissingDependency
+
 try:
     import sqlalchemy  # noqa: F401
 except ImportError as exc:
-    raise ImportError("record events need SQLAlchemy: pip install 'flask-rtbroker[sqlalchemy]'") from exc
+    raise MissingDependency("record events need SQLAlchemy: pip install 'flask-rtbroker[sqlalchemy]'") from exc
 
 from .collection import Collection, Rule
 from .event import KIND_RECORD, RecordEvent

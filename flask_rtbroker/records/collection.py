@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from ..errors import WatchError
 from ..options import SubscriptionOptions
 
 Record = Mapping[str, Any]
@@ -41,7 +42,7 @@ class Collection:
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("id", self.id)):
             if not value or any(char in value for char in "/?\r\n"):
-                raise ValueError(f"a collection {label} must be non-empty, without '/', '?' or line breaks: {value!r}")
+                raise WatchError(f"a collection {label} must be non-empty, without '/', '?' or line breaks: {value!r}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -70,5 +71,5 @@ def collection_name(model: type, name: str | None) -> str:
         return name
     table = getattr(model, "__tablename__", None)
     if not isinstance(table, str):
-        raise ValueError(f"{model.__name__} has no __tablename__; pass collection=")
+        raise WatchError(f"{model.__name__} has no __tablename__; pass collection=")
     return table

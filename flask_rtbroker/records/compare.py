@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from .. import encoding
+from ..errors import RtBrokerError
 
 Scalar = Union[None, int, float, str]
 MAX_LIKE_TEXT = 100_000
@@ -107,7 +108,7 @@ def ascii_lower(value: str) -> str:
     return value.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
-class _OutOfSteps(Exception):
+class _OutOfSteps(RtBrokerError):
     """The evaluation spent its :data:`MAX_LIKE_STEPS`."""
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Mapping
 
 from .. import encoding
 from ..backplane import Envelope
+from ..errors import EnvelopeError
 from ..message import check_size
 
 KIND_RECORD = "record"
@@ -62,7 +63,7 @@ class RecordWire:
 
     @staticmethod
     def parse(envelope: Envelope) -> RecordEvent:
-        """The event in *envelope*; raise ValueError when it is malformed."""
+        """The event in *envelope*; raise :class:`EnvelopeError` when it is malformed."""
         data = encoding.loads(envelope.body)
         collection = envelope.fields.get("c")
         if (
@@ -73,5 +74,5 @@ class RecordWire:
             or "id" not in data["record"]
             or not isinstance(data.get("previous"), (dict, type(None)))
         ):
-            raise ValueError("not a record event")
+            raise EnvelopeError("not a record event")
         return RecordEvent(collection, data["action"], data["record"], data["previous"])

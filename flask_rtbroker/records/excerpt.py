@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import FieldsSyntaxError
+
 _EXCLUDED_TAGS = frozenset({
     "head", "style", "script", "iframe", "embed", "applet", "object", "svg", "img", "picture",
     "dialog", "template", "button", "form", "textarea", "input", "select", "option",
@@ -196,17 +198,17 @@ class Excerpt:
 
     @classmethod
     def from_args(cls, args: list[str]) -> "Excerpt":
-        """Build it from the raw arguments of ``excerpt(...)``; raise ValueError when they are wrong."""
+        """Build it from the raw arguments of ``excerpt(...)``; raise :class:`FieldsSyntaxError` when they are wrong."""
         if not args:
-            raise ValueError("excerpt needs a max length: excerpt(max, withEllipsis?)")
+            raise FieldsSyntaxError("excerpt needs a max length: excerpt(max, withEllipsis?)")
         if len(args) > 2:
-            raise ValueError("too many arguments: excerpt(max, withEllipsis?)")
+            raise FieldsSyntaxError("too many arguments: excerpt(max, withEllipsis?)")
         try:
             max_length = int(args[0])
         except ValueError:
             max_length = 0
         if max_length <= 0:
-            raise ValueError("the excerpt max length must be a whole number above 0")
+            raise FieldsSyntaxError("the excerpt max length must be a whole number above 0")
         return cls(max_length, len(args) > 1 and args[1] in _TRUE)
 
     def apply(self, value: Any, texts: PlainTexts | None = None) -> Any:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping, Optional
 
+from ..errors import FieldsSyntaxError
 from .excerpt import Excerpt, PlainTexts
 
 _MODIFIER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", re.DOTALL)
@@ -35,10 +36,6 @@ class FieldNode:
         if self.whole:
             return value if self.modifier is None else self.modifier.apply(value, texts)
         return _pick(value, self.children, texts)
-
-
-class FieldsSyntaxError(ValueError):
-    """The fields list is malformed or uses an unknown modifier."""
 
 
 def _split_top_level(source: str) -> list[str]:
@@ -72,10 +69,7 @@ def _modifier(source: str) -> Excerpt:
     if match is None or match.group(1) != "excerpt":
         raise FieldsSyntaxError(f"unknown field modifier {source!r}; the only one is :excerpt(max, withEllipsis?)")
     args = [arg for arg in _ARGUMENT_SEPARATORS.split(match.group(2) or "") if arg]
-    try:
-        return Excerpt.from_args(args)
-    except ValueError as exc:
-        raise FieldsSyntaxError(str(exc)) from None
+    return Excerpt.from_args(args)
 
 
 @dataclass(frozen=True)

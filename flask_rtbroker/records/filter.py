@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping, Union
 
+from ..errors import FilterSyntaxError
 from . import compare
 
 MAX_COMPARISONS = 200
@@ -49,10 +50,6 @@ _KEYWORDS = {"true": True, "false": False, "null": None}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD = re.compile(r"[@A-Za-z_][A-Za-z0-9_.:@#*]*")
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-
-
-class FilterSyntaxError(ValueError):
-    """The filter uses syntax outside the supported subset (or is malformed)."""
 
 
 # -- operands and nodes --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from flask import Flask
 
 from .. import signals
 from ..backplane import Envelope
-from ..errors import MessageTooLarge
+from ..errors import MessageTooLarge, WatchError
 from .broadcast import broadcast
 from .collection import Collection, Rule, collection_name
 from .event import KIND_RECORD, RecordEvent, RecordWire
@@ -66,7 +66,7 @@ class AppRecords:
     def add(self, model: type, collection: Collection, serialize: Serializer | None) -> ModelWatch:
         """Watch *model* as *collection*."""
         if collection.name in self.collections:
-            raise ValueError(f"collection {collection.name!r} is already watched on this app")
+            raise WatchError(f"collection {collection.name!r} is already watched on this app")
         serializer = RecordSerializer(model, collection, serialize)
         self.collections[collection.name] = collection
         watch = add_watch(ModelWatch(model, serializer, _while_alive(self.deliver), with_previous=collection.transitions))

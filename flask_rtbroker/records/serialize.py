@@ -16,6 +16,7 @@ from sqlalchemy import and_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper
 
+from ..errors import WatchError
 from .. import encoding
 from .collection import Collection, Record
 
@@ -27,7 +28,7 @@ def column_serializer(model: type, collection: Collection) -> Serializer:
     """The default serializer of *model*: its columns, the primary key as ``id``, sorted keys."""
     mapper: Mapper[Any] = sa_inspect(model)
     if len(mapper.primary_key) != 1:
-        raise ValueError(f"{model.__name__} has a composite primary key; pass serialize= to watch()")
+        raise WatchError(f"{model.__name__} has a composite primary key; pass serialize= to watch()")
     id_key = mapper.get_property_by_column(mapper.primary_key[0]).key
     keys = [attr.key for attr in mapper.column_attrs]
     fixed = {"collectionId": collection.id, "collectionName": collection.name}
@@ -94,7 +95,7 @@ class RecordSerializer:
         data.setdefault("collectionId", self.collection.id)
         data.setdefault("collectionName", self.collection.name)
         if data.get("id") in (None, ""):
-            raise ValueError(f"serialize() gave a {self.model.__name__} record without an id")
+            raise WatchError(f"serialize() gave a {self.model.__name__} record without an id")
         return encoding.loads(encoding.dumps(data))
 
     def before_update(self, row: Any, connection: Any) -> Record:
