@@ -77,5 +77,3 @@ class Broker:
     def __iter__(self) -> Iterator[DefaultClient]:
         return iter(list(self._clients.values()))
 
-    def __len__(self) -> int:
-        return len(self._clients)

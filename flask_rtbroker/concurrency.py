@@ -19,7 +19,6 @@ from typing import Any, Callable, Protocol, Sequence
 from greenlet import getcurrent
 
 from .client import Waker
-from .errors import ConfigurationError
 
 Task = Callable[[], Any]
 
@@ -37,7 +36,6 @@ class ReadWatch(Protocol):
 class Runtime(Protocol):
     """Concurrency primitives for one app's broker."""
 
-    name: str
     watches_sockets: bool
     """True when :meth:`watch_readable` is event-driven; False when streams must poll."""
     sweeps_deadlines: bool
@@ -70,7 +68,6 @@ def _collect(results: list[tuple[Any, BaseException | None]]) -> list[Any]:
 class ThreadingRuntime:
     """Threads: ``threading.Event`` wakers, a thread pool for fan-out, streams poll sockets."""
 
-    name = "threading"
     watches_sockets = False
     sweeps_deadlines = False
 
@@ -209,7 +206,6 @@ class GreenletWaker:
 class GeventRuntime:
     """gevent: gevent Events, a greenlet Pool for fan-out, libev io watchers on sockets."""
 
-    name = "gevent"
     watches_sockets = True
     sweeps_deadlines = True
 
@@ -288,11 +284,7 @@ def gevent_is_active() -> bool:
 
 
 def select_runtime(choice: str, pool_size: int) -> Runtime:
-    """Return the runtime for *choice*: ``"auto"``, ``"gevent"`` or ``"threading"``."""
-    if choice not in CONCURRENCY_CHOICES:
-        raise ConfigurationError(
-            f"RTBROKER_CONCURRENCY must be one of {', '.join(CONCURRENCY_CHOICES)}, not {choice!r}"
-        )
+    """Return the runtime for *choice*, one of :data:`CONCURRENCY_CHOICES` (checked by the config)."""
     if choice == "gevent" or (choice == "auto" and gevent_is_active()):
         return GeventRuntime(pool_size)
     return ThreadingRuntime(pool_size)

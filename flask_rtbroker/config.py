@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, MutableMapping
 
 from . import encoding
+from .concurrency import CONCURRENCY_CHOICES
 from .errors import ConfigurationError
 from .server_limits import server_connections
 
@@ -139,8 +140,9 @@ def _optional_path(key: str, value: Any) -> str | None:
 
 
 def _choice(key: str, value: Any) -> str:
-    if value not in ("auto", "gevent", "threading"):
-        raise ConfigurationError(f"{key} must be 'auto', 'gevent' or 'threading', not {value!r}")
+    if value not in CONCURRENCY_CHOICES:
+        *others, last = map(repr, CONCURRENCY_CHOICES)
+        raise ConfigurationError(f"{key} must be {', '.join(others)} or {last}, not {value!r}")
     return value
 
 

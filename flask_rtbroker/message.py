@@ -75,8 +75,5 @@ class Message:
         """Return the complete SSE event bytes for the client *client_id*."""
         return b"id:" + client_id.encode("ascii") + self.tail
 
-    def __len__(self) -> int:
-        return len(self.tail)
-
     def __repr__(self) -> str:
         return f"Message(name={self.name!r}, payload={self.payload[:60]!r})"

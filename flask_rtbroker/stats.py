@@ -21,7 +21,8 @@ _HELP = {
 
 @dataclass
 class Counters:
-    """Monotonic counters, updated off the per-delivery path (per notify, per stream)."""
+    """Monotonic counters, updated once per fan-out, per direct send and per stream, never per
+    delivery inside a fan-out."""
 
     connects: int = 0
     notifies: int = 0

@@ -2,7 +2,8 @@
 
 :func:`from_url` turns ``RTBROKER_BACKPLANE`` into a backplane: ``memory://`` (the default,
 this process only), ``memory://NAME`` (a bus shared inside one process, for tests),
-``redis://host:port/db`` or ``rediss://...``. A :class:`Backplane` instance is used as is.
+``redis://host:port/db``, ``rediss://...`` (TLS) or ``unix:///path/to/redis.sock?db=0`` (a Redis
+socket). A :class:`Backplane` instance is used as is.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def from_url(
         raise ConfigurationError(f"RTBROKER_BACKPLANE must be a URL or a Backplane, not {value!r}")
     scheme, sep, rest = value.partition("://")
     if not sep:
-        raise ConfigurationError(f"RTBROKER_BACKPLANE {value!r} is not a URL (memory://, redis://, rediss://)")
+        raise ConfigurationError(f"RTBROKER_BACKPLANE {value!r} is not a URL (memory://, redis://, rediss://, unix://)")
     if scheme == "memory":
         return MemoryBackplane(rest or None, write_only=write_only, secret=secret)
     if scheme in ("redis", "rediss", "unix"):
@@ -44,5 +45,5 @@ def from_url(
             value, write_only=write_only, secret=secret, channel_prefix=channel_prefix or DEFAULT_CHANNEL_PREFIX
         )
     raise ConfigurationError(
-        f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis:// or rediss://"
+        f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis://, rediss:// or unix://"
     )

@@ -1,11 +1,15 @@
 """Backplane: moves opaque payloads between the processes of one deployment.
 
-A backend implements two methods and nothing else:
+A backend implements two methods:
 
 - ``publish(payload: bytes)`` sends one payload to every process listening (itself included);
   it raises on failure.
 - ``listen()`` is a blocking generator: it connects, yields :data:`READY` once it is receiving,
-  then yields each payload; it raises (or returns) when the connection is lost.
+  then yields each payload until :attr:`Backplane.closed`; it raises (or returns) when the
+  connection is lost.
+
+It may also override :attr:`Backplane.has_peers` (False for a bus nobody else can join) and
+:meth:`Backplane.close` (to wake a listener blocked in ``listen()``), calling the base's.
 
 This base owns the rest: the :class:`Envelope` with this process's origin id, dropping its own
 echoes, the listener greenlet/thread with reconnect and capped exponential backoff, starting
@@ -133,6 +137,11 @@ class Backplane:
     def envelope(self, kind: str, fields: dict | None = None, body: bytes = b"") -> Envelope:
         """Build an envelope from this process."""
         return Envelope(self.origin, kind, fields or {}, body)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: ``listen()`` should return."""
+        return self._closed
 
     def close(self) -> None:
         """Stop the listener after its current wait."""

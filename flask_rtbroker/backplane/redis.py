@@ -67,7 +67,7 @@ class RedisBackplane(Backplane):
         try:
             pubsub.subscribe(self.channel)
             yield READY
-            while not self._closed:
+            while not self.closed:
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     yield message["data"]
