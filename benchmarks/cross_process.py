@@ -22,13 +22,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from live import LiveServer  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
-
-from flask_rtbroker.testing import SSEClient  # noqa: E402
+from flask_rtbroker.testing import SSEClient
+from tests.live import ROOT, LiveServer
+from tests.redis_server import RedisServer
 
 RESULTS = ROOT / "benchmarks" / "results" / "cross_process.json"
 

@@ -244,20 +244,6 @@ class DefaultClient:
         """Wake the stream without queueing anything (e.g. to let it notice a closed socket)."""
         self.waker.set()
 
-    def wait(self, timeout: float | None) -> None:
-        """Block the stream until something is queued, the client is woken, or *timeout* passes."""
-        if self.waker.wait(timeout):
-            self.waker.clear()
-
-    def drain(self) -> list[Message]:
-        """Remove and return everything queued, oldest first."""
-        queue = self._queue
-        messages = queue[: len(queue)]
-        del queue[: len(messages)]
-        if messages:
-            self._queue_bytes -= sum(len(m.tail) for m in messages)
-        return messages
-
     def take(self) -> bytes:
         """Remove everything queued and return it framed for this client, as one write (b"" if
         nothing is queued). The stream's hot path: one queued message costs no list at all."""

@@ -7,11 +7,14 @@
         event = sse.next_event(timeout=2)   # Event(id=..., name="example", data='{"test":123}')
 
 It reads the response as bytes from a socket (no HTTP library in between), so tests see exactly
-what a browser would: the head, the chunk framing and every event.
+what a browser would: the head, the chunk framing and every event. Its parser is public, for
+tests that read responses their own way: :func:`parse_head`, :func:`read_chunk` and
+:func:`split_event` take bytes and return what they parsed and the bytes left over;
+:func:`parse_event` and :func:`parse_events` turn SSE blocks into :class:`Event` objects (e.g.
+what a :class:`~flask_rtbroker.client.DefaultClient` has queued: ``parse_events(client.take())``).
 """
 
 from __future__ import annotations
-
 
 import socket
 import time
@@ -19,10 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import encoding
+from .errors import RtBrokerError
 
 
-class StreamEnded(Exception):
+class StreamEnded(RtBrokerError, ConnectionError):
     """The server ended the stream (zero-size chunk, or the connection closed)."""
+
+
+class ReadTimeout(RtBrokerError, TimeoutError):
+    """Nothing came from the server in time."""
+
+
+class FramingError(RtBrokerError, ValueError):
+    """The response's chunked framing is broken."""
 
 
 @dataclass
@@ -51,6 +63,7 @@ class SSEClient:
     body: bytes = b""
     _buffer: bytes = b""
     _pending: bytes = b""
+    _body_ended: bool = False
     ended: bool = False
     client_id: str = ""
     connect_event: Event | None = None
@@ -97,10 +110,8 @@ class SSEClient:
                 raise StreamEnded(f"connection closed before the response head: {self._buffer!r}")
             self._buffer += data
         self.head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
-        self.status_line, *header_lines = self.head.split(b"\r\n")
-        for line in header_lines:
-            name, _, value = line.decode("latin-1").partition(":")
-            self.headers[name.strip().lower()] = value.strip()
+        self.status_line, header_lines = parse_head(self.head)
+        self.headers.update((name.lower(), value) for name, value in header_lines)
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
 
     @property
@@ -115,31 +126,30 @@ class SSEClient:
             self.body += self._buffer
             self._buffer = b""
             return self.ended
-        while b"\r\n" in self._buffer:
-            size_line, rest = self._buffer.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
-            if len(rest) < size + 2:
+        while True:
+            chunk, self._buffer = read_chunk(self._buffer)
+            if chunk is None:
                 return False
-            if size == 0:
-                self._buffer = rest
+            if not chunk.data:
                 return True
-            chunk, self._buffer = rest[:size], rest[size + 2 :]
-            self._pending += chunk
-            self.body += chunk
-        return False
+            self._pending += chunk.data
+            self.body += chunk.data
 
     def next_event(self, timeout: float = 5.0) -> Event:
-        """Return the next event; skip comments; raise StreamEnded or TimeoutError."""
+        """Return the next event; skip comments; raise StreamEnded or ReadTimeout."""
         deadline = time.monotonic() + timeout
         while True:
-            while b"\n\n" in self._pending:
-                raw, self._pending = self._pending.split(b"\n\n", 1)
-                event = _parse_event(raw)
+            block, self._pending = split_event(self._pending)
+            if block is not None:
+                event = parse_event(block)
                 if event is not None:
                     return event
-            if self._decode_body():
+                continue
+            if self._body_ended:  # only once the events before the end were returned
                 raise StreamEnded("the server ended the stream")
-            if b"\n\n" in self._pending:
+            decoded = len(self._pending)
+            self._body_ended = self._decode_body()
+            if self._body_ended or len(self._pending) > decoded:
                 continue
             if self.ended:
                 raise StreamEnded("the connection closed")
@@ -171,17 +181,66 @@ def recv_before(sock: socket.socket, deadline: float) -> bytes:
     the connection, TimeoutError when nothing came in time."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise TimeoutError("no data from the server in time")
+        raise ReadTimeout("no data from the server in time")
     sock.settimeout(remaining)
     try:
         return sock.recv(65536)
     except socket.timeout:
-        raise TimeoutError("no data from the server in time") from None
+        raise ReadTimeout("no data from the server in time") from None
     except ConnectionError:
         return b""
 
 
-def _parse_event(raw: bytes) -> Event | None:
+def parse_head(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:
+    """Split a response *head* (the bytes before its blank line) into its status line and its
+    header lines, in wire order as ``(name, value)``: duplicates and the name's case kept."""
+    status_line, *lines = head.split(b"\r\n")
+    headers = []
+    for line in lines:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers.append((name.strip(), value.strip()))
+    return status_line, headers
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a chunked body: its size line as sent and its payload (b"" for the last one)."""
+
+    size_line: bytes
+    data: bytes
+
+
+def read_chunk(buffer: bytes) -> tuple[Chunk | None, bytes]:
+    """Take the first chunk off *buffer* (chunked body bytes): ``(chunk, rest)``, or
+    ``(None, buffer)`` while it is incomplete.
+
+    Raises FramingError for a size line that is not hexadecimal or a chunk not ended by CRLF.
+    """
+    size_line, found, rest = buffer.partition(b"\r\n")
+    if not found:
+        return None, buffer
+    try:
+        size = int(size_line.split(b";")[0], 16)
+    except ValueError:
+        raise FramingError(f"chunk size line is not hexadecimal: {size_line!r}") from None
+    if len(rest) < size + 2:
+        return None, buffer
+    if rest[size : size + 2] != b"\r\n":
+        raise FramingError(f"chunk of {size} bytes not ended by CRLF: {rest[: size + 2]!r}")
+    return Chunk(size_line, rest[:size]), rest[size + 2 :]
+
+
+def split_event(data: bytes) -> tuple[bytes | None, bytes]:
+    """Take the first SSE block, through its blank line, off decoded body *data*:
+    ``(block, rest)``, or ``(None, data)`` while it is incomplete."""
+    block, found, rest = data.partition(b"\n\n")
+    if not found:
+        return None, data
+    return block + found, rest
+
+
+def parse_event(raw: bytes) -> Event | None:
+    """The event in one block from :func:`split_event`; None for comments only."""
     fields: dict[str, list[str]] = {}
     for line in raw.decode("utf-8").split("\n"):
         if not line or line.startswith(":"):
@@ -194,5 +253,20 @@ def _parse_event(raw: bytes) -> Event | None:
         id=fields.get("id", [""])[-1],
         name=fields.get("event", ["message"])[-1],
         data="\n".join(fields.get("data", [])),
-        raw=raw + b"\n\n",
+        raw=raw,
     )
+
+
+def parse_events(data: bytes) -> list[Event]:
+    """Every event in *data*, decoded SSE text such as :meth:`DefaultClient.take` returns;
+    comments are skipped. Raises FramingError when *data* ends inside an event."""
+    events = []
+    block, data = split_event(data)
+    while block is not None:
+        event = parse_event(block)
+        if event is not None:
+            events.append(event)
+        block, data = split_event(data)
+    if data:
+        raise FramingError(f"data ends inside an event: {data!r}")
+    return events

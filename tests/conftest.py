@@ -1,4 +1,11 @@
-"""Shared fixtures: live servers of the example app under each supported WSGI server."""
+"""Shared fixtures (live servers of the example app, redis-server, PostgreSQL) and the ``live`` marker.
+
+Every test that starts a real process is marked ``live`` here, so the in-process unit tests run
+alone in seconds: ``pytest -m "not live and not slow"``. A test is live when it uses a fixture of
+:data:`LIVE_FIXTURES` (directly or through another fixture), takes a live case of a parametrized
+fixture (:data:`LIVE_PARAMS`, for fixtures that start the process only for that case), or is in
+a module of :data:`LIVE_MODULES`. ``slow`` marks in-process tests that take more than seconds.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,50 @@ from typing import Iterator
 
 import pytest
 
-from live import SERVER_MODES, LiveServer
-from postgres_server import PostgresServer
-from redis_server import RedisServer
+from tests.live import SERVER_MODES, LiveServer
+from tests.postgres_server import PostgresServer
+from tests.redis_server import RedisServer
+
+LIVE_FIXTURES = frozenset({"log_dir", "redis_server", "postgres_url"})
+"""Fixtures that start processes; ``log_dir`` is under every LiveServer fixture and pool."""
+LIVE_PARAMS = {"make_backplane": "redis", "engine": "postgres"}
+"""Parametrized fixtures that start redis-server or PostgreSQL for one case only: name -> case."""
+LIVE_MODULES = frozenset({
+    "test_benchmark_smoke",  # benchmarks.run --smoke: gunicorn servers and load generators
+    "test_browser",  # Chromium driven by Node against gunicorn
+    "test_fresh_install",  # git clone, a fresh venv, pip install and the demo server
+    "test_js_sdk",  # the official JS SDK in Node against every server mode
+    "test_js_sdk_cluster",
+    "test_multiprocess",  # two gunicorn processes on a redis-server
+    "test_protocol_post",  # raw-socket conformance against every server mode
+    "test_protocol_stream",
+    "test_records_browser",
+    "test_records_js_sdk",
+    "test_reliability",  # thousands of sockets, SIGHUP reloads
+    "test_server_modes",
+})
+"""Modules whose every test drives real processes."""
+SLOW_TESTS = frozenset({
+    "test_hostile_input.py::test_hostile_posts_get_pocketbase_json_and_never_change_state_when_rejected",
+    "test_typing.py::test_mypy_reports_no_errors",
+})
+"""In-process (or static-check) tests that take more than a few seconds: ``slow``."""
+
+
+def is_live(item: pytest.Item) -> bool:
+    """True when *item* starts a real server, database, browser or install (see the module doc)."""
+    if item.path.stem in LIVE_MODULES or LIVE_FIXTURES & set(item.fixturenames):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) == case for name, case in LIVE_PARAMS.items())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_live(item):
+            item.add_marker(pytest.mark.live)
+        if item.nodeid.removeprefix("tests/") in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from live import HOST, free_port
+from tests.live import HOST, free_port
 
 SERVER_USER = "postgres"
 DATABASE = "test"

@@ -1,7 +1,8 @@
 """Raw-socket helpers for the protocol-conformance tests (test_protocol_*.py).
 
 ``RawStream`` keeps the response head as a list of header lines (duplicates and case intact)
-and reads the body chunk by chunk, so tests can check the exact bytes of the chunked framing.
+and reads the body chunk by chunk, so tests can check the exact bytes of the chunked framing;
+the parsing is :mod:`flask_rtbroker.testing`'s (``parse_head``, ``read_chunk``, ``split_event``).
 ``raw_request`` sends one request with ``Connection: close`` and returns everything the
 server wrote. ``ServerPool`` starts live servers lazily and shares them within a test module.
 """
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from flask_rtbroker.testing import recv_before
-from live import HOST, LiveServer
+from flask_rtbroker.testing import parse_head, read_chunk, recv_before, split_event
+from tests.live import HOST, LiveServer
 
 SECURITY_HEADERS = {
     "cross-origin-opener-policy": "same-origin",
@@ -31,15 +32,6 @@ GENERIC_400 = b'{"data":{},"message":"Something went wrong while processing your
 def unique(prefix: str = "t") -> str:
     """A topic name no other test uses (servers are shared by a module)."""
     return f"{prefix}{uuid.uuid4().hex[:12]}"
-
-
-def _parse_head(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:
-    status_line, *lines = head.split(b"\r\n")
-    headers = []
-    for line in lines:
-        name, _, value = line.decode("latin-1").partition(":")
-        headers.append((name.strip(), value.strip()))
-    return status_line, headers
 
 
 class Headers:
@@ -96,6 +88,9 @@ class RawStream:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        """Bytes read and not parsed yet."""
+        self.pending = b""
+        """Chunk payloads not yet split into SSE blocks."""
         self.raw_body = b""
         self.closed_by_peer = False
         self.status_line = b""
@@ -123,7 +118,7 @@ class RawStream:
                 raise EOFError(f"connection closed before the head: {stream.buffer!r}")
         head, stream.buffer = stream.buffer.split(b"\r\n\r\n", 1)
         stream.raw_body = stream.buffer
-        stream.status_line, items = _parse_head(head)
+        stream.status_line, items = parse_head(head)
         stream.headers = Headers(items)
         return stream
 
@@ -153,14 +148,10 @@ class RawStream:
         assert self.chunked, "next_chunk needs a chunked response"
         deadline = time.monotonic() + timeout
         while True:
-            if b"\r\n" in self.buffer:
-                size_line, rest = self.buffer.split(b"\r\n", 1)
-                size = int(size_line.split(b";")[0], 16)
-                if len(rest) >= size + 2:
-                    assert rest[size : size + 2] == b"\r\n", f"bad chunk end: {rest[: size + 2]!r}"
-                    self.last_size_line = size_line
-                    self.buffer = rest[size + 2 :]
-                    return rest[:size]
+            chunk, self.buffer = read_chunk(self.buffer)
+            if chunk is not None:
+                self.last_size_line = chunk.size_line
+                return chunk.data
             if not self._fill(deadline):
                 raise EOFError(f"connection closed mid-body; pending {self.buffer!r}")
 
@@ -168,19 +159,19 @@ class RawStream:
         """Return the bytes of the next SSE block (through its blank line), for any framing."""
         deadline = time.monotonic() + timeout
         if self.chunked:
-            pending = getattr(self, "_pending", b"")
-            while b"\n\n" not in pending:
+            block, self.pending = split_event(self.pending)
+            while block is None:
                 chunk = self.next_chunk(max(0.001, deadline - time.monotonic()))
                 if chunk == b"":
                     raise EOFError("the stream ended")
-                pending += chunk
-            block, self._pending = pending.split(b"\n\n", 1)
-            return block + b"\n\n"
-        while b"\n\n" not in self.buffer:
+                block, self.pending = split_event(self.pending + chunk)
+            return block
+        block, self.buffer = split_event(self.buffer)
+        while block is None:
             if not self._fill(deadline):
                 raise EOFError("the connection closed")
-        block, self.buffer = self.buffer.split(b"\n\n", 1)
-        return block + b"\n\n"
+            block, self.buffer = split_event(self.buffer)
+        return block
 
     def wait_end(self, timeout: float) -> tuple[float, list[bytes]]:
         """Read chunks until the zero-size chunk; return (seconds waited, the chunks before it)."""
@@ -236,7 +227,7 @@ def _complete(data: bytes) -> bool:
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         return False
-    lengths = Headers(_parse_head(head)[1]).all("Content-Length")
+    lengths = Headers(parse_head(head)[1]).all("Content-Length")
     return bool(lengths) and len(body) >= int(lengths[0])
 
 
@@ -270,18 +261,22 @@ def raw_request(
                 break
     head, sep, body_bytes = data.partition(b"\r\n\r\n")
     assert sep, f"no complete response head: {data!r}"
-    status_line, items = _parse_head(head)
+    status_line, items = parse_head(head)
     response = RawResponse(status_line, Headers(items), body_bytes)
     if "chunked" in [t.lower() for t in response.headers.tokens("Transfer-Encoding")]:
-        decoded, rest = b"", body_bytes
-        while True:
-            size_line, rest = rest.split(b"\r\n", 1)
-            size = int(size_line, 16)
-            if size == 0:
-                break
-            decoded, rest = decoded + rest[:size], rest[size + 2 :]
-        response.body = decoded
+        response.body = _dechunk(body_bytes)
     return response
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a whole chunked *body*, through its last (zero-size) chunk."""
+    decoded = b""
+    chunk, rest = read_chunk(body)
+    while chunk is not None and chunk.data:
+        decoded += chunk.data
+        chunk, rest = read_chunk(rest)
+    assert chunk is not None, f"the chunked body ends before its last chunk: {body!r}"
+    return decoded
 
 
 def post_json(port: int, body: Any, *, headers: dict[str, str] | None = None, source: str | None = None) -> RawResponse:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
 
 from flask_rtbroker import AUTH_KEY, DefaultClient, RealtimeBroker
+from flask_rtbroker.testing import parse_events
 
 DATABASES = ("sqlite", "postgres")
 
@@ -126,8 +127,8 @@ def connect(broker: RealtimeBroker, app: Flask, *subscriptions: str, auth: Any =
 
 
 def received(client: DefaultClient) -> list[tuple[str, Any]]:
-    """Drain *client*: ``(event name, decoded data)`` per message."""
-    return [(message.name, simplejson.loads(message.payload)) for message in client.drain()]
+    """Take what *client* has queued: ``(event name, decoded data)`` per message."""
+    return [(event.name, event.json()) for event in parse_events(client.take())]
 
 
 def with_options(topic: str, **query: Any) -> str:

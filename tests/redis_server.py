@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from live import HOST, free_port
+from tests.live import HOST, free_port
 
 
 class RedisServer:

@@ -10,7 +10,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from live import HOST, free_port
+from tests.live import HOST, free_port
 
 
 @dataclass

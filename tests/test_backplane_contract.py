@@ -13,7 +13,7 @@ from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, Envelope, 
 from flask_rtbroker.backplane.envelope import EnvelopeError
 from flask_rtbroker.concurrency import ThreadingRuntime
 from flask_rtbroker.errors import ConfigurationError
-from redis_server import RedisServer
+from tests.redis_server import RedisServer
 
 Factory = Callable[..., Backplane]
 

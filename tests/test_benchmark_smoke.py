@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from live import ROOT
+from tests.live import ROOT
 
 
 def test_benchmark_smoke_run_delivers_everything(tmp_path: Path) -> None:

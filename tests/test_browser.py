@@ -18,8 +18,8 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from jsrun import JS_DIR, require_node, run_node
-from live import ROOT, LiveServer
+from tests.jsrun import JS_DIR, require_node, run_node
+from tests.live import ROOT, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The page loads the SDK the demo serves; the test serves tests/js's copy (same pinned

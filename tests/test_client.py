@@ -6,6 +6,7 @@ import re
 
 from flask_rtbroker import DefaultClient, Message
 from flask_rtbroker.client import DisconnectReason, new_client_id
+from flask_rtbroker.testing import parse_events
 
 
 def test_ids_are_40_random_alphanumerics() -> None:
@@ -62,25 +63,28 @@ def test_store_get_set_unset() -> None:
     assert client.get("auth") is None
 
 
-def test_send_queues_and_drain_empties_in_order() -> None:
+def names_and_data(client: DefaultClient) -> list[tuple[str, str]]:
+    """Take what *client* has queued: ``(event name, data)`` per message, oldest first."""
+    return [(event.name, event.data) for event in parse_events(client.take())]
+
+
+def test_send_queues_in_order_and_take_empties() -> None:
     client = DefaultClient()
-    messages = [Message("t", i) for i in range(5)]
-    for message in messages:
-        client.send(message)
+    for i in range(5):
+        client.send(Message("t", i))
     assert client.queued == 5
-    assert client.drain() == messages
-    assert client.drain() == []
+    assert names_and_data(client) == [("t", str(i)) for i in range(5)]
+    assert client.queued == 0 and client.take() == b""
 
 
 def test_discard_is_idempotent_stops_sends_and_keeps_what_was_queued() -> None:
     client = DefaultClient()
-    queued = Message("t", 1)
-    client.send(queued)
+    client.send(Message("t", 1))
     client.discard("first")
     client.discard("second")
     assert client.is_discarded and client.discard_reason == "first"
     client.send(Message("t", 2))
-    assert client.drain() == [queued]  # written before the stream ends
+    assert names_and_data(client) == [("t", "1")]  # written before the stream ends
 
 
 def test_full_queue_discards_the_slow_client_without_blocking() -> None:
@@ -88,7 +92,7 @@ def test_full_queue_discards_the_slow_client_without_blocking() -> None:
     for i in range(10):
         client.send(Message("t", i))
     assert client.discard_reason == DisconnectReason.SLOW
-    assert client.drain() == []
+    assert client.take() == b""
     assert client.dropped == 4  # three queued and the one that overflowed
 
 
@@ -100,20 +104,22 @@ def test_byte_bound_discards_the_slow_client() -> None:
     assert client.discard_reason == DisconnectReason.SLOW and client.dropped == 2
 
 
-def test_drained_bytes_free_room_in_the_byte_bound() -> None:
+def test_taken_bytes_free_room_in_the_byte_bound() -> None:
     client = DefaultClient(max_queue_bytes=100)
     for _ in range(10):
         client.send(Message("t", "x" * 40))
-        assert len(client.drain()) == 1
+        assert len(names_and_data(client)) == 1
     assert not client.is_discarded
 
 
-def test_wait_returns_after_send_or_timeout() -> None:
+def test_send_and_discard_wake_the_stream() -> None:
     client = DefaultClient()
-    client.wait(0.01)
+    assert not client.waker.is_set()
     client.send(Message("t", 1))
-    client.wait(5)  # returns at once: something is queued
-    assert client.queued == 1
+    assert client.waker.is_set()
+    client.waker.clear()
+    client.discard("bye")
+    assert client.waker.is_set()
 
 
 def test_take_frames_everything_queued_as_one_write() -> None:

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from examples.demo.app import INSTALL_COMMAND, create_app
-from live import ROOT
+from tests.live import ROOT
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from flask_rtbroker.testing import SSEClient
-from live import HOST, ROOT, free_port
+from tests.live import HOST, ROOT, free_port
 
 README = (ROOT / "README.rst").read_text()
 INSTALL_TIMEOUT = 600

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 import pytest
@@ -25,7 +25,7 @@ from flask_rtbroker.backplane.envelope import Envelope, EnvelopeError
 from flask_rtbroker.config import DEFAULTS, Settings, resolve_stream_limits
 from flask_rtbroker.errors import ConfigurationError
 from flask_rtbroker.options import NO_OPTIONS, parse_options, subscription_cost
-from live import HOST, LiveServer
+from tests.live import HOST, LiveServer
 
 GENERIC = {"data": {}, "message": "Something went wrong while processing your request.", "status": 400}
 
@@ -283,10 +283,10 @@ def _open_stream(port: int, source: str) -> tuple[socket.socket, bytes]:
     return sock, head.split(b"\r\n", 1)[0]
 
 
-def test_default_caps_keep_ordinary_routes_answering(tmp_path) -> None:
+def test_default_caps_keep_ordinary_routes_answering(make_server: Callable[..., LiveServer]) -> None:
     """``--worker-connections 40``: 30 streams in all (10 connections stay for ordinary
     requests), 7 per address; refused ones get 429/503 and /stats still answers."""
-    server = LiveServer("gunicorn-gevent", args=["--worker-connections", "40"]).start(tmp_path)
+    server = make_server("gunicorn-gevent", args=["--worker-connections", "40"])
     streams: list[socket.socket] = []
     try:
         statuses: dict[str, list[bytes]] = {}
@@ -307,4 +307,3 @@ def test_default_caps_keep_ordinary_routes_answering(tmp_path) -> None:
     finally:
         for sock in streams:
             sock.close()
-        server.stop()

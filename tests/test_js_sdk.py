@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import pytest
 
-from jsrun import require_node, run_node
-from live import SERVER_MODES, LiveServer
+from tests.jsrun import require_node, run_node
+from tests.live import SERVER_MODES, LiveServer
 
 AUTH_MISMATCH_BODY = (
     '{"data":{},"message":"The current and the previous request authorization don\'t match.",'

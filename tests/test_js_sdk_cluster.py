@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsrun import require_node, run_node
-from redis_server import RedisServer
-from rr_proxy import RoundRobinProxy
+from tests.jsrun import require_node, run_node
+from tests.redis_server import RedisServer
+from tests.rr_proxy import RoundRobinProxy
 
 PAYLOAD = {"across": "processes"}
 

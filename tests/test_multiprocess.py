@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from flask_rtbroker.testing import SSEClient, StreamEnded
-from live import HOST, ROOT, LiveServer
-from redis_server import RedisServer
+from tests.live import HOST, ROOT, LiveServer
+from tests.redis_server import RedisServer
 
 TOKENS = '{"tokA": "userA", "tokB": "userB"}'
 EMIT_SCRIPT = """

@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 import pytest
 
 from flask_rtbroker.testing import SSEClient
-from live import HOST, SERVER_MODES, LiveServer
-from protocol_wire import (
+from tests.live import HOST, SERVER_MODES, LiveServer
+from tests.protocol_wire import (
     GENERIC_400,
     SECURITY_HEADERS,
     RawResponse,

@@ -25,8 +25,8 @@ import pytest
 import requests
 
 from flask_rtbroker.testing import SSEClient
-from live import HOST, SERVER_MODES, LiveServer
-from protocol_wire import SECURITY_HEADERS, RawStream, ServerPool, pool_fixture, raw_request, unique
+from tests.live import HOST, SERVER_MODES, LiveServer
+from tests.protocol_wire import SECURITY_HEADERS, RawStream, ServerPool, pool_fixture, raw_request, unique
 
 CONFIGS = {
     "default": {},

@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import requests
 
-from jsrun import run_node
-from live import LiveServer
-from test_browser import require_chromium
-from test_records_js_sdk import TODO_TARGET, TodoUser, todo_env
+from tests.jsrun import run_node
+from tests.live import LiveServer
+from tests.test_browser import require_chromium
+from tests.test_records_js_sdk import TODO_TARGET, TodoUser, todo_env
 
 
 def test_todo_page_follows_changes_made_by_someone_else(make_server: Callable[..., LiveServer], tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from flask_rtbroker import DefaultClient, Emitter, RealtimeBroker
 from flask_rtbroker.backplane import Envelope
 from flask_rtbroker.records import KIND_RECORD, emit_changes
 
-from records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
+from tests.records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
 
 
 class PostColumns:

@@ -24,7 +24,7 @@ from flask_rtbroker.records import compare
 from flask_rtbroker.records.fields import MAX_PATH_DEPTH
 from flask_rtbroker.records.filter import parse_filter
 
-from records_support import Post, close_app, connect, database, make_app, received, with_options
+from tests.records_support import Post, close_app, connect, database, make_app, received, with_options
 
 
 def regex_like(pattern: str) -> re.Pattern[str]:

@@ -15,7 +15,7 @@ from sqlalchemy.pool import StaticPool
 
 from flask_rtbroker import IP_KEY, DefaultClient, RealtimeBroker
 
-from records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
+from tests.records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
 
 GENERIC = "Something went wrong while processing your request."
 

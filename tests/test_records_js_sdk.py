@@ -18,8 +18,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 
-from jsrun import JS_DIR, run_node
-from live import ROOT, LiveServer
+from tests.jsrun import JS_DIR, run_node
+from tests.live import ROOT, LiveServer
 
 TODO_TARGET = "examples.todo.app:app"
 SDK_DIST = JS_DIR / "node_modules" / "pocketbase" / "dist"

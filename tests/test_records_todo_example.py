@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from examples.todo.app import create_app
 from flask_rtbroker import AUTH_KEY
 
-from records_support import received
+from tests.records_support import received
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from flask_rtbroker.testing import SSEClient, StreamEnded
-from live import HOST, LiveServer
+from tests.live import HOST, LiveServer
 
 
 def stats(server: LiveServer, **params: str) -> dict:

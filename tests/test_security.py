@@ -10,7 +10,8 @@ import requests
 from flask import Flask
 
 from flask_rtbroker import RealtimeBroker
-from live import LiveServer
+from flask_rtbroker.testing import parse_events
+from tests.live import LiveServer
 
 TOKENS = '{"tokA": "userA", "tokB": "userB"}'
 
@@ -125,7 +126,7 @@ def test_isolation_property_random_clients_topics_and_targets() -> None:
             held = {c.id: set(c.subscriptions()) for c in clients}
             broker.notify(topic, round_no, to=targets)
             for client in clients:
-                for message in client.drain():
+                for message in parse_events(client.take()):
                     assert message.name in held[client.id], (message.name, held[client.id])
                     assert message.name == topic or message.name.startswith(topic + ("&" if "?" in topic else "?") + "options=")
                     if targets is not None:

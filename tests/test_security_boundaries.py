@@ -26,8 +26,8 @@ from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.errors import BackplaneUnavailable, ConfigurationError
 from flask_rtbroker.identity import identity_key, may_switch_auth
 from flask_rtbroker.testing import SSEClient
-from live import HOST, LiveServer, free_port
-from redis_server import RedisServer
+from tests.live import HOST, LiveServer, free_port
+from tests.redis_server import RedisServer
 
 TOKENS = '{"tokA": "userA", "tokB": "userB"}'
 SECRET = "a shared secret of some length"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from live import LiveServer
+from tests.live import LiveServer
 
 
 def test_connect_subscribe_notify_round_trip(server: LiveServer) -> None:
