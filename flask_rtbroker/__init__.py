@@ -34,7 +34,7 @@ from .signals import (
     message_notified,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AUTH_KEY",

@@ -75,8 +75,9 @@ DEFAULTS: dict[str, Any] = {
     # Namespace of the backplane's channel: a Redis channel is "<prefix>:<database number>", so
     # apps on one Redis server stay apart by database; apps sharing a database need distinct prefixes.
     "RTBROKER_CHANNEL_PREFIX": "flask_rtbroker",
-    # A shared secret (str or bytes): every backplane envelope is signed with HMAC-SHA256 and
-    # unsigned or forged ones are dropped and counted. None = envelopes are trusted as they come.
+    # A shared secret (str or bytes, at least 16 bytes): every backplane envelope is signed with
+    # HMAC-SHA256 and unsigned or forged ones are dropped and counted (stats:
+    # backplane_rejected_total). None = envelopes are trusted as they come.
     "RTBROKER_BACKPLANE_SECRET": None,
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,

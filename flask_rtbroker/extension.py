@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from functools import partial
-from typing import Any, Callable, Collection, Optional, TypeVar
+from typing import Any, Callable, Collection, Mapping, Optional, TypeVar
 
 from flask import Flask, Request, current_app, has_app_context
 
@@ -17,10 +17,10 @@ from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
 from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
-from .state import BrokerState
+from .state import EXTENSION_KEY, BrokerState
+from .test_client import RealtimeTestClient
 from .views import create_blueprint, metrics_response
 
-EXTENSION_KEY = "rtbroker"
 
 AuthLoader = Callable[[Request], Any]
 BeforeConnect = Callable[[DefaultClient, Request], None]
@@ -242,6 +242,20 @@ class RealtimeBroker:
         answer in time is not counted. Without a shared backplane this is :meth:`total_clients`.
         """
         return self.state().cluster.count_clients(timeout)
+
+    def test_client(self, app: Flask | None = None, *, headers: Mapping[str, str] | None = None) -> RealtimeTestClient:
+        """Open a realtime connection to *app* (default: the current or only app) in process,
+        for the app's tests: no server, no socket. It subscribes through the real POST view and
+        collects the events; see :class:`~flask_rtbroker.test_client.RealtimeTestClient`.
+
+        Raises :class:`~flask_rtbroker.test_client.StreamRefused` when the GET is refused
+        (e.g. by ``before_connect``), with the response.
+        """
+        if app is None:
+            app = self._app_and_state()[0]
+        elif self._states.get(app) is None:
+            raise NotInitializedError("RealtimeBroker is not registered on this app; call init_app(app).")
+        return RealtimeTestClient(app, headers)
 
     # -- PocketBase Broker vocabulary, for the current app -------------------------------------
 

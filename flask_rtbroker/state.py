@@ -29,6 +29,8 @@ log = logging.getLogger("flask_rtbroker")
 if TYPE_CHECKING:
     from flask import Flask, Request
 
+EXTENSION_KEY = "rtbroker"
+"""Where :class:`RealtimeBroker` keeps an app's :class:`BrokerState`: ``app.extensions["rtbroker"]``."""
 TOO_MANY_CLIENTS_MESSAGE = "Too many realtime connections; try again later."
 TOO_MANY_FROM_IP_MESSAGE = "Too many realtime connections from your address."
 SUBSCRIPTION_MEMORY_MESSAGE = "The server holds too many subscriptions; try again later."

@@ -130,10 +130,3 @@ def test_auto_runtime_is_gevent_inside_a_greenlet() -> None:
     import gevent
 
     assert gevent.spawn(gevent_is_active).get(timeout=5) is True
-
-
-def test_readme_documents_every_setting() -> None:
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
-    assert [key for key in DEFAULTS if f"``{key}``" not in readme] == []
