@@ -101,6 +101,14 @@ def database(kind: str, postgres_url: str | None = None) -> Iterator[Engine]:
             drop_schema(postgres_url, schema)
 
 
+@pytest.fixture(params=DATABASES)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on each of :data:`DATABASES` in turn (PostgreSQL starts only for its case);
+    test modules import it as their ``engine`` fixture."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    yield from database(request.param, url)
+
+
 def make_app(**config: Any) -> tuple[Flask, RealtimeBroker]:
     """A Flask app with a broker on threads (no streams are opened in process)."""
     app = Flask(__name__)

@@ -14,14 +14,7 @@ from sqlalchemy.orm import Session
 from flask_rtbroker import RealtimeBroker
 from flask_rtbroker.options import SubscriptionOptions
 
-from tests.records_support import DATABASES, Author, Post, close_app, connect, database, make_app, received, record, with_options
-
-
-@pytest.fixture(params=DATABASES)
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    # the PostgreSQL server (session fixture in conftest.py) starts only when a postgres case runs
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    yield from database(request.param, url)
+from tests.records_support import engine, Author, Post, close_app, connect, make_app, received, record, with_options
 
 
 @pytest.fixture

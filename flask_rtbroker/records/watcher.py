@@ -13,9 +13,13 @@ Flask-SQLAlchemy's ``db.session``):
 - when the outermost transaction has committed, each watch's *sink* gets its events in commit
   order (after the transaction ended, so the sink may use the database again).
 
-Not seen (nothing is emitted for them): Core ``insert()/update()/delete()`` statements, ORM bulk
-``session.execute(update(Model)...)``, ``bulk_save_objects`` and other bulk methods, and changes
-made outside SQLAlchemy.
+- ORM bulk statements on a watched model (``session.execute(update(Model).where(...))``,
+  ``delete``, ``insert`` with many rows, upserts) are run through :mod:`.bulk`, which reports
+  each affected row; their events join the same per-transaction log.
+
+Not seen (nothing is emitted for them): Core statements on tables (``update(table)``,
+``connection.execute``), the legacy ``bulk_save_objects`` family, and changes made outside
+SQLAlchemy (for those, PostgreSQL's database capture: :mod:`.capture`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction, object_session
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, object_session
 
+from .bulk import run_with_changes
 from .collection import Record
 from .event import CREATE, DELETE, UPDATE, RecordEvent
 from .serialize import RecordSerializer
@@ -202,7 +207,51 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
             log.exception("could not broadcast %d %s record event(s)", len(events), watch.model.__name__)
 
 
+def _watches_of(mapper: Mapper[Any]) -> list[ModelWatch]:
+    """The watches of *mapper*'s class and of the classes it inherits from."""
+    return [watch for base in mapper.iterate_to_root() for watch in _watches.get(base.class_, ())]
+
+
+def _do_orm_execute(state: ORMExecuteState) -> Any:
+    """Run a bulk INSERT/UPDATE/DELETE on a watched model so that each row it changes becomes
+    an event of the current transaction; other statements run as usual (None)."""
+    mapper = state.bind_mapper
+    if mapper is None or not (state.is_insert or state.is_update or state.is_delete):
+        return None
+    watches = _watches_of(mapper)
+    if not watches:
+        return None
+
+    def capture(row: Any) -> list[Record | None]:
+        records: list[Record | None] = []
+        for watch in watches:
+            try:
+                records.append(watch.serializer(row))
+            except Exception:  # noqa: BLE001 - see _note
+                log.exception("could not serialise a %s row for its record event", mapper.class_.__name__)
+                records.append(None)
+        return records
+
+    result, changes = run_with_changes(state, capture)
+    session = state.session
+    session_log = _log(session)
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    assert transaction is not None  # the statement ran in it
+    for change in changes:
+        for index, watch in enumerate(watches):
+            record = change.row[index]
+            previous = change.previous[index] if change.previous is not None else None
+            if record is None or (change.action == UPDATE and record == previous):
+                continue
+            record_event = RecordEvent(
+                watch.serializer.collection.name, change.action, record, previous if watch.with_previous else None
+            )
+            session_log.pending.append((transaction, watch, record_event))
+    return result
+
+
 def _listen_sessions() -> None:
+    event.listen(Session, "do_orm_execute", _do_orm_execute)
     event.listen(Session, "after_flush_postexec", _after_flush_postexec)
     event.listen(Session, "after_soft_rollback", _after_soft_rollback)
     event.listen(Session, "after_commit", _after_commit)
