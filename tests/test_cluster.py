@@ -1,0 +1,573 @@
+"""flask_rtbroker.cluster in process: apps on one ``memory://NAME`` bus stand for the processes of a
+deployment sharing a Redis. Notify, direct send, forwarded POSTs, counts and clear_auth cross
+between them; malformed, unsigned or forged envelopes are dropped and counted, state intact."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator
+
+import pytest
+from flask import Flask, current_app
+
+from flask_rtbroker import ApiError, DefaultClient, Message, MessageTooLarge, RealtimeBroker, signals, wire
+from flask_rtbroker.backplane import Envelope, MemoryBackplane
+from flask_rtbroker.backplane.signing import sign
+from flask_rtbroker.client import AUTH_KEY, IP_KEY
+from flask_rtbroker.concurrency import ThreadingRuntime
+from flask_rtbroker.errors import EnvelopeError, InvalidArgument
+from flask_rtbroker.state import BrokerState
+from flask_rtbroker.testing import Event, parse_events
+
+SECRET = "cluster-test-secret-0123456789"
+TEST_CLIENT_IP = "127.0.0.1"
+"""The REMOTE_ADDR of Flask's test client: a forwarded POST carries it to the owner's IP check."""
+
+
+@dataclass
+class Node:
+    """One "process": a Flask app with its own RealtimeBroker on the shared bus."""
+
+    app: Flask
+    broker: RealtimeBroker
+
+    @property
+    def state(self) -> BrokerState:
+        return self.app.extensions["rtbroker"]
+
+    def connect(self, *subscriptions: str, auth: Any = None) -> DefaultClient:
+        """Register an in-process client (as a stream would, from the test client's address)."""
+        with self.app.app_context():
+            client = self.broker.state().new_client()
+            self.broker.subscriptions_broker.register(client)
+        client.set(IP_KEY, TEST_CLIENT_IP)
+        if auth is not None:
+            client.set(AUTH_KEY, auth)
+        client.subscribe(*subscriptions)
+        return client
+
+    def notify(self, topic: str, data: Any, **kwargs: Any) -> int:
+        with self.app.app_context():
+            return self.broker.notify(topic, data, **kwargs)
+
+    def rejected(self) -> int:
+        return self.state.stats()["backplane_rejected_total"]
+
+
+MakeCluster = Callable[..., list[Node]]
+
+
+@pytest.fixture
+def bus_url() -> str:
+    return "memory://cluster-" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def make_cluster(bus_url: str) -> Iterator[MakeCluster]:
+    """Factory: ``make_cluster(count, **config)`` starts *count* nodes on one fresh bus, all listening."""
+    nodes: list[Node] = []
+
+    def make(count: int = 2, **config: Any) -> list[Node]:
+        made = []
+        for _ in range(count):
+            app = Flask(__name__)
+            app.config.update({"RTBROKER_BACKPLANE": bus_url, "RTBROKER_CONCURRENCY": "threading",
+                               "RTBROKER_GRACEFUL_SHUTDOWN": False, "RTBROKER_FORWARD_TIMEOUT": 1.0, **config})
+            node = Node(app, RealtimeBroker(app))
+            nodes.append(node)
+            made.append(node)
+        for node in made:
+            node.state.cluster.ensure_started()
+        wait_until(lambda: all(node.state.cluster.backplane.state == "up" for node in made))
+        return made
+
+    yield make
+    for node in nodes:
+        node.state.close()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def collect(client: DefaultClient, count: int, timeout: float = 3.0) -> list[Event]:
+    """Wait for *count* events queued on *client* (across the bus they arrive asynchronously)."""
+    events: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count:
+        events += parse_events(client.take())
+        assert time.monotonic() < deadline, f"got {len(events)} of {count} events in time: {events}"
+        if len(events) < count:
+            time.sleep(0.005)
+    return events
+
+
+def barrier(sender: Node, receiver: DefaultClient, topic: str = "barrier") -> list[Event]:
+    """Notify *topic* from *sender* and wait for it on *receiver* (subscribed to *topic*); return
+    what *receiver* got before it. One publisher's envelopes arrive in order, so anything
+    published earlier has been handled once the barrier arrives."""
+    sender.notify(topic, "done")
+    events = collect(receiver, 1)
+    while events[-1].name != topic:
+        events += collect(receiver, 1)
+    return events[:-1]
+
+
+def names_and_data(events: list[Event]) -> list[tuple[str, Any]]:
+    return [(event.name, event.json()) for event in events]
+
+
+class Intruder:
+    """Someone who can publish raw payloads on the bus but does not run a broker."""
+
+    def __init__(self, bus_url: str) -> None:
+        self.backplane = MemoryBackplane(bus_url.removeprefix("memory://"))
+
+    def publish(self, payload: bytes) -> None:
+        self.backplane.publish(payload)
+
+    def envelope(self, kind: str, fields: dict[str, Any], body: bytes = b"") -> bytes:
+        return Envelope("intruder", kind, fields, body).encode()
+
+
+@dataclass(frozen=True)
+class Ping:
+    """An extension's own kind of envelope (a WireItem)."""
+
+    KIND: ClassVar[str] = "x-ping"
+    n: int
+    body: bytes = field(default=b"pong")
+
+    def fields(self) -> dict[str, Any]:
+        return {"n": self.n}
+
+
+# -- a private bus ---------------------------------------------------------------------------------
+
+
+def test_a_private_memory_bus_has_no_peers_and_the_cluster_does_nothing_remote() -> None:
+    app = Flask(__name__)
+    app.config.update(RTBROKER_CONCURRENCY="threading", RTBROKER_GRACEFUL_SHUTDOWN=False)
+    broker = RealtimeBroker(app)
+    node = Node(app, broker)
+    try:
+        node.connect("t")
+        cluster = node.state.cluster
+        assert cluster.active is False
+        assert cluster.publish(Ping(1)) is False
+        assert cluster.forward_post("someone", [], b"{}", TEST_CLIENT_IP, 5.0) is None
+        started = time.monotonic()
+        assert cluster.count_clients(5.0) == 1
+        assert time.monotonic() - started < 1.0, "no peers: nothing to wait for"
+    finally:
+        node.state.close()
+
+
+# -- notify ----------------------------------------------------------------------------------------
+
+
+def test_a_notify_reaches_subscribers_in_the_other_process_once_per_matching_key(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    options_key = "t?options=%7B%7D"
+    here = a.connect("t", "barrier")
+    there = b.connect("t", options_key)
+    assert a.notify("t", {"n": 1}) == 1, "the count is of this process's deliveries"
+    assert names_and_data(collect(there, 2)) == [("t", {"n": 1}), (options_key, {"n": 1})]
+    assert names_and_data(barrier(b, here)) == [("t", {"n": 1})], "no second copy from the own echo"
+
+
+def test_a_remote_notify_is_counted_in_the_receiving_process_stats(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = [b.connect("t"), b.connect("t")]
+    a.notify("t", 1)
+    for client in there:
+        collect(client, 1)
+    stats = b.state.stats()
+    assert (stats["notifies_total"], stats["deliveries_total"]) == (1, 2)
+    assert a.state.stats()["deliveries_total"] == 0
+
+
+def test_a_notify_to_client_ids_reaches_only_those_clients_in_every_process(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    chosen_here, other_here = a.connect("t"), a.connect("t", "barrier")
+    chosen_there, other_there = b.connect("t"), b.connect("t", "barrier")
+    assert a.notify("t", "only you", to=[chosen_here.id, chosen_there.id]) == 1
+    assert names_and_data(collect(chosen_there, 1)) == [("t", "only you")]
+    assert names_and_data(parse_events(chosen_here.take())) == [("t", "only you")]
+    assert barrier(a, other_there) == [] and other_here.take().count(b"event:t\n") == 0
+
+
+def test_a_notify_with_a_predicate_stays_in_its_own_process(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    here = a.connect("t")
+    there = b.connect("t", "barrier")
+    assert a.notify("t", "local", to=lambda client: True) == 1
+    assert names_and_data(parse_events(here.take())) == [("t", "local")]
+    assert barrier(a, there) == [], "a predicate cannot be evaluated elsewhere, so nothing was published"
+
+
+def test_a_notify_published_by_one_process_is_handled_in_order_by_the_others(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect("t")
+    for n in range(50):
+        a.notify("t", n)
+    assert [event.json() for event in collect(there, 50)] == list(range(50))
+
+
+# -- direct send -----------------------------------------------------------------------------------
+
+
+def test_a_send_to_a_client_of_the_other_process_is_delivered_there(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect()  # a direct send needs no subscription
+    with a.app.app_context():
+        assert a.broker.send(there.id, "direct", {"x": 1}) is False, "not queued here: it went to the bus"
+    assert names_and_data(collect(there, 1)) == [("direct", {"x": 1})]
+    assert b.state.stats()["deliveries_total"] == 1
+
+
+def test_a_send_from_another_process_goes_through_the_receiving_process_before_send(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect()
+    seen: list[tuple[str, str]] = []
+
+    @b.broker.before_send
+    def rename_or_skip(client: DefaultClient, message: Message) -> Message | None:
+        seen.append((client.id, message.name))
+        if message.name == "secret":
+            return None
+        return message.renamed("renamed-" + message.name)
+
+    with a.app.app_context():
+        a.broker.send(there.id, "secret", 1)
+        a.broker.send(there.id, "hello", 2)
+    assert names_and_data(collect(there, 1)) == [("renamed-hello", 2)]
+    assert seen == [(there.id, "secret"), (there.id, "hello")]
+    assert a.state.stats()["deliveries_total"] == 0 and b.state.stats()["deliveries_total"] == 1
+
+
+def test_a_send_to_an_id_nobody_holds_is_published_and_lost_quietly(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    bystander = b.connect("barrier")
+    with a.app.app_context():
+        assert a.broker.send("no-such-client", "direct", 1) is False
+    assert barrier(a, bystander) == []
+    assert b.rejected() == 0
+
+
+def test_a_pb_connect_send_from_another_process_is_dropped(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect("barrier")
+    with a.app.app_context():
+        assert a.state.cluster.publish(wire.Send(there.id, "PB_CONNECT", b'{"clientId":"fake"}')) is True
+    assert barrier(a, there) == [], "only a stream itself sends PB_CONNECT"
+
+
+# -- forwarded subscription POSTs -------------------------------------------------------------------
+
+
+def test_a_post_for_a_client_of_the_other_process_is_forwarded_and_applied_there(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect()
+    response = a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": ["x", "y"]})
+    assert response.status_code == 204 and response.data == b""
+    assert sorted(there.subscriptions()) == ["x", "y"]
+    a.notify("x", "subscribed through a")
+    assert names_and_data(collect(there, 1)) == [("x", "subscribed through a")]
+
+
+def test_a_forwarded_post_gets_the_owner_process_rejection_as_is(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect("kept")
+
+    @b.broker.before_subscribe
+    def refuse_private(client: DefaultClient, subscriptions: list[str], auth: Any) -> None:
+        if "private" in subscriptions:
+            raise ApiError(403, "Not for you.", {"topic": "private"})
+
+    response = a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": ["private"]})
+    assert response.status_code == 403
+    assert response.json == {"data": {"topic": "private"}, "message": "Not for you.", "status": 403}
+    assert list(there.subscriptions()) == ["kept"], "a rejected POST changes nothing"
+
+
+def test_a_forwarded_post_from_another_address_fails_the_owner_ip_check(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect("kept")
+    there.set(IP_KEY, "10.0.0.9")  # its stream was opened from elsewhere
+    response = a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": ["x"]})
+    assert response.status_code == 400
+    assert response.json == {"data": {}, "message": "Invalid realtime client.", "status": 400}
+    assert list(there.subscriptions()) == ["kept"]
+
+
+def test_a_post_for_a_client_no_process_holds_is_404_after_the_forward_timeout(make_cluster: MakeCluster) -> None:
+    a, _ = make_cluster(RTBROKER_FORWARD_TIMEOUT=0.2)
+    started = time.monotonic()
+    response = a.app.test_client().post("/api/realtime", json={"clientId": "nobody", "subscriptions": ["x"]})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 404
+    assert response.json == {"data": {}, "message": "Missing or invalid client id.", "status": 404}
+    assert 0.15 <= elapsed < 1.5
+
+
+# -- counting --------------------------------------------------------------------------------------
+
+
+def test_count_clients_adds_up_every_process(make_cluster: MakeCluster) -> None:
+    a, b, c = make_cluster(3)
+    a.connect()
+    gone = b.connect()
+    b.connect()
+    with a.app.app_context():
+        assert a.broker.total_clients() == 1
+        assert a.broker.count_clients(timeout=0.15) == 3
+    with c.app.app_context():
+        assert c.broker.count_clients(timeout=0.15) == 3, "a process without clients still counts the others"
+    with b.app.app_context():
+        b.broker.unregister(gone.id)
+    with a.app.app_context():
+        assert a.broker.count_clients(timeout=0.15) == 2
+
+
+def test_count_clients_misses_a_process_that_stopped_listening(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    b.connect()
+    b.connect()
+    with a.app.app_context():
+        assert a.broker.count_clients(timeout=0.15) == 2
+    b.state.cluster.backplane.close()  # its listener stops before reading anything published later
+    with a.app.app_context():
+        assert a.broker.count_clients(timeout=0.15) == 0
+
+
+def test_count_replies_addressed_to_another_process_are_not_counted(make_cluster: MakeCluster, bus_url: str) -> None:
+    (a,) = make_cluster(1)
+    a.connect()
+    listener = MemoryBackplane(bus_url.removeprefix("memory://"))
+    runtime = ThreadingRuntime(2)
+
+    def answer_twice(envelope: Envelope) -> None:
+        if envelope.kind == "count":
+            rid = envelope.fields["rid"]
+            listener.send(listener.envelope("count-reply", {"rid": rid, "to": "someone-else", "n": 100}))
+            listener.send(listener.envelope("count-reply", {"rid": rid, "to": envelope.origin, "n": 5}))
+
+    listener.start(runtime, answer_twice, lambda state, error: None)
+    try:
+        wait_until(lambda: listener.state == "up")
+        with a.app.app_context():
+            assert a.broker.count_clients(timeout=0.15) == 1 + 5
+    finally:
+        listener.close()
+        runtime.close()
+
+
+# -- clear_auth ------------------------------------------------------------------------------------
+
+
+def test_clear_auth_with_disconnect_revokes_the_user_connections_in_other_processes(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    alice_here = a.connect("t", auth={"collectionName": "users", "id": "alice"})
+    alice_there = b.connect("t", auth={"collectionName": "users", "id": "alice"})
+    bob_there = b.connect("t", auth={"collectionName": "users", "id": "bob"})
+    with a.app.app_context():
+        assert a.broker.clear_auth({"collectionName": "users", "id": "alice"}, disconnect=True) == 1
+    assert alice_here.discard_reason == "revoked"
+    wait_until(lambda: alice_there.is_discarded)
+    assert alice_there.discard_reason == "revoked"
+    assert not bob_there.is_discarded and bob_there.get(AUTH_KEY) == {"collectionName": "users", "id": "bob"}
+
+
+def test_clear_auth_from_another_process_rechecks_subscriptions_with_the_owner_hook(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    checked_in: list[Flask] = []
+
+    @b.broker.before_subscribe
+    def users_only_for_private(client: DefaultClient, subscriptions: list[str], auth: Any) -> None:
+        checked_in.append(current_app._get_current_object())  # type: ignore[attr-defined]
+        if auth is None and any(key.startswith("private/") for key in subscriptions):
+            raise ApiError(403, "Sign in first.")
+
+    alice_there = b.connect("public", "private/alice", auth={"id": "alice"})
+    with a.app.app_context():
+        assert a.broker.clear_auth({"id": "alice"}) == 0, "no such connection in this process"
+    wait_until(lambda: alice_there.get(AUTH_KEY) is None and "private/alice" not in alice_there.subscriptions())
+    assert list(alice_there.subscriptions()) == ["public"] and not alice_there.is_discarded
+    assert checked_in and set(checked_in) == {b.app}, "the re-check runs in the owner app's context"
+
+
+def test_an_identity_without_a_json_token_is_cleared_in_this_process_only(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    user = ("not", "json", object())  # identity_key is the value itself: not JSON-encodable
+    here = a.connect("t", auth=user)
+    there = b.connect("t", "barrier", auth=user)
+    with a.app.app_context():
+        assert a.broker.clear_auth(user) == 1
+    assert here.get(AUTH_KEY) is None
+    barrier(a, there)
+    assert there.get(AUTH_KEY) is user
+
+
+# -- envelopes that do not belong ------------------------------------------------------------------
+
+
+def test_malformed_envelopes_are_rejected_and_counted_and_change_nothing(make_cluster: MakeCluster, bus_url: str) -> None:
+    a, b = make_cluster()
+    alice = b.connect("t", "barrier", auth={"id": "alice"})
+    intruder = Intruder(bus_url)
+    for payload in [
+        b"not an envelope",
+        b'{"v":2,"o":"x","k":"notify","t":"t"}\n1',  # another version
+        intruder.envelope("notify", {"t": 5}, b"1"),  # topic of the wrong type
+        intruder.envelope("notify", {"t": "t", "to": alice.id}, b"1"),  # "to" not a list
+        intruder.envelope("send", {"n": "direct"}, b"1"),  # no client id
+        intruder.envelope("clear-auth", {"a": '[null,"alice"]', "d": "yes"}),  # "d" not a bool
+        intruder.envelope("count", {"rid": 7}),
+        intruder.envelope("post", {"rid": "r", "c": alice.id, "h": [["Authorization"]], "ip": TEST_CLIENT_IP}, b"{}"),
+    ]:
+        intruder.publish(payload)
+    wait_until(lambda: b.rejected() == 8)
+    assert barrier(a, alice) == []
+    assert alice.get(AUTH_KEY) == {"id": "alice"} and sorted(alice.subscriptions()) == ["barrier", "t"]
+    assert not alice.is_discarded and b.state.stats()["deliveries_total"] == 1  # the barrier
+    assert a.rejected() == 8, "every listener drops them"
+
+
+def test_an_unknown_envelope_kind_is_ignored_not_counted(make_cluster: MakeCluster, bus_url: str) -> None:
+    a, b = make_cluster()
+    bystander = b.connect("barrier")
+    intruder = Intruder(bus_url)
+    intruder.publish(intruder.envelope("from-a-newer-version", {"anything": [1]}, b"?"))
+    assert barrier(a, bystander) == []
+    assert b.rejected() == 0
+
+
+def test_with_a_secret_unsigned_and_forged_payloads_are_rejected_and_counted(make_cluster: MakeCluster, bus_url: str) -> None:
+    a, b = make_cluster(RTBROKER_BACKPLANE_SECRET=SECRET)
+    there = b.connect("t", "barrier", auth={"id": "alice"})
+    intruder = Intruder(bus_url)
+    notify = intruder.envelope("notify", {"t": "t"}, b'"forged"')
+    clear = intruder.envelope("clear-auth", {"a": '[null,"alice"]', "d": True})
+    for payload in [
+        notify,  # unsigned
+        clear,  # unsigned: would disconnect alice
+        sign(notify, b"not-the-secret-at-all"),  # signed with another secret
+        sign(notify, SECRET.encode())[:-1] + b"!",  # tampered after signing
+        sign(b"garbage", SECRET.encode()),  # properly signed, not an envelope
+    ]:
+        intruder.publish(payload)
+    wait_until(lambda: b.rejected() == 5)
+    assert barrier(a, there) == [], "nothing reached the subscriber"
+    assert not there.is_discarded and there.get(AUTH_KEY) == {"id": "alice"}
+    assert a.rejected() == 5 and b.state.stats()["notifies_total"] == 1  # the barrier only
+    a.notify("t", "signed")
+    assert names_and_data(collect(there, 1)) == [("t", "signed")], "the listener survived them"
+
+
+def test_with_a_secret_a_correctly_signed_envelope_from_outside_is_accepted(make_cluster: MakeCluster, bus_url: str) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET)
+    there = b.connect("t")
+    intruder = Intruder(bus_url)
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from a job"'), SECRET.encode()))
+    assert names_and_data(collect(there, 1)) == [("t", "from a job")]
+    assert b.rejected() == 0
+
+
+# -- size limits -----------------------------------------------------------------------------------
+
+
+def test_a_message_over_the_size_limit_is_refused_before_anything_is_published(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster(RTBROKER_MAX_MESSAGE_SIZE=100)
+    here = a.connect("t")
+    there = b.connect("t", "barrier")
+    with a.app.app_context():
+        with pytest.raises(MessageTooLarge, match=r"'t' is 202 bytes encoded, over RTBROKER_MAX_MESSAGE_SIZE \(100 bytes\)"):
+            a.broker.notify("t", "x" * 200)
+        with pytest.raises(MessageTooLarge, match="RTBROKER_MAX_MESSAGE_SIZE"):
+            a.broker.send(there.id, "direct", "x" * 200)
+    assert here.take() == b""
+    assert barrier(a, there) == []
+
+
+def test_a_message_at_the_size_limit_crosses_the_bus(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster(RTBROKER_MAX_MESSAGE_SIZE=100)
+    there = b.connect("t")
+    data = "x" * 98  # 100 bytes encoded, with its quotes
+    a.notify("t", data)
+    assert [event.json() for event in collect(there, 1)] == [data]
+
+
+# -- extension kinds and the listener ---------------------------------------------------------------
+
+
+def test_an_extension_kind_reaches_the_handler_of_every_other_process(make_cluster: MakeCluster) -> None:
+    a, b, c = make_cluster(3)
+    got: dict[str, list[Envelope]] = {"a": [], "b": [], "c": []}
+    for name, node in zip("abc", (a, b, c)):
+        node.state.cluster.add_handler(Ping.KIND, got[name].append)
+    assert a.state.cluster.publish(Ping(3)) is True
+    wait_until(lambda: got["b"] and got["c"])
+    for envelope in got["b"] + got["c"]:
+        assert (envelope.origin, envelope.kind, envelope.fields, envelope.body) == (
+            a.state.cluster.backplane.origin, "x-ping", {"n": 3}, b"pong")
+    time.sleep(0.05)
+    assert got["a"] == [], "a process does not hear its own envelopes"
+
+
+@pytest.mark.parametrize("kind", sorted(wire.BUILT_IN_KINDS))
+def test_a_built_in_kind_cannot_be_taken_over(make_cluster: MakeCluster, kind: str) -> None:
+    (a,) = make_cluster(1)
+    with pytest.raises(InvalidArgument, match="is built in"):
+        a.state.cluster.add_handler(kind, lambda envelope: None)
+
+
+def test_a_failing_extension_handler_does_not_stop_the_listener(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect("t")
+
+    def broken(envelope: Envelope) -> None:
+        raise RuntimeError("handler bug")
+
+    b.state.cluster.add_handler(Ping.KIND, broken)
+    a.state.cluster.publish(Ping(1))
+    a.notify("t", "still listening")
+    assert names_and_data(collect(there, 1)) == [("t", "still listening")]
+    assert b.rejected() == 0, "a bug is logged, not counted as a rejected payload"
+
+
+def test_an_extension_handler_refusing_its_fields_counts_a_rejection(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+
+    def strict(envelope: Envelope) -> None:
+        raise EnvelopeError("field 'n' must be even")
+
+    b.state.cluster.add_handler(Ping.KIND, strict)
+    a.state.cluster.publish(Ping(1))
+    wait_until(lambda: b.rejected() == 1)
+
+
+def test_starting_the_cluster_reports_the_backplane_up_for_its_app(bus_url: str) -> None:
+    app = Flask(__name__)
+    app.config.update(RTBROKER_BACKPLANE=bus_url, RTBROKER_CONCURRENCY="threading", RTBROKER_GRACEFUL_SHUTDOWN=False)
+    RealtimeBroker(app)
+    states: list[tuple[str, Any]] = []
+
+    def on_state(sender: Flask, state: str, error: BaseException | None) -> None:
+        states.append((state, error))
+
+    signals.backplane_state_changed.connect(on_state, sender=app)
+    try:
+        cluster = app.extensions["rtbroker"].cluster
+        cluster.ensure_started()
+        cluster.ensure_started()  # idempotent
+        wait_until(lambda: states)
+        assert states == [("up", None)]
+    finally:
+        signals.backplane_state_changed.disconnect(on_state, sender=app)
+        app.extensions["rtbroker"].close()
