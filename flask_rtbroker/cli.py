@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import AppGroup
@@ -30,4 +30,41 @@ def create_cli(extension: "RealtimeBroker") -> AppGroup:
             figures["cluster_clients"] = extension.count_clients(timeout=1.0)
         click.echo(encoding.dumps_sorted(figures).decode())
 
+    @group.command("triggers-sql")
+    @click.option("--remove", is_flag=True, help="The SQL that drops the triggers instead.")
+    def triggers_sql(remove: bool) -> None:
+        """Print the SQL of the capture triggers of every watch(..., capture="database"), for a migration."""
+        for _, sql in _captured_sql(remove):
+            click.echo(sql)
+
+    @group.command("install-triggers")
+    def install_triggers() -> None:
+        """Install (or replace) the capture triggers of every watch(..., capture="database")."""
+        _run_captured_sql(remove=False)
+
+    @group.command("remove-triggers")
+    def remove_triggers() -> None:
+        """Drop the capture triggers of every watch(..., capture="database")."""
+        _run_captured_sql(remove=True)
+
     return group
+
+
+def _captured_sql(remove: bool) -> list[tuple[Any, str]]:
+    from flask import current_app
+
+    from .records.registry import EXTENSION_KEY
+
+    records = current_app.extensions.get(EXTENSION_KEY)
+    statements = records.trigger_sql(remove=remove) if records is not None else []
+    if not statements:
+        raise click.ClickException('no model is watched with capture="database" in this app')
+    return statements
+
+
+def _run_captured_sql(remove: bool) -> None:
+    from .records.capture import run_sql
+
+    for engine, sql in _captured_sql(remove):
+        run_sql(engine, sql)
+        click.echo(f"{'removed' if remove else 'installed'} the capture triggers on {engine.url!r}")

@@ -162,6 +162,17 @@ class PostgresServer:
             f"server log:\n{self._log_tail()}"
         )
 
+    def restart(self, down_for: float = 0.0, timeout: float = 30.0) -> None:
+        """Stop the server (fast shutdown: every connection is cut), wait *down_for* seconds,
+        and start it again on the same port with the same data."""
+        process, self.process = self.process, None
+        assert process is not None, "restart() needs a started server"
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout)
+        time.sleep(down_for)
+        if not self._launch(timeout):
+            raise RuntimeError(f"PostgreSQL did not start again on port {self.port}; server log:\n{self._log_tail()}")
+
     def _create_database(self) -> None:
         import psycopg
 

@@ -12,13 +12,17 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from .. import signals
 from ..backplane import Envelope
 from ..errors import MessageTooLarge, WatchError
+from ..message import Message
 from .broadcast import broadcast
+from .capture import GAP, CapturedTable, Change, listener_for, remove_sql, trigger_installed, trigger_sql, wait_listening
 from .collection import Collection, Rule, collection_name
-from .event import KIND_RECORD, RecordEvent, RecordWire
+from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire
 from .serialize import RecordSerializer, Serializer
 from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
@@ -29,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_rtbroker.records")
 
 EXTENSION_KEY = "rtbroker.records"
+CAPTURES = ("session", "database")
+_ACTIONS = {"insert": CREATE, "update": UPDATE, "delete": DELETE}
+LISTEN_WAIT = 5.0
+"""Seconds ``watch(..., capture="database")`` waits for its LISTEN before it returns."""
 
 
 def _while_alive(method: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -50,6 +58,8 @@ class AppRecords:
         self._app_ref = weakref.ref(app)
         self.state = state
         self.collections: dict[str, Collection] = {}
+        self.captured: dict[tuple[str, str], tuple[CapturedTable, Collection, RecordSerializer]] = {}
+        """Collections captured from the database, by ``(schema, table)``."""
         state.cluster.add_handler(KIND_RECORD, _while_alive(self.receive))
         owns_topic = weakref.WeakMethod(self.owns_topic)  # the state must not keep us alive
         state.subscription_validators.append(RecordOptionsCheck(lambda topic: bool((owns_topic() or _no_topic)(topic))))
@@ -64,14 +74,32 @@ class AppRecords:
         return records
 
     def add(self, model: type, collection: Collection, serialize: Serializer | None) -> ModelWatch:
-        """Watch *model* as *collection*."""
-        if collection.name in self.collections:
-            raise WatchError(f"collection {collection.name!r} is already watched on this app")
-        serializer = RecordSerializer(model, collection, serialize)
-        self.collections[collection.name] = collection
+        """Watch *model*'s session changes as *collection*."""
+        serializer = self._serializer(model, collection, serialize)
         watch = add_watch(ModelWatch(model, serializer, _while_alive(self.deliver), with_previous=collection.transitions))
         weakref.finalize(self, remove_watch, watch)  # the app is gone: stop watching for it
         return watch
+
+    def capture(self, model: type, collection: Collection, serialize: Serializer | None, engine: Engine) -> CapturedTable:
+        """Capture *model*'s table from the database (PostgreSQL triggers) as *collection*."""
+        captured = CapturedTable(model, engine)
+        serializer = self._serializer(model, collection, serialize)
+        self.captured[(captured.schema, captured.table)] = (captured, collection, serializer)
+        if not trigger_installed(captured):
+            log.warning("%s.%s has no capture trigger yet: run `flask rtbroker install-triggers` (or apply "
+                        "`flask rtbroker triggers-sql` in a migration)", captured.schema, captured.table)
+        listener = listener_for(engine, self.state.runtime)
+        listener.add(self, (captured.schema, captured.table), "receive_change", "report_gap")
+        listener.start()
+        if not wait_listening(listener, LISTEN_WAIT):
+            log.warning("database capture is not listening yet; it keeps trying")
+        return captured
+
+    def _serializer(self, model: type, collection: Collection, serialize: Serializer | None) -> RecordSerializer:
+        if collection.name in self.collections:
+            raise WatchError(f"collection {collection.name!r} is already watched on this app")
+        self.collections[collection.name] = collection
+        return RecordSerializer(model, collection, serialize)
 
     def _broadcast(self, events: list[RecordEvent]) -> None:
         app = self._app_ref()
@@ -106,6 +134,38 @@ class AppRecords:
             return
         self._broadcast([event])
 
+    def receive_change(self, change: Change) -> None:
+        """Broadcast a committed change that a capture trigger reported (every process gets it
+        from PostgreSQL, so nothing is published)."""
+        entry = self.captured.get((change.schema, change.table))
+        app = self._app_ref()
+        if entry is None or app is None:
+            return
+        captured, collection, serializer = entry
+        with app.app_context(), Session(captured.engine) as session:
+            record = captured.serialize(session, change.row, serializer)
+            previous = None
+            if change.old is not None and collection.transitions:
+                previous = captured.serialize(session, change.old, serializer)
+        event = RecordEvent(collection.name, _ACTIONS[change.action], record, previous)
+        self._broadcast([event])
+
+    def report_gap(self) -> None:
+        """Tell every local subscriber of a captured collection that changes may have been missed."""
+        for _, collection, _ in self.captured.values():
+            data = {"action": GAP, "record": {"collectionId": collection.id, "collectionName": collection.name}}
+            for client in self.state.broker.clients().values():
+                for key in client.subscriptions():
+                    if collection.owns_topic(key.partition("?")[0]):
+                        self.state.send_local(client, Message(key, data))
+
+    def trigger_sql(self, *, remove: bool = False) -> list[tuple[Engine, str]]:
+        """For each database with captured tables: the SQL installing (or removing) their triggers."""
+        by_engine: dict[Engine, list[CapturedTable]] = {}
+        for captured, _, _ in self.captured.values():
+            by_engine.setdefault(captured.engine, []).append(captured)
+        return [(engine, (remove_sql if remove else trigger_sql)(tables)) for engine, tables in by_engine.items()]
+
     def owns_topic(self, topic: str) -> bool:
         """True when *topic* is one of a watched collection's."""
         return any(collection.owns_topic(topic) for collection in self.collections.values())
@@ -130,6 +190,8 @@ def watch(
     view_rule: Rule | None = None,
     serialize: Serializer | None = None,
     transitions: bool = False,
+    capture: str = "session",
+    engine: Engine | None = None,
 ) -> Collection:
     """Broadcast *model*'s committed creates, updates and deletes as record events of *collection*.
 
@@ -142,10 +204,33 @@ def watch(
     - *transitions*: an update that makes a record visible to a subscription arrives as
       ``create``, one that hides it as ``delete`` (with the record as it was).
 
+    - *capture*: ``"session"`` (default) sees what SQLAlchemy sessions commit, bulk statements
+      included; ``"database"`` (PostgreSQL) sees every committed change to the table, whoever
+      makes it, through triggers (:mod:`flask_rtbroker.records.capture`; install them with
+      ``flask rtbroker install-triggers``) and not the session path, so nothing arrives twice.
+      *engine* is the database to listen to (default: Flask-SQLAlchemy's engine of the model).
+
     Call it while setting the app up (it adds a subscription validator that rejects unusable
-    ``filter``/``fields`` options with a 400).
+    ``filter``/``fields`` options with a 400). With ``capture="database"`` it waits (up to
+    :data:`LISTEN_WAIT` seconds) until it listens, so changes committed after it returns are seen.
     """
+    if capture not in CAPTURES:
+        raise WatchError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
     name = collection_name(model, collection)
     watched = Collection(name, collection_id or name, list_rule, view_rule, transitions)
-    AppRecords.of(app, state).add(model, watched, serialize)
+    records = AppRecords.of(app, state)
+    if capture == "database":
+        records.capture(model, watched, serialize, engine or _flask_sqlalchemy_engine(app, model))
+    else:
+        records.add(model, watched, serialize)
     return watched
+
+
+def _flask_sqlalchemy_engine(app: Flask, model: type) -> Engine:
+    """The engine Flask-SQLAlchemy gives *model*'s bind; WatchError without Flask-SQLAlchemy."""
+    extension = app.extensions.get("sqlalchemy")
+    if extension is None:
+        raise WatchError(f"watch({model.__name__}, capture='database') needs engine= (or Flask-SQLAlchemy)")
+    bind_key = getattr(model, "metadata").info.get("bind_key")
+    with app.app_context():
+        return extension.engines[bind_key]  # type: ignore[no-any-return]
