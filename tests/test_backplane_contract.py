@@ -1,4 +1,4 @@
-"""The backplane contract, run against every backend: memory and a real redis-server."""
+"""The backplane contract, run against every backend: memory, a real redis-server and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -45,16 +45,29 @@ class Peer:
             self.received.get(timeout=wait)
 
 
-@pytest.fixture(params=["memory", "redis"])
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (``postgresql+psycopg://...``, as ``postgres_url`` gives) as libpq's ``postgresql://...``."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}://{rest}"
+
+
+# postgres is marked live here: conftest's LIVE_PARAMS names one live case per fixture (redis).
+@pytest.fixture(params=["memory", "redis", pytest.param("postgres", marks=pytest.mark.live)])
 def make_backplane(request: pytest.FixtureRequest, tmp_path) -> Iterator[Factory]:
     created: list[Backplane] = []
     redis: RedisServer | None = None
+    defaults: dict[str, str] = {}
     if request.param == "redis":
         redis = RedisServer(tmp_path).start()
-    url = redis.url if redis else f"memory://contract-{request.node.name}"
+        url = redis.url
+    elif request.param == "postgres":
+        url = libpq_url(request.getfixturevalue("postgres_url"))
+        defaults["channel_prefix"] = f"contract-{request.node.name}"  # one database serves every test
+    else:
+        url = f"memory://contract-{request.node.name}"
 
     def make(**kwargs) -> Backplane:
-        backplane = from_url(url, **kwargs)
+        backplane = from_url(url, **{**defaults, **kwargs})
         created.append(backplane)
         return backplane
 

@@ -2,8 +2,9 @@
 
 :func:`from_url` turns ``RTBROKER_BACKPLANE`` into a backplane: ``memory://`` (the default,
 this process only), ``memory://NAME`` (a bus shared inside one process, for tests),
-``redis://host:port/db``, ``rediss://...`` (TLS) or ``unix:///path/to/redis.sock?db=0`` (a Redis
-socket). A :class:`Backplane` instance is used as is.
+``redis://host:port/db``, ``rediss://...`` (TLS), ``unix:///path/to/redis.sock?db=0`` (a Redis
+socket) or ``postgresql://user:password@host:port/db`` (also ``postgres://``: PostgreSQL's
+LISTEN/NOTIFY). A :class:`Backplane` instance is used as is.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ def from_url(
 ) -> Backplane:
     """Return the backplane named by *value* (a URL or a Backplane instance).
 
-    *channel_prefix* namespaces a Redis channel (see :class:`~.redis.RedisBackplane`); *secret*
-    signs and checks every envelope (see :mod:`.signing`). An instance keeps its own settings,
+    *channel_prefix* namespaces a Redis channel (see :class:`~.redis.RedisBackplane`) or names
+    the PostgreSQL NOTIFY channel (see :class:`~.postgres.PostgresBackplane`); *secret* signs and
+    checks every envelope (see :mod:`.signing`). An instance keeps its own settings,
     so a *secret* must match the one it was built with.
     """
     if isinstance(value, Backplane):
@@ -35,7 +37,10 @@ def from_url(
         raise ConfigurationError(f"RTBROKER_BACKPLANE must be a URL or a Backplane, not {value!r}")
     scheme, sep, rest = value.partition("://")
     if not sep:
-        raise ConfigurationError(f"RTBROKER_BACKPLANE {value!r} is not a URL (memory://, redis://, rediss://, unix://)")
+        raise ConfigurationError(
+            f"RTBROKER_BACKPLANE {value!r} is not a URL "
+            "(memory://, redis://, rediss://, unix://, postgresql://, postgres://)"
+        )
     if scheme == "memory":
         return MemoryBackplane(rest or None, write_only=write_only, secret=secret)
     if scheme in ("redis", "rediss", "unix"):
@@ -44,6 +49,13 @@ def from_url(
         return RedisBackplane(
             value, write_only=write_only, secret=secret, channel_prefix=channel_prefix or DEFAULT_CHANNEL_PREFIX
         )
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import DEFAULT_CHANNEL_PREFIX as PG_CHANNEL_PREFIX, PostgresBackplane
+
+        return PostgresBackplane(
+            value, write_only=write_only, secret=secret, channel_prefix=channel_prefix or PG_CHANNEL_PREFIX
+        )
     raise ConfigurationError(
-        f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis://, rediss:// or unix://"
+        f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis://, rediss://, unix://, "
+        "postgresql:// or postgres://"
     )

@@ -1,0 +1,261 @@
+"""PostgreSQL LISTEN/NOTIFY backplane, for deployments with PostgreSQL and no Redis.
+
+Needs psycopg 3.2.4 or later: ``pip install 'flask-rtbroker[postgresql]'``. Each process holds
+at most two connections: one that LISTENs (not opened by write-only publishers such as an
+Emitter) and one that publishes. It needs a session of its own (a direct connection or
+session pooling; PgBouncer's transaction pooling cannot LISTEN) and works under gevent and
+threads. Delivery is at-most-once: payloads published while a process is disconnected are not
+replayed to it.
+
+A payload travels base64-encoded in the NOTIFY payload (``b:<base64>``). One whose encoding is
+over PostgreSQL's limit (:data:`MAX_NOTIFY_PAYLOAD`) is stored in the table :data:`TABLE`
+(created on first use) and notified by key (``k:<id>``); receivers read the row. Publishers
+delete rows older than the backplane's *retention*, so the table stays small.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import re
+import selectors
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..concurrency import gevent_is_active
+from ..errors import BackplaneUnavailable, ConfigurationError, MissingDependency
+from .base import READY, Backplane
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("flask_rtbroker.backplane")
+
+DEFAULT_CHANNEL_PREFIX = "flask_rtbroker"
+MIN_PSYCOPG = (3, 2, 4)
+"""``notifies(timeout=...)`` and notifies kept while other queries run on the connection."""
+MAX_CHANNEL_BYTES = 63
+"""A NOTIFY channel is an identifier: at most NAMEDATALEN - 1 bytes."""
+MAX_NOTIFY_PAYLOAD = 7999
+"""The longest NOTIFY payload PostgreSQL takes (it refuses 8000 bytes and more)."""
+TABLE = "flask_rtbroker_backplane"
+"""Where payloads over :data:`MAX_NOTIFY_PAYLOAD` wait for their receivers."""
+POLL_INTERVAL = 0.5
+"""Longest wait for notifications before the listener checks whether it was closed."""
+CONNECT_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "application_name": "flask_rtbroker",
+}
+"""libpq parameters used unless the URL sets them: keepalives notice a dead server within ~30 s."""
+
+CREATE_TABLE = f"""CREATE UNLOGGED TABLE IF NOT EXISTS {TABLE} (
+    id bigserial PRIMARY KEY,
+    payload bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)"""
+_NOTIFY = "SELECT pg_notify(%s, %s)"
+_STORE_AND_NOTIFY = (
+    f"WITH stored AS (INSERT INTO {TABLE} (payload) VALUES (%s) RETURNING id) "
+    "SELECT pg_notify(%s, 'k:' || id) FROM stored"
+)
+_FETCH = f"SELECT payload FROM {TABLE} WHERE id = %s"
+_DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE created_at < now() - %s * interval '1 second'"
+_INLINE, _STORED = "b", "k"
+
+
+def _import_psycopg() -> Any:
+    """The psycopg module, or MissingDependency naming the extra when it is absent or too old."""
+    try:
+        import psycopg
+    except ImportError:
+        raise MissingDependency(
+            "RTBROKER_BACKPLANE is a postgresql:// URL but psycopg is not installed; "
+            "install the extra: pip install 'flask-rtbroker[postgresql]'"
+        ) from None
+    version = tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:3])
+    if version < MIN_PSYCOPG:
+        raise MissingDependency(
+            f"the postgresql backplane needs psycopg>={'.'.join(map(str, MIN_PSYCOPG))}, not "
+            f"{psycopg.__version__}: pip install 'flask-rtbroker[postgresql]'"
+        )
+    return psycopg
+
+
+def channel_name(prefix: str) -> str:
+    """The NOTIFY channel of *prefix*: itself when it fits in an identifier, else its first
+    bytes and a hash of all of it, so every process derives the same name."""
+    if not prefix or "\x00" in prefix:
+        raise ConfigurationError(f"a PostgreSQL channel prefix must be non-empty and without NUL, not {prefix!r}")
+    raw = prefix.encode("utf-8")
+    if len(raw) <= MAX_CHANNEL_BYTES:
+        return prefix
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    head = raw[: MAX_CHANNEL_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{head}_{digest}"
+
+
+def redacted_url(url: str) -> str:
+    """*url* without its password (``postgresql://user:***@host``, ``?password=***``), even when
+    it is malformed; libpq's user info ends at the first ``@`` or ``/``."""
+    url = re.sub(r"^([^:/?#]+://[^@/:]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+class PostgresBackplane(Backplane):
+    """Publishes with ``pg_notify`` and listens with ``LISTEN`` on one channel of one database.
+
+    NOTIFY channels belong to a database, so the channel is the channel prefix itself (see
+    :func:`channel_name`): apps on different databases never meet, apps sharing one need
+    distinct prefixes. Payloads over the NOTIFY limit wait in :data:`TABLE` for *retention*
+    seconds: a publisher deletes older rows at most every ``retention / 4`` seconds.
+    """
+
+    def __init__(
+        self, url: str, *, channel_prefix: str = DEFAULT_CHANNEL_PREFIX, retention: float = 60.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if not retention > 0:
+            raise ConfigurationError(f"retention must be a positive number of seconds, not {retention!r}")
+        self._psycopg = _import_psycopg()
+        self.url = redacted_url(url)
+        self.channel = channel_name(channel_prefix)
+        self.retention = retention
+        try:
+            params = self._psycopg.conninfo.conninfo_to_dict(url)
+        except self._psycopg.ProgrammingError as exc:
+            message = str(exc).strip().replace(url, self.url)
+            raise ConfigurationError(
+                f"RTBROKER_BACKPLANE {self.url} is not a valid PostgreSQL URL: {message}"
+            ) from None
+        self._conninfo = self._psycopg.conninfo.make_conninfo(
+            url, **{key: value for key, value in CONNECT_DEFAULTS.items() if key not in params}
+        )
+        self._listen_sql = self._psycopg.sql.SQL("LISTEN {}").format(self._psycopg.sql.Identifier(self.channel))
+        self._lock = threading.Lock()
+        self._publisher: psycopg.Connection[Any] | None = None
+        self._publisher_pid = 0
+        self._table_ready = False
+        self._cleaned_at = float("-inf")
+        waiting = self._psycopg.waiting
+        if gevent_is_active() and waiting.wait is getattr(waiting, "wait_c", None):
+            log.warning(
+                "psycopg was imported before gevent monkey-patching: its queries block the gevent hub "
+                "(patch first, e.g. gunicorn -k gevent does); the backplane's listener waits cooperatively"
+            )
+
+    def _connect(self) -> "psycopg.Connection[Any]":
+        """A new autocommit connection: each NOTIFY is sent as its statement ends."""
+        return self._psycopg.connect(self._conninfo, autocommit=True)  # type: ignore[no-any-return]
+
+    def publish(self, payload: bytes) -> None:
+        """NOTIFY *payload*, inline or through :data:`TABLE`; one connection, under a lock, so a
+        publisher's payloads keep their order. A failure drops the connection (the next reconnects)."""
+        text = f"{_INLINE}:{base64.b64encode(payload).decode('ascii')}"
+        with self._lock:
+            if self._publisher is not None and self._publisher_pid != os.getpid():
+                self._publisher = None  # the parent's: dropped, not closed (psycopg leaves it to the parent)
+            if self._publisher is None:
+                self._publisher, self._publisher_pid, self._table_ready = self._connect(), os.getpid(), False
+            connection = self._publisher
+            try:
+                if len(text) <= MAX_NOTIFY_PAYLOAD:
+                    connection.execute(_NOTIFY, (self.channel, text))
+                else:
+                    self._store_and_notify(connection, payload)
+            except Exception:
+                self._publisher = None
+                connection.close()
+                raise
+
+    def _store_and_notify(self, connection: "psycopg.Connection[Any]", payload: bytes) -> None:
+        """Store *payload* in :data:`TABLE`, notify its key, now and then delete expired rows."""
+        if not self._table_ready:
+            self._create_table(connection)
+            self._table_ready = True
+        connection.execute(_STORE_AND_NOTIFY, (payload, self.channel))
+        now = time.monotonic()
+        if now - self._cleaned_at >= self.retention / 4:
+            connection.execute(_DELETE_EXPIRED, (self.retention,))
+            self._cleaned_at = now
+
+    def _create_table(self, connection: "psycopg.Connection[Any]") -> None:
+        """Create :data:`TABLE` unless it exists; say how to create it when this user may not."""
+        errors = self._psycopg.errors
+        try:
+            connection.execute(CREATE_TABLE)
+        except (errors.UniqueViolation, errors.DuplicateTable):
+            pass  # another process created it at the same moment
+        except errors.InsufficientPrivilege as exc:
+            raise BackplaneUnavailable(
+                f"payloads over {MAX_NOTIFY_PAYLOAD} bytes go through the table {TABLE}, which this "
+                f"database user may not create ({exc}); create it once: {CREATE_TABLE}"
+            ) from exc
+
+    def listen(self) -> Iterator[bytes]:
+        """LISTEN on a connection of its own; yield READY, then each payload, until closed."""
+        assert self._runtime is not None, "start() sets the runtime"
+        connection = self._connect()
+        try:
+            connection.execute(self._listen_sql)
+            yield READY
+            fileno = connection.fileno()
+            while not self.closed:
+                notifies = list(connection.notifies(timeout=0))  # those already read, then the socket's
+                if not notifies:
+                    self._wait_readable(fileno, POLL_INTERVAL)
+                for notify in notifies:
+                    payload = self._received(connection, notify.payload)
+                    if payload is not None:
+                        yield payload
+        finally:
+            connection.close()
+
+    def _wait_readable(self, fileno: int, timeout: float) -> None:
+        """Wait until *fileno* is readable or *timeout* passes: on the gevent hub (a socket watch)
+        or, with threads, in a selector (gevent's, if the process is monkey-patched)."""
+        assert self._runtime is not None
+        waker = self._runtime.waker()
+        watch = self._runtime.watch_readable(fileno, waker.set)
+        if watch is None:
+            with selectors.DefaultSelector() as selector:
+                selector.register(fileno, selectors.EVENT_READ)
+                selector.select(timeout)
+            return
+        try:
+            waker.wait(timeout)
+        finally:
+            watch.stop()
+            watch.close()
+
+    def _received(self, connection: "psycopg.Connection[Any]", text: str) -> bytes | None:
+        """The payload a NOTIFY carries, inline or by key; None (and counted) when it has none."""
+        kind, _, value = text.partition(":")
+        if kind == _INLINE:
+            try:
+                return base64.b64decode(value, validate=True)
+            except binascii.Error:
+                pass
+        elif kind == _STORED and value.isdigit():
+            row = connection.execute(_FETCH, (int(value),)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            self._reject(f"payload {value} of {TABLE} was deleted before it was read (retention {self.retention}s)")
+            return None
+        self._reject(f"a NOTIFY on {self.channel!r} that is not a backplane payload: {text[:80]!r}")
+        return None
+
+    def close(self) -> None:
+        """Stop the listener (within :data:`POLL_INTERVAL`) and close the publishing connection."""
+        super().close()
+        with self._lock:
+            connection, self._publisher = self._publisher, None
+        if connection is not None and self._publisher_pid == os.getpid():
+            connection.close()
