@@ -6,6 +6,11 @@
   holds it runs the POST (IP check, auth rule, hooks) and publishes the response, which the
   forwarding process returns as is. No answer within ``RTBROKER_FORWARD_TIMEOUT``: 404.
 - ``count_clients`` asks every process for its count.
+- What other processes send is checked against this process's own rules before it reaches a
+  client: an event name or topic with a line break, a send named ``PB_CONNECT`` and message
+  data over this process's ``RTBROKER_MAX_MESSAGE_SIZE`` are rejected like malformed envelopes
+  (counted in ``backplane_rejected_total``, logged at most once per 1000), changing nothing.
+- Remote deliveries run in the app context, so ``before_send`` may use ``current_app``.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from __future__ import annotations
 import logging
 import secrets
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 from . import signals, wire
 from .backplane import Backplane, Envelope
 from .wire import WireItem
 from .errors import InvalidArgument
-from .message import PB_CONNECT, Message
+from .message import PB_CONNECT, Message, check_event_name
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -160,26 +166,49 @@ class Cluster:
         else:
             self._collect_reply(item)
 
+    def _app_context(self) -> ContextManager[Any]:
+        """The app's context, for hooks run on the listener (nothing when the app is gone)."""
+        app = self._app_ref()
+        return nullcontext() if app is None else app.app_context()
+
+    def _remote_message(self, kind: str, name: str, body: bytes) -> Message:
+        """The message of a notify or send from another process, checked as this process checks
+        its own; :class:`~flask_rtbroker.wire.WireError` (counted as rejected) when it fails."""
+        try:
+            check_event_name(name)
+        except InvalidArgument:
+            raise wire.WireError(f"a {kind} named {name[:80]!r} contains a line break") from None
+        limit = self.state.settings.max_message_size
+        if len(body) > limit:
+            raise wire.WireError(
+                f"a {kind} for {name[:80]!r} is {len(body)} bytes, over this process's RTBROKER_MAX_MESSAGE_SIZE "
+                f"({limit} bytes; is it the same everywhere?)"
+            )
+        return Message.raw(name, body)
+
     def _deliver_notify(self, notify: wire.Notify) -> None:
+        message = self._remote_message("notify", notify.topic, notify.body)
         ids = None if notify.to is None else frozenset(notify.to)
-        delivery = self.state.deliver(
-            notify.topic, Message.raw(notify.topic, notify.body), None if ids is None else (lambda client: client.id in ids)
-        )
+        with self._app_context():  # once per envelope: before_send may use current_app
+            delivery = self.state.deliver(
+                notify.topic, message, None if ids is None else (lambda client: client.id in ids)
+            )
         if delivery.first_error is not None:
             log.error("%d deliveries of a notify from another process failed", delivery.failed,
                       exc_info=delivery.first_error)
 
     def _deliver_send(self, send: wire.Send, origin: str) -> None:
         if send.name == PB_CONNECT:
-            log.warning("dropping a send named %r from %r: only a stream sends it", send.name, origin)
-            return
+            raise wire.WireError(f"a send named {PB_CONNECT} (from {origin[:80]!r}): only a stream sends it")
+        message = self._remote_message("send", send.name, send.body)
         client = self.state.broker.clients().get(send.client_id)
         if client is None:
             return
-        try:
-            self.state.send_local(client, Message.raw(send.name, send.body))
-        except Exception:  # noqa: BLE001 - the hook's failure stays with this one delivery
-            log.exception("before_send failed for a send from another process")
+        with self._app_context():
+            try:
+                self.state.send_local(client, message)
+            except Exception:  # noqa: BLE001 - the hook's failure stays with this one delivery
+                log.exception("before_send failed for a send from another process")
 
     def _run_post(self, post: wire.Post, origin: str) -> None:
         if post.client_id not in self.state.broker.clients() or self.answer_post is None:

@@ -2,10 +2,16 @@
 
 ``init_app`` copies missing keys into ``app.config`` (``setdefault``), then reads them once into
 a frozen :class:`Settings`. :func:`load_env` fills ``app.config`` from environment variables.
+
+Each setting accepts only the values its comment in :data:`DEFAULTS` names; anything else (a
+wrong type, NaN or infinity for a number of seconds, an empty string or False for a limit, a
+flag that is not a bool, 1/0 or one of the recognised words) raises :class:`ConfigurationError`
+naming the key.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, MutableMapping
@@ -18,15 +24,17 @@ from .server_limits import server_connections
 DEFAULTS: dict[str, Any] = {
     # Where the blueprint answers: GET = SSE stream, POST = set subscriptions.
     "RTBROKER_URL_PREFIX": "/api/realtime",
-    # Seconds without a delivered message before a stream is closed (PocketBase: 300).
+    # Seconds without a delivered message before a stream is closed (PocketBase: 300). Every
+    # number of seconds must be finite: NaN and infinity are refused.
     "RTBROKER_IDLE_TIMEOUT": 300.0,
     # Seconds after which a stream is closed however busy it is (PocketBase: 1800).
     "RTBROKER_MAX_LIFETIME": 1800.0,
     # Each stream's lifetime is shortened by a random fraction up to this, so streams opened
     # together (after a deploy) do not all reconnect together.
     "RTBROKER_LIFETIME_JITTER": 0.1,
-    # Seconds between ":" comment lines on a silent stream, 0 = never. Keeps proxies with a
-    # 60 s read timeout (nginx's default) from cutting quiet streams; does not reset the idle timer.
+    # Seconds between ":" comment lines on a silent stream; 0 or None = never (infinity is
+    # refused: use 0). Keeps proxies with a 60 s read timeout (nginx's default) from cutting
+    # quiet streams; does not reset the idle timer.
     "RTBROKER_HEARTBEAT": 25.0,
     # Seconds a write to a stream's socket may block (a peer that stopped reading) before the
     # stream is dropped.
@@ -39,12 +47,13 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_CLIENT_QUEUE_SIZE": 1000,
     # Bytes a client may have queued; more discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_BYTES": 8 * 1024 * 1024,
-    # Open streams per process (more: 503), 0 = no limit. "auto": 90% of the worker_connections
-    # of a gunicorn gevent/eventlet worker (the rest stays free for ordinary requests), else 10000.
+    # Open streams per process (more: 503): a whole number, 0 or None = no limit (an empty
+    # string or False is refused). "auto": 90% of the worker_connections of a gunicorn
+    # gevent/eventlet worker (the rest stays free for ordinary requests), else 10000.
     "RTBROKER_MAX_CLIENTS": "auto",
-    # Open streams per client IP per process (more: 429), 0 = no limit. "auto": a quarter of
-    # RTBROKER_MAX_CLIENTS. Behind a proxy set RTBROKER_TRUSTED_PROXY_HEADERS, or every client
-    # shares the proxy's address.
+    # Open streams per client IP per process (more: 429): a whole number, 0 or None = no limit
+    # (an empty string or False is refused). "auto": a quarter of RTBROKER_MAX_CLIENTS. Behind a
+    # proxy set RTBROKER_TRUSTED_PROXY_HEADERS, or every client shares the proxy's address.
     "RTBROKER_MAX_CLIENTS_PER_IP": "auto",
     # Bytes of subscription keys one client may hold (each key's UTF-8 length plus 64 bytes of
     # bookkeeping); a POST over it answers 400 and changes nothing. The SDK's keys are ~20-300 bytes.
@@ -56,12 +65,16 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_CONCURRENCY": "auto",
     # Threaded servers: seconds between checks of a silent stream's socket for a disconnect.
     "RTBROKER_DISCONNECT_POLL": 0.5,
-    # Request headers holding the real client IP behind a trusted proxy, e.g. ["X-Real-IP"].
-    # Empty = use the socket peer address (X-Forwarded-For is never trusted by default).
+    # Request headers holding the real client IP behind a trusted proxy: a list of strings,
+    # e.g. ["X-Real-IP"]. Empty = use the socket peer address (X-Forwarded-For is never trusted
+    # by default).
     "RTBROKER_TRUSTED_PROXY_HEADERS": [],
     # With X-Forwarded-For: take the leftmost (original client) address instead of the rightmost.
+    # True or False (also 1/0; from the environment true/false, 1/0, yes/no, on/off in any case);
+    # anything else, None included, is refused.
     "RTBROKER_USE_LEFTMOST_IP": False,
-    # CORS: "*" (PocketBase's default), a list of allowed origins, or None to send no CORS headers.
+    # CORS: "*" (PocketBase's default), a list of allowed origins (strings), or None to send no
+    # CORS headers.
     "RTBROKER_CORS_ORIGINS": "*",
     # Largest accepted subscription POST body in bytes (larger: 413). PocketBase's own maximum
     # (1000 keys of 2500 characters) needs ~2.6 MB and a larger RTBROKER_MAX_SUBSCRIPTION_BYTES.
@@ -77,15 +90,18 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_CHANNEL_PREFIX": "flask_rtbroker",
     # A shared secret (str or bytes, at least 16 bytes): every backplane envelope is signed with
     # HMAC-SHA256 and unsigned or forged ones are dropped and counted (stats:
-    # backplane_rejected_total). None = envelopes are trusted as they come.
+    # backplane_rejected_total). None = envelopes are trusted as they come. From the environment
+    # the value is kept as text, digits too (a JSON string is decoded; null means None).
     "RTBROKER_BACKPLANE_SECRET": None,
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,
     # Request headers a POST for a client held by another process carries to it (the ones the
-    # auth_loader reads; add "Cookie" for session auth). Content-Type always goes; nothing else.
+    # auth_loader reads; add "Cookie" for session auth): a list of strings. Content-Type always
+    # goes; nothing else.
     "RTBROKER_FORWARD_HEADERS": ["Authorization"],
     # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
-    # SDK reconnects to a live worker instead of waiting for the graceful timeout.
+    # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,
+    # accepted like RTBROKER_USE_LEFTMOST_IP.
     "RTBROKER_GRACEFUL_SHUTDOWN": True,
     # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off.
     "RTBROKER_METRICS_PATH": None,
@@ -95,9 +111,15 @@ DEFAULTS: dict[str, Any] = {
 def _number(key: str, value: Any, *, minimum: float, inclusive: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{key} must be a number, not {value!r}")
-    if value < minimum or (value == minimum and not inclusive):
+    try:
+        number = float(value)
+    except OverflowError:  # an int past the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{key} must be a finite number, not {value!r}")
+    if number < minimum or (number == minimum and not inclusive):
         raise ConfigurationError(f"{key} must be {'>=' if inclusive else '>'} {minimum:g}, not {value!r}")
-    return float(value)
+    return number
 
 
 def _seconds(key: str, value: Any) -> float:
@@ -105,7 +127,8 @@ def _seconds(key: str, value: Any) -> float:
 
 
 def _seconds_or_zero(key: str, value: Any) -> float:
-    return _number(key, value or 0, minimum=0, inclusive=True)
+    """Seconds, or 0 / None for "never"."""
+    return 0.0 if value is None else _number(key, value, minimum=0, inclusive=True)
 
 
 def _fraction(key: str, value: Any) -> float:
@@ -121,13 +144,15 @@ def _count(key: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def _limit(key: str, value: Any) -> int:
-    return _count(key, value or 0, minimum=0)
-
-
 def _auto_limit(key: str, value: Any) -> int | None:
-    """A limit, or None for "auto" (resolved by :func:`resolve_stream_limits`)."""
-    return None if value == "auto" else _limit(key, value)
+    """A limit (0 or None: no limit), or None for "auto" (resolved by :func:`resolve_stream_limits`)."""
+    if isinstance(value, str) and value == "auto":
+        return None
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{key} must be a whole number >= 0 (0 or None = no limit) or 'auto', not {value!r}")
+    return value
 
 
 def _path(key: str, value: Any) -> str:
@@ -147,9 +172,14 @@ def _choice(key: str, value: Any) -> str:
     return value
 
 
+def _strings(value: Any) -> bool:
+    """True for a list or tuple of strings (not a string, a dict, a set or any other iterable)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+
+
 def _names(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not all(isinstance(h, str) for h in value):
-        raise ConfigurationError(f"{key} must be a list of header names, not {value!r}")
+    if not _strings(value):
+        raise ConfigurationError(f"{key} must be a list of header names (a list or tuple of strings), not {value!r}")
     return tuple(value)
 
 
@@ -170,15 +200,27 @@ def _secret(key: str, value: Any) -> bytes | None:
 
 
 def _origins(key: str, value: Any) -> str | tuple[str, ...] | None:
-    if value is None or value == "*":
+    if value is None or (isinstance(value, str) and value == "*"):
         return value
-    if isinstance(value, str) or not all(isinstance(o, str) for o in value):
-        raise ConfigurationError(f"{key} must be '*', None or a list of origins, not {value!r}")
+    if not _strings(value):
+        raise ConfigurationError(
+            f"{key} must be '*', None or a list of origins (a list or tuple of strings), not {value!r}")
     return tuple(value)
 
 
+_FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+"""The strings a flag accepts (case-insensitively), as environment variables spell them."""
+
+
 def _flag(key: str, value: Any) -> bool:
-    return bool(value)
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)  # "1" / "0" from the environment (load_env decodes them as JSON)
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    raise ConfigurationError(
+        f"{key} must be True or False (or 1/0, true/false, yes/no, on/off), not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -285,16 +327,29 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+_TEXT_KEYS = frozenset({
+    "RTBROKER_URL_PREFIX", "RTBROKER_CONCURRENCY", "RTBROKER_BACKPLANE", "RTBROKER_CHANNEL_PREFIX",
+    "RTBROKER_BACKPLANE_SECRET", "RTBROKER_METRICS_PATH",
+})
+"""Settings that take text only (or None): from the environment a value that parses as another
+JSON type (a secret or channel prefix of digits, ``true``) stays the text it is."""
+
+
 def load_env(config: MutableMapping[str, Any], environ: Mapping[str, str] | None = None) -> None:
     """Copy ``RTBROKER_*`` environment variables into *config*.
 
     Values are parsed as JSON when they parse (``3``, ``["X-Real-IP"]``, ``null``) and kept as
-    strings otherwise (``/realtime``, ``gevent``).
+    strings otherwise (``/realtime``, ``gevent``). The settings that take text only keep their
+    value as text unless it is a JSON string or ``null``: ``RTBROKER_BACKPLANE_SECRET=1234...``
+    is the secret of those digits, not a number.
     """
     for key, raw in (os.environ if environ is None else environ).items():
         if not key.startswith("RTBROKER_"):
             continue
         try:
-            config[key] = encoding.loads(raw)
+            value = encoding.loads(raw)
         except ValueError:
-            config[key] = raw
+            value = raw
+        if key in _TEXT_KEYS and value is not None and not isinstance(value, str):
+            value = raw
+        config[key] = value

@@ -4,6 +4,7 @@ between them; malformed, unsigned or forged envelopes are dropped and counted, s
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -266,6 +267,44 @@ def test_a_pb_connect_send_from_another_process_is_dropped(make_cluster: MakeClu
     with a.app.app_context():
         assert a.state.cluster.publish(wire.Send(there.id, "PB_CONNECT", b'{"clientId":"fake"}')) is True
     assert barrier(a, there) == [], "only a stream itself sends PB_CONNECT"
+    assert b.rejected() == 1, "counted (and its log throttled) like any envelope no broker publishes"
+
+
+def test_a_failing_before_send_for_a_send_from_another_process_is_logged_as_such(
+    make_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = make_cluster()
+    there = b.connect("barrier")
+
+    @b.broker.before_send
+    def broken(client: DefaultClient, message: Message) -> Message | None:
+        if message.name == "direct":
+            raise RuntimeError("hook bug")
+        return message
+
+    with caplog.at_level(logging.ERROR, "flask_rtbroker.cluster"), a.app.app_context():
+        a.broker.send(there.id, "direct", 1)
+        assert barrier(a, there) == []
+    assert [record.getMessage() for record in caplog.records if record.name == "flask_rtbroker.cluster"] == [
+        "before_send failed for a send from another process"]
+    assert b.rejected() == 0, "a hook bug is not a rejected payload"
+
+
+def test_before_send_runs_in_the_app_context_for_notifies_and_sends_from_another_process(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    there = b.connect("t")
+    seen: list[tuple[str, Flask]] = []
+
+    @b.broker.before_send
+    def record_app(client: DefaultClient, message: Message) -> Message:
+        seen.append((message.name, current_app._get_current_object()))  # type: ignore[attr-defined]
+        return message
+
+    a.notify("t", 1)
+    with a.app.app_context():
+        a.broker.send(there.id, "direct", 2)
+    assert names_and_data(collect(there, 2)) == [("t", 1), ("direct", 2)]
+    assert seen == [("t", b.app), ("direct", b.app)], "the receiving app's context, not the sender's"
 
 
 # -- forwarded subscription POSTs -------------------------------------------------------------------
@@ -439,6 +478,32 @@ def test_malformed_envelopes_are_rejected_and_counted_and_change_nothing(make_cl
     assert a.rejected() == 8, "every listener drops them"
 
 
+def test_a_topic_or_event_name_with_a_line_break_is_rejected_and_counted_without_a_traceback(
+    make_cluster: MakeCluster, bus_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = make_cluster()
+    alice = b.connect("t", "barrier")
+    intruder = Intruder(bus_url)
+    payloads = [
+        intruder.envelope("notify", {"t": "t\nevent:evil"}, b"1"),
+        intruder.envelope("notify", {"t": "t\r"}, b"1"),
+        intruder.envelope("send", {"c": alice.id, "n": "a\nb"}, b"1"),
+        intruder.envelope("send", {"c": "nobody-here", "n": "a\rb"}, b"1"),  # refused wherever it lands
+    ]
+    with caplog.at_level(logging.WARNING):
+        for payload in payloads:
+            intruder.publish(payload)
+        wait_until(lambda: b.rejected() == 4 and a.rejected() == 4)
+        assert barrier(a, alice) == []
+    assert not alice.is_discarded and sorted(alice.subscriptions()) == ["barrier", "t"]
+    assert b.state.stats()["deliveries_total"] == 1  # the barrier
+    assert not [record for record in caplog.records if record.exc_info], "no traceback"
+    dropped = [record.getMessage() for record in caplog.records if "dropping backplane payloads" in record.getMessage()]
+    assert len(dropped) == 2 and all("line break" in text for text in dropped), "throttled: the first one per listener"
+    a.notify("t", "still fine")
+    assert names_and_data(collect(alice, 1)) == [("t", "still fine")]
+
+
 def test_an_unknown_envelope_kind_is_ignored_not_counted(make_cluster: MakeCluster, bus_url: str) -> None:
     a, b = make_cluster()
     bystander = b.connect("barrier")
@@ -501,6 +566,27 @@ def test_a_message_at_the_size_limit_crosses_the_bus(make_cluster: MakeCluster) 
     data = "x" * 98  # 100 bytes encoded, with its quotes
     a.notify("t", data)
     assert [event.json() for event in collect(there, 1)] == [data]
+
+
+def test_a_remote_message_over_the_receiving_process_own_limit_is_rejected_not_its_clients(
+    make_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    (a,) = make_cluster(1)  # the default limit (4 MiB)
+    (b,) = make_cluster(1, RTBROKER_MAX_MESSAGE_SIZE=1000, RTBROKER_CLIENT_QUEUE_BYTES=1000)
+    there = b.connect("t", "barrier")
+    with caplog.at_level(logging.WARNING):
+        assert a.notify("t", "x" * 5000) == 0
+        with a.app.app_context():
+            assert a.broker.send(there.id, "direct", "x" * 5000) is False
+        wait_until(lambda: b.rejected() == 2)
+        assert barrier(a, there) == []
+    assert not there.is_discarded, "not discarded as a slow consumer"
+    assert b.state.stats()["deliveries_total"] == 1  # the barrier
+    assert a.rejected() == 0
+    assert any("over this process's RTBROKER_MAX_MESSAGE_SIZE (1000 bytes" in record.getMessage() for record in caplog.records)
+    assert not [record for record in caplog.records if record.exc_info]
+    a.notify("t", "x" * 500)  # under the receiver's limit: delivered
+    assert [event.json() for event in collect(there, 1)] == ["x" * 500]
 
 
 # -- extension kinds and the listener ---------------------------------------------------------------

@@ -87,6 +87,7 @@ def test_keys_other_than_rtbroker_ones_are_ignored() -> None:
         ("heartbeat", 0, 0.0),
         ("heartbeat", None, 0.0),
         ("heartbeat", 5, 5.0),
+        ("heartbeat", 0.0, 0.0),
         ("send_timeout", 0.25, 0.25),
         ("chunk_size", 1, 1),
         ("pool_size", 1, 1),
@@ -96,6 +97,7 @@ def test_keys_other_than_rtbroker_ones_are_ignored() -> None:
         ("max_clients", 7, 7),
         ("max_clients_per_ip", 0, 0),
         ("max_clients_per_ip", 3, 3),
+        ("max_clients_per_ip", None, 0),
         ("max_subscription_bytes", 1, 1),
         ("subscription_memory", 1, 1),
         ("concurrency", "auto", "auto"),
@@ -104,13 +106,26 @@ def test_keys_other_than_rtbroker_ones_are_ignored() -> None:
         ("disconnect_poll", 2, 2.0),
         ("trusted_proxy_headers", ["X-Real-IP", "CF-Connecting-IP"], ("X-Real-IP", "CF-Connecting-IP")),
         ("trusted_proxy_headers", ("X-Real-IP",), ("X-Real-IP",)),
+        ("trusted_proxy_headers", [], ()),
         ("use_leftmost_ip", True, True),
+        ("use_leftmost_ip", False, False),
         ("use_leftmost_ip", 1, True),
         ("use_leftmost_ip", 0, False),
-        ("use_leftmost_ip", None, False),
+        # the words an environment variable spells a flag with, in any case
+        ("use_leftmost_ip", "true", True),
+        ("use_leftmost_ip", "TRUE", True),
+        ("use_leftmost_ip", "yes", True),
+        ("use_leftmost_ip", "On", True),
+        ("use_leftmost_ip", "1", True),
+        ("use_leftmost_ip", "False", False),
+        ("use_leftmost_ip", "no", False),
+        ("use_leftmost_ip", "OFF", False),
+        ("use_leftmost_ip", "0", False),
+        ("use_leftmost_ip", " false\n", False),
         ("cors_origins", None, None),
         ("cors_origins", "*", "*"),
         ("cors_origins", ["https://a.example", "https://b.example"], ("https://a.example", "https://b.example")),
+        ("cors_origins", ("https://a.example",), ("https://a.example",)),
         ("cors_origins", [], ()),
         ("max_body_size", 10, 10),
         ("max_message_size", 1, 1),
@@ -125,6 +140,10 @@ def test_keys_other_than_rtbroker_ones_are_ignored() -> None:
         ("forward_headers", [], ()),
         ("graceful_shutdown", False, False),
         ("graceful_shutdown", 0, False),
+        ("graceful_shutdown", True, True),
+        ("graceful_shutdown", "False", False),
+        ("graceful_shutdown", "off", False),
+        ("graceful_shutdown", "Yes", True),
         ("metrics_path", None, None),
         ("metrics_path", "/metrics", "/metrics"),
         ("metrics_path", "/ops/metrics/", "/ops/metrics"),
@@ -164,17 +183,30 @@ def test_header_and_origin_lists_are_copied_into_tuples() -> None:
         ("idle_timeout", -1, "must be > 0"),
         ("idle_timeout", True, "must be a number, not True"),
         ("idle_timeout", None, "must be a number, not None"),
+        ("idle_timeout", float("nan"), "must be a finite number, not nan"),
+        ("idle_timeout", float("inf"), "must be a finite number, not inf"),
+        ("idle_timeout", float("-inf"), "must be a finite number, not -inf"),
+        pytest.param("idle_timeout", 10**400, "must be a finite number", id="idle_timeout-int-past-the-float-range"),
         ("max_lifetime", 0, "must be > 0"),
         ("max_lifetime", False, "must be a number, not False"),
         ("max_lifetime", "1800", "must be a number, not '1800'"),
+        ("max_lifetime", float("inf"), "must be a finite number, not inf"),
+        ("max_lifetime", float("nan"), "must be a finite number, not nan"),
         ("lifetime_jitter", -0.1, "must be >= 0"),
         ("lifetime_jitter", 1.5, "must be below 1"),
         ("lifetime_jitter", True, "must be a number"),
+        ("lifetime_jitter", float("nan"), "must be a finite number, not nan"),
         ("heartbeat", -0.5, "must be >= 0"),
         ("heartbeat", True, "must be a number"),
         ("heartbeat", "25", "must be a number"),
+        ("heartbeat", float("nan"), "must be a finite number, not nan"),
+        ("heartbeat", float("inf"), "must be a finite number, not inf"),  # 0 is "never"
+        ("heartbeat", "", "must be a number, not ''"),  # an empty value is not 0
+        ("heartbeat", False, "must be a number, not False"),
+        ("heartbeat", [], "must be a number, not []"),
         ("send_timeout", 0, "must be > 0"),
         ("send_timeout", True, "must be a number"),
+        ("send_timeout", float("inf"), "must be a finite number"),
         ("chunk_size", -1, "must be a whole number >= 1"),
         ("chunk_size", True, "must be a whole number >= 1, not True"),
         ("chunk_size", 2.0, "must be a whole number >= 1, not 2.0"),
@@ -186,12 +218,21 @@ def test_header_and_origin_lists_are_copied_into_tuples() -> None:
         ("client_queue_bytes", 0, "must be a whole number >= 1"),
         ("client_queue_bytes", True, "must be a whole number >= 1"),
         ("max_clients", -1, "must be a whole number >= 0"),
-        ("max_clients", True, "must be a whole number >= 0, not True"),
+        ("max_clients", True, "must be a whole number >= 0 (0 or None = no limit) or 'auto', not True"),
         ("max_clients", 1.5, "must be a whole number >= 0"),
-        ("max_clients", "many", "must be a whole number >= 0, not 'many'"),
+        ("max_clients", "many", "must be a whole number >= 0 (0 or None = no limit) or 'auto', not 'many'"),
+        # empty or false values are not "no limit": only 0 and None are
+        ("max_clients", "", "must be a whole number >= 0 (0 or None = no limit) or 'auto', not ''"),
+        ("max_clients", False, "must be a whole number >= 0 (0 or None = no limit) or 'auto', not False"),
+        ("max_clients", [], "must be a whole number >= 0 (0 or None = no limit) or 'auto', not []"),
+        ("max_clients", 0.0, "must be a whole number >= 0 (0 or None = no limit) or 'auto', not 0.0"),
+        ("max_clients", 1.0, "must be a whole number >= 0 (0 or None = no limit) or 'auto', not 1.0"),
         ("max_clients_per_ip", -1, "must be a whole number >= 0"),
         ("max_clients_per_ip", True, "must be a whole number >= 0"),
         ("max_clients_per_ip", "AUTO", "must be a whole number >= 0"),
+        ("max_clients_per_ip", "", "must be a whole number >= 0 (0 or None = no limit) or 'auto', not ''"),
+        ("max_clients_per_ip", False, "must be a whole number >= 0 (0 or None = no limit) or 'auto', not False"),
+        ("max_clients_per_ip", 0.0, "must be a whole number >= 0"),
         ("max_subscription_bytes", 0, "must be a whole number >= 1"),
         ("max_subscription_bytes", True, "must be a whole number >= 1"),
         ("subscription_memory", 0, "must be a whole number >= 1"),
@@ -201,10 +242,26 @@ def test_header_and_origin_lists_are_copied_into_tuples() -> None:
         ("concurrency", None, "must be 'auto', 'gevent' or 'threading', not None"),
         ("disconnect_poll", 0, "must be > 0"),
         ("disconnect_poll", True, "must be a number"),
+        ("disconnect_poll", float("nan"), "must be a finite number, not nan"),
         ("trusted_proxy_headers", ["X-Real-IP", 1], "must be a list of header names"),
         ("trusted_proxy_headers", b"X-Real-IP", "must be a list of header names"),
+        ("trusted_proxy_headers", None, "must be a list of header names (a list or tuple of strings), not None"),
+        ("trusted_proxy_headers", 5, "must be a list of header names (a list or tuple of strings), not 5"),
+        ("trusted_proxy_headers", {"X-Real-IP": 1}, "must be a list of header names (a list or tuple of strings)"),
+        ("trusted_proxy_headers", {"X-Real-IP"}, "must be a list of header names (a list or tuple of strings)"),
+        ("trusted_proxy_headers", iter(["X-Real-IP"]), "must be a list of header names"),
+        ("use_leftmost_ip", None, "must be True or False (or 1/0, true/false, yes/no, on/off), not None"),
+        ("use_leftmost_ip", "", "must be True or False (or 1/0, true/false, yes/no, on/off), not ''"),
+        ("use_leftmost_ip", "maybe", "must be True or False"),
+        ("use_leftmost_ip", "t", "must be True or False"),
+        ("use_leftmost_ip", 2, "must be True or False (or 1/0, true/false, yes/no, on/off), not 2"),
+        ("use_leftmost_ip", 1.0, "must be True or False"),
+        ("use_leftmost_ip", [], "must be True or False"),
         ("cors_origins", "", "must be '*', None or a list of origins"),
         ("cors_origins", ["https://a.example", None], "must be '*', None or a list of origins"),
+        ("cors_origins", 5, "must be '*', None or a list of origins (a list or tuple of strings), not 5"),
+        ("cors_origins", {"https://a.example": 1}, "must be '*', None or a list of origins (a list or tuple of strings)"),
+        ("cors_origins", "https://a.example", "must be '*', None or a list of origins"),
         ("max_body_size", 0, "must be a whole number >= 1"),
         ("max_body_size", True, "must be a whole number >= 1"),
         ("max_message_size", 0, "must be a whole number >= 1"),
@@ -221,8 +278,13 @@ def test_header_and_origin_lists_are_copied_into_tuples() -> None:
         ("backplane_secret", 12345678901234567890, "must be None or a str/bytes secret"),
         ("forward_timeout", 0, "must be > 0"),
         ("forward_timeout", True, "must be a number"),
-        ("forward_headers", "Authorization", "must be a list of header names, not 'Authorization'"),
+        ("forward_timeout", float("inf"), "must be a finite number, not inf"),
+        ("forward_headers", "Authorization", "must be a list of header names (a list or tuple of strings), not 'Authorization'"),
         ("forward_headers", [b"Authorization"], "must be a list of header names"),
+        ("forward_headers", 5, "must be a list of header names (a list or tuple of strings), not 5"),
+        ("forward_headers", None, "must be a list of header names (a list or tuple of strings), not None"),
+        ("graceful_shutdown", None, "must be True or False"),
+        ("graceful_shutdown", "nope", "must be True or False"),
         ("metrics_path", "", "must be a path starting with '/'"),
         ("metrics_path", 5, "must be a path starting with '/'"),
     ],
@@ -355,3 +417,80 @@ def test_a_bad_value_from_the_environment_is_refused_by_the_checks() -> None:
     load_env(config, {"RTBROKER_POOL_SIZE": "four"})
     with pytest.raises(ConfigurationError, match="^RTBROKER_POOL_SIZE must be a whole number >= 1, not 'four'"):
         Settings.from_config(config)
+
+
+def test_empty_environment_variables_are_refused_not_taken_as_no_limit() -> None:
+    for key in ("RTBROKER_MAX_CLIENTS_PER_IP", "RTBROKER_MAX_CLIENTS"):
+        config: dict[str, Any] = {}
+        load_env(config, {key: ""})
+        assert config == {key: ""}
+        with pytest.raises(ConfigurationError, match=f"^{key} must be a whole number >= 0 .* or 'auto', not ''"):
+            Settings.from_config(config)
+    config = {}
+    load_env(config, {"RTBROKER_HEARTBEAT": ""})
+    with pytest.raises(ConfigurationError, match="^RTBROKER_HEARTBEAT must be a number, not ''"):
+        Settings.from_config(config)
+
+
+@pytest.mark.parametrize("key", ["RTBROKER_FORWARD_HEADERS", "RTBROKER_TRUSTED_PROXY_HEADERS"])
+@pytest.mark.parametrize("text", ["null", "5", '{"X-Real-IP": 1}', "X-Real-IP,Cookie", '"X-Real-IP"'])
+def test_a_header_list_from_the_environment_that_is_not_a_json_list_is_refused(key: str, text: str) -> None:
+    config: dict[str, Any] = {}
+    load_env(config, {key: text})
+    with pytest.raises(ConfigurationError, match=f"^{key} must be a list of header names \\(a list or tuple of strings\\)"):
+        Settings.from_config(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("1", True), ("yes", True), ("ON", True),
+     ("false", False), ("False", False), ("0", False), ("no", False), ("off", False), ("Off", False)],
+)
+def test_flags_from_the_environment_mean_what_they_say(text: str, expected: bool) -> None:
+    config: dict[str, Any] = {}
+    load_env(config, {"RTBROKER_USE_LEFTMOST_IP": text, "RTBROKER_GRACEFUL_SHUTDOWN": text})
+    checked = Settings.from_config(config)
+    assert (checked.use_leftmost_ip, checked.graceful_shutdown) == (expected, expected)
+
+
+@pytest.mark.parametrize("text", ["", "null", "2", "maybe", "Flase", "[]"])
+def test_a_flag_from_the_environment_that_is_no_flag_word_is_refused(text: str) -> None:
+    config: dict[str, Any] = {}
+    load_env(config, {"RTBROKER_USE_LEFTMOST_IP": text})
+    with pytest.raises(ConfigurationError, match="^RTBROKER_USE_LEFTMOST_IP must be True or False"):
+        Settings.from_config(config)
+
+
+def test_a_number_of_seconds_past_the_float_range_from_the_environment_is_refused() -> None:
+    config: dict[str, Any] = {}
+    load_env(config, {"RTBROKER_IDLE_TIMEOUT": "1e400"})  # JSON for infinity
+    with pytest.raises(ConfigurationError, match="^RTBROKER_IDLE_TIMEOUT must be a finite number, not inf"):
+        Settings.from_config(config)
+
+
+def test_load_env_keeps_text_settings_as_text_even_when_they_look_like_json() -> None:
+    digits = "1234567890123456"  # a 16-digit secret, JSON for a number
+    config: dict[str, Any] = {}
+    load_env(config, {
+        "RTBROKER_BACKPLANE_SECRET": digits,
+        "RTBROKER_CHANNEL_PREFIX": "2024",
+        "RTBROKER_CONCURRENCY": "true",
+        "RTBROKER_POOL_SIZE": "4",  # numbers stay numbers elsewhere
+    })
+    assert config == {"RTBROKER_BACKPLANE_SECRET": digits, "RTBROKER_CHANNEL_PREFIX": "2024",
+                      "RTBROKER_CONCURRENCY": "true", "RTBROKER_POOL_SIZE": 4}
+    with pytest.raises(ConfigurationError, match="^RTBROKER_CONCURRENCY must be 'auto', 'gevent' or 'threading', not 'true'"):
+        Settings.from_config(config)
+    del config["RTBROKER_CONCURRENCY"]
+    checked = Settings.from_config(config)
+    assert checked.backplane_secret == digits.encode() and checked.channel_prefix == "2024"
+
+
+def test_load_env_still_decodes_json_strings_and_null_for_text_settings() -> None:
+    config: dict[str, Any] = {}
+    load_env(config, {"RTBROKER_BACKPLANE_SECRET": '"' + SECRET + '"', "RTBROKER_METRICS_PATH": "null",
+                      "RTBROKER_CHANNEL_PREFIX": '"shop"'})
+    assert config == {"RTBROKER_BACKPLANE_SECRET": SECRET, "RTBROKER_METRICS_PATH": None, "RTBROKER_CHANNEL_PREFIX": "shop"}
+    config = {}
+    load_env(config, {"RTBROKER_BACKPLANE_SECRET": "null"})
+    assert config == {"RTBROKER_BACKPLANE_SECRET": None}
