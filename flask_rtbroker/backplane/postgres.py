@@ -33,6 +33,8 @@ from .base import READY, Backplane
 if TYPE_CHECKING:
     import psycopg
 
+    from ..concurrency import Runtime
+
 log = logging.getLogger("flask_rtbroker.backplane")
 
 DEFAULT_CHANNEL_PREFIX = "flask_rtbroker"
@@ -69,6 +71,30 @@ _STORE_AND_NOTIFY = (
 _FETCH = f"SELECT payload FROM {TABLE} WHERE id = %s"
 _DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE created_at < now() - %s * interval '1 second'"
 _INLINE, _STORED = "b", "k"
+
+
+def next_notifies(connection: Any, runtime: "Runtime", timeout: float) -> list[Any]:
+    """The notifications *connection* (psycopg, LISTENing) has received, waiting at most
+    *timeout* seconds for the first: on the gevent hub (a socket watch) or, with threads, in a
+    selector. Never psycopg's own blocking wait, which blocks the hub when psycopg was imported
+    before gevent's monkey-patching."""
+    notifies = list(connection.notifies(timeout=0))  # those already read, then the socket's
+    if notifies:
+        return notifies
+    fileno = connection.fileno()
+    waker = runtime.waker()
+    watch = runtime.watch_readable(fileno, waker.set)
+    if watch is None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fileno, selectors.EVENT_READ)
+            selector.select(timeout)
+    else:
+        try:
+            waker.wait(timeout)
+        finally:
+            watch.stop()
+            watch.close()
+    return list(connection.notifies(timeout=0))
 
 
 def _import_psycopg() -> Any:
@@ -206,34 +232,13 @@ class PostgresBackplane(Backplane):
         try:
             connection.execute(self._listen_sql)
             yield READY
-            fileno = connection.fileno()
             while not self.closed:
-                notifies = list(connection.notifies(timeout=0))  # those already read, then the socket's
-                if not notifies:
-                    self._wait_readable(fileno, POLL_INTERVAL)
-                for notify in notifies:
+                for notify in next_notifies(connection, self._runtime, POLL_INTERVAL):
                     payload = self._received(connection, notify.payload)
                     if payload is not None:
                         yield payload
         finally:
             connection.close()
-
-    def _wait_readable(self, fileno: int, timeout: float) -> None:
-        """Wait until *fileno* is readable or *timeout* passes: on the gevent hub (a socket watch)
-        or, with threads, in a selector (gevent's, if the process is monkey-patched)."""
-        assert self._runtime is not None
-        waker = self._runtime.waker()
-        watch = self._runtime.watch_readable(fileno, waker.set)
-        if watch is None:
-            with selectors.DefaultSelector() as selector:
-                selector.register(fileno, selectors.EVENT_READ)
-                selector.select(timeout)
-            return
-        try:
-            waker.wait(timeout)
-        finally:
-            watch.stop()
-            watch.close()
 
     def _received(self, connection: "psycopg.Connection[Any]", text: str) -> bytes | None:
         """The payload a NOTIFY carries, inline or by key; None (and counted) when it has none."""

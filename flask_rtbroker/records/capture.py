@@ -9,7 +9,7 @@
   8,000-byte limit is stored in the table :data:`SPILL_TABLE` and notified by its key; rows
   there older than :data:`SPILL_KEEP` are deleted by the listeners.
 - Each process holds one LISTEN connection per database (:class:`ChangeListener`, on a thread or
-  greenlet; psycopg 3 waits cooperatively under gevent). It turns each row into the model's
+  greenlet, waiting on the gevent hub or a selector: never blocking the hub). It turns each row into the model's
   ORM object (``jsonb_populate_record`` of the table's own row type, so values have the
   column types), serialises it with the watch's serializer and broadcasts it to this process's
   clients. Every process gets the notification itself, so nothing goes on the backplane.
@@ -32,6 +32,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from .. import encoding
+from ..backplane.postgres import next_notifies
 from ..errors import WatchError
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class ChangeListener:
 
     def _receive(self, connection: Any) -> None:
         while self.needed:
-            for notify in connection.notifies(timeout=POLL):
+            for notify in next_notifies(connection, self.runtime, POLL):
                 self._dispatch(notify.payload)
 
     def _dispatch(self, payload: str) -> None:
