@@ -8,6 +8,7 @@ gthread). ``RTBROKER_CONCURRENCY`` forces one.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import sys
 import threading
@@ -90,10 +91,11 @@ class ThreadingRuntime:
             return self._executor
 
     def run_all(self, tasks: Sequence[Task]) -> list[Any]:
-        """Run *tasks* concurrently, wait for all, re-raise the first error (in task order)."""
+        """Run *tasks* concurrently, wait for all, re-raise the first error (in task order).
+        Each task runs in a copy of the caller's context (Flask's app context included)."""
         if len(tasks) == 1:
             return [tasks[0]()]
-        futures = [self._pool().submit(task) for task in tasks]
+        futures = [self._pool().submit(contextvars.copy_context().run, task) for task in tasks]
         return _collect([(f.result() if f.exception() is None else None, f.exception()) for f in futures])
 
     def watch_readable(self, fileno: int, callback: Callable[[], None]) -> ReadWatch | None:
@@ -231,12 +233,13 @@ class GeventRuntime:
         return gevent.event.Event()
 
     def run_all(self, tasks: Sequence[Task]) -> list[Any]:
-        """Run *tasks* on greenlets, wait for all, re-raise the first error (in task order)."""
+        """Run *tasks* on greenlets, wait for all, re-raise the first error (in task order).
+        Each task runs in a copy of the caller's context (Flask's app context included)."""
         if len(tasks) == 1:
             return [tasks[0]()]
         import gevent
 
-        greenlets = [self._pool.spawn(task) for task in tasks]
+        greenlets = [self._pool.spawn(contextvars.copy_context().run, task) for task in tasks]
         gevent.joinall(greenlets)
         return _collect([(g.value, g.exception) for g in greenlets])
 

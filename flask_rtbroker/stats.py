@@ -15,7 +15,7 @@ _HELP = {
     "deliveries_total": ("counter", "Messages queued for a client."),
     "dropped_total": ("counter", "Queued messages lost when a slow client was discarded."),
     "queue_high_water": ("gauge", "Most messages a client had queued at one write, since start."),
-    "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, or not signed with the secret."),
+    "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, not signed with the secret, or refused by this process's checks (line breaks, PB_CONNECT, size)."),
 }
 
 

@@ -175,3 +175,19 @@ def test_clear_auth_reaches_other_processes_on_a_shared_bus() -> None:
     wait_until(lambda: remote.get("auth") is None)
     for state in states:
         state.close()
+
+
+def test_before_send_runs_in_the_app_context_in_every_chunk(broker: RealtimeBroker) -> None:
+    from flask import current_app
+
+    clients = [connect(broker, "t") for _ in range(10)]  # four chunks of at most 3
+    seen: list[str] = []
+
+    @broker.before_send
+    def tag(client: DefaultClient, message: Message) -> Message:
+        seen.append(current_app.name)
+        return message
+
+    assert broker.notify("t", 1) == 10
+    assert seen == [current_app.name] * 10
+    assert all(len(received(client)) == 1 for client in clients)
