@@ -67,18 +67,23 @@ def _deliver_chunk(
     """Queue the chunk's deliveries; what fails skips that delivery only."""
     result = Delivery()
     for client in clients:
-        messages = shared if per_client is None else per_client(client)
-        for key in subscribers[client]:
+        keys = subscribers[client]
+        try:
+            messages = shared if per_client is None else per_client(client)
+        except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
+            result.failed += len(keys)
+            result.first_error = result.first_error or exc
+            continue
+        for key in keys:
             try:
                 message = messages[key]  # type: ignore[index]
                 if message is not None and before_send is not None:
                     message = before_send(client, message)
+                if message is not None and client.send(message):
+                    result.queued += 1
             except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
                 result.failed += 1
                 result.first_error = result.first_error or exc
-                continue
-            if message is not None and client.send(message):
-                result.queued += 1
     return result
 
 

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 Subscribers = dict["Client", tuple[str, ...]]
 
 
+def _holds(holders: "dict[Client, tuple[str, ...]] | None", client: "Client", key: str) -> bool:
+    """True when *holders* (the index entry of *key*) lists *key* for *client*."""
+    return holders is not None and key in holders.get(client, ())
+
+
 class TopicIndex:
     """Maps each notify topic to ``{client: (matching subscription keys, ...)}``."""
 
@@ -46,7 +51,8 @@ class TopicIndex:
     def remove(self, client: "Client", keys: list[str]) -> None:
         """Remove *client*'s entries for each subscription key in *keys* (keys it holds)."""
         with self._lock:
-            self.subscription_bytes -= subscription_cost(keys)
+            held = self._topics.get  # a key counts only if the client is indexed under it
+            self.subscription_bytes -= subscription_cost([k for k in keys if _holds(held(k), client, k)])
             for key in keys:
                 for topic in self._topics_of(key):
                     holders = self._topics.get(topic)
