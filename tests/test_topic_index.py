@@ -263,9 +263,6 @@ def test_random_adds_and_removes_match_a_brute_force_oracle(seed: int) -> None:
 
 
 def test_removing_keys_a_client_does_not_hold_costs_nothing() -> None:
-    from flask_rtbroker.client import DefaultClient
-    from flask_rtbroker.topic_index import TopicIndex
-
     index, holder, other = TopicIndex(), DefaultClient(), DefaultClient()
     index.add(holder, ["t"])
     before = index.subscription_bytes
