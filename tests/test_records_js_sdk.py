@@ -4,6 +4,7 @@ tests/js/records_todos.mjs signs in as alice and subscribes with
 ``pb.collection("todos").subscribe("*", cb)`` (alice and a guest) and
 ``pb.collection("todos").subscribe(id, cb, {filter, fields})``; this side changes todos as bob
 over HTTP (and, with Redis, from another process and a worker script) and checks what arrived.
+On PostgreSQL (``capture="database"``), tests/js/records_todos_psql.mjs gets what psql writes.
 """
 
 from __future__ import annotations
@@ -12,28 +13,61 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
 from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from tests.jsrun import JS_DIR, run_node
 from tests.live import ROOT, LiveServer
+from tests.records_support import drop_schema, postgres_engine
+from tests.test_records_capture import psql
 
 TODO_TARGET = "examples.todo.app:app"
 SDK_DIST = JS_DIR / "node_modules" / "pocketbase" / "dist"
 
 
-def todo_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The todo example's settings for a test: its own SQLite file, tests/js's SDK."""
+def todo_env(tmp_path: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The todo example's settings for a test: *database_url* (default: its own SQLite file),
+    tests/js's SDK."""
     from examples.todo.models import db
 
-    url = f"sqlite:///{tmp_path / 'todo.sqlite3'}"
-    engine = create_engine(url)
-    db.metadata.create_all(engine)  # before any server starts: no two processes race to create it
-    engine.dispose()
-    return {"TODO_DATABASE_URL": url, "TODO_POCKETBASE_DIST": str(SDK_DIST), **extra}
+    if database_url is None:
+        database_url = f"sqlite:///{tmp_path / 'todo.sqlite3'}"
+        engine = create_engine(database_url)
+        db.metadata.create_all(engine)  # before any server starts: no two processes race to create it
+        engine.dispose()
+    return {"TODO_DATABASE_URL": database_url, "TODO_POCKETBASE_DIST": str(SDK_DIST), **extra}
+
+
+class TodoPostgres:
+    """A schema of its own on the test PostgreSQL for the todo example, and psql on it."""
+
+    def __init__(self, server_url: str) -> None:
+        engine, self.schema = postgres_engine(server_url)
+        engine.dispose()
+        self.server_url = server_url
+        in_schema = make_url(server_url).update_query_dict({"options": f"-csearch_path={self.schema}"})
+        self.url = in_schema.render_as_string(hide_password=False)
+        """``TODO_DATABASE_URL``: the example creates its tables and capture trigger in the schema."""
+
+    def psql(self, sql: str) -> None:
+        """Run *sql* with the psql client in the schema (another program's connection)."""
+        psql(self.server_url, self.schema, sql)
+
+    def drop(self) -> None:
+        drop_schema(self.server_url, self.schema)
+
+
+@pytest.fixture
+def todo_postgres(postgres_url: str) -> Iterator[TodoPostgres]:
+    """A todo schema on the test PostgreSQL, dropped after the test (request it before the servers
+    on it, so that they stop first)."""
+    database = TodoPostgres(postgres_url)
+    yield database
+    database.drop()
 
 
 class TodoUser:
@@ -136,3 +170,54 @@ def test_sdk_with_changes_from_another_process_and_a_worker(
         context=lambda: page_server.log() + "\n" + other.log(),
     )
     check_result(result, everyone)
+
+
+PSQL_CREATED = "2026-01-02 03:04:05.678"
+"""When the todos written with psql were created."""
+
+
+def insert_todo(todo_id: str, title: str, owner: str, *, shared: bool = False) -> str:
+    """The SQL inserting a todo as a program without the ORM would (every column given)."""
+    quoted = title.replace("'", "''")
+    return (f"INSERT INTO todos (id, title, done, shared, owner, created) "
+            f"VALUES ('{todo_id}', '{quoted}', false, {str(shared).lower()}, '{owner}', '{PSQL_CREATED}')")
+
+
+def todo_row(todo_id: str, title: str, owner: str, *, done: bool = False, shared: bool = False) -> dict[str, Any]:
+    """A todo's record as the example serialises it, created at :data:`PSQL_CREATED`."""
+    return {"collectionId": "todos", "collectionName": "todos", "created": PSQL_CREATED + "Z", "done": done,
+            "id": todo_id, "owner": owner, "shared": shared, "title": title}
+
+
+def test_sdk_gets_what_psql_writes_on_postgresql(
+    todo_postgres: TodoPostgres, make_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """capture="database": psql's inserts, updates (a transition among them) and deletes reach
+    the SDK's subscribers who may see them, with the records the session path would send."""
+    server = make_server("gunicorn-gevent", target=TODO_TARGET, env=todo_env(tmp_path, todo_postgres.url))
+    bob = "bob000000000001"
+    expected: dict[str, list[dict[str, Any]]] = {}
+
+    def subscribed(message: dict[str, Any]) -> dict[str, Any]:
+        alice = message["alice"]
+        todo_postgres.psql(f"INSERT INTO users (id, name) VALUES ('{bob}', 'bob')")
+        todo_postgres.psql(insert_todo("bobshared000001", "shared by bob", bob, shared=True))
+        todo_postgres.psql(insert_todo("bobprivate00001", "bob private", bob))
+        todo_postgres.psql(insert_todo("aliceprivate001", "alice private", alice))
+        todo_postgres.psql("UPDATE todos SET done = true WHERE id = 'bobshared000001'")
+        todo_postgres.psql("UPDATE todos SET shared = false WHERE id = 'bobshared000001'")  # hidden: a delete
+        todo_postgres.psql("DELETE FROM todos WHERE id IN ('aliceprivate001', 'bobprivate00001')")
+        shared = todo_row("bobshared000001", "shared by bob", bob, shared=True)
+        done = {**shared, "done": True}
+        mine = todo_row("aliceprivate001", "alice private", alice)
+        everyone = [{"action": "create", "record": shared}, {"action": "update", "record": done},
+                    {"action": "delete", "record": done}]  # the record as the subscriber last saw it
+        expected["guest"] = everyone
+        expected["alice"] = everyone[:1] + [{"action": "create", "record": mine}] + everyone[1:] + [
+            {"action": "delete", "record": mine}]
+        return {name: len(events) for name, events in expected.items()}
+
+    result = run_node("records_todos_psql.mjs", server.url, steps={"subscribed": subscribed}, timeout=30,
+                      context=server.log)
+    assert result["guest"] == expected["guest"]
+    assert result["alice"] == expected["alice"]

@@ -1,7 +1,9 @@
-"""The todo example in process: its API, who sees what, and the record events behind the page."""
+"""The todo example in process: its API, who sees what, the record events behind the page, and
+the ``flask todo`` command's bulk statement (session path on SQLite, capture on PostgreSQL)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,9 +12,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from examples.todo.app import create_app
+from examples.todo.models import db
 from flask_rtbroker import AUTH_KEY
+from flask_rtbroker.test_client import RealtimeTestClient
 
 from tests.records_support import received
+from tests.test_records_js_sdk import TodoPostgres
 
 
 @pytest.fixture
@@ -86,3 +91,45 @@ def test_page_without_the_sdk_says_how_to_install_it(todo_app: Flask) -> None:
     page = http.get("/")
     assert page.status_code == 503 and b"npm ci --prefix examples/todo" in page.data
     assert http.get("/vendor/pocketbase.es.mjs").status_code == 404
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.live)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The todo example's database: a SQLite file, or a schema on the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'todo.sqlite3'}"
+        return
+    database = TodoPostgres(request.getfixturevalue("postgres_url"))
+    yield database.url
+    database.drop()
+
+
+def test_flask_todo_done_all_reaches_subscribers(database_url: str, tmp_path: Path) -> None:
+    """One bulk UPDATE from the command: an event per changed row, for whoever may see it."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "TODO_POCKETBASE_DIST": str(tmp_path),
+                      "RTBROKER_CONCURRENCY": "threading"})
+    try:
+        http = app.test_client()
+        alice, _ = sign_in(http, "alice")
+        bob, _ = sign_in(http, "bob")
+        http.post("/api/todos", json={"title": "open"}, headers=alice)
+        shared = http.post("/api/todos", json={"title": "shared", "shared": True}, headers=alice).get_json()
+        finished = http.post("/api/todos", json={"title": "finished"}, headers=alice).get_json()
+        http.patch(f"/api/todos/{finished['id']}", json={"done": True}, headers=alice)
+        bobs = http.post("/api/todos", json={"title": "bob's", "shared": True}, headers=bob).get_json()
+        with RealtimeTestClient(app) as alice_rt, RealtimeTestClient(app) as bob_rt:
+            assert alice_rt.subscribe("todos/*", headers=alice).status_code == 204
+            assert bob_rt.subscribe("todos/*", headers=bob).status_code == 204
+            result = app.test_cli_runner().invoke(args=["todo", "done-all", "--user", "alice"])
+            assert result.exit_code == 0 and "2 todo(s) of alice marked done" in result.output, result.output
+            alice_events = [alice_rt.next_event(timeout=5).data for _ in range(2)]
+            assert sorted((e["action"], e["record"]["title"], e["record"]["done"]) for e in alice_events) == [
+                ("update", "open", True), ("update", "shared", True)]
+            assert bob_rt.next_event(timeout=5).data == {"action": "update", "record": {**shared, "done": True}}
+            time.sleep(0.3)  # a capture event for another row would have arrived by now
+            assert alice_rt.get_received() == [] and bob_rt.get_received() == []
+        assert not next(t for t in http.get("/api/todos", headers=bob).get_json() if t["id"] == bobs["id"])["done"]
+    finally:
+        app.extensions["rtbroker"].close()
+        with app.app_context():
+            db.engine.dispose()

@@ -16,6 +16,18 @@ Run it (from the repository root), then open ``/?user=alice`` and ``/?user=bob``
     npm ci --prefix examples/todo                 # the browser SDK, once
     gunicorn -c examples/todo/gunicorn.conf.py    # http://127.0.0.1:5000
 
+On PostgreSQL (``TODO_DATABASE_URL=postgresql+psycopg://...``) the watch is
+``capture="database"``: start-up creates the tables and installs the capture trigger on
+``todos`` (idempotently, one process at a time), and every committed change to the table is an
+event, whoever makes it. On SQLite the session path sees what SQLAlchemy sessions commit.
+Writers besides the page, the pages follow both::
+
+    flask --app examples.todo.app todo done-all --user alice   # one bulk UPDATE, an event per row
+    psql "${TODO_DATABASE_URL/+psycopg/}" -c "UPDATE todos SET done = true WHERE shared"   # PostgreSQL
+
+The flask command reaches the web server's pages through the trigger on PostgreSQL, and through
+the backplane on SQLite (``RTBROKER_BACKPLANE=redis://...`` set for both processes).
+
 Routes (JSON errors have PocketBase's shape, so ``pb.send`` rejects with them):
 
 - ``GET /``                         the page
@@ -32,9 +44,10 @@ Settings: ``TODO_DATABASE_URL`` (default: a SQLite file in the temp directory, s
 on the host shares it), ``TODO_SECRET_KEY`` (signs tokens; without it a random key is
 made once and kept, readable by this user only, in the temp directory next to the default
 database, so the processes of one host share it and no published key can forge a token),
-``TODO_POCKETBASE_DIST`` (the SDK's ``dist`` directory) and the ``RTBROKER_*`` variables. Several processes need
-``RTBROKER_BACKPLANE=redis://...``; ``python -m examples.todo.worker`` then changes todos from
-outside the web app and the pages follow.
+``TODO_POCKETBASE_DIST`` (the SDK's ``dist`` directory) and the ``RTBROKER_*`` variables. Several
+processes need ``RTBROKER_BACKPLANE=redis://...`` (a subscription POST may reach another process
+than its stream; on PostgreSQL the record events themselves do not go through it);
+``python -m examples.todo.worker`` changes todos from outside the web app and the pages follow.
 """
 
 from __future__ import annotations
@@ -47,9 +60,12 @@ from typing import Any, Mapping, NoReturn
 
 from flask import Flask, Request, Response, abort, jsonify, make_response, render_template, request, send_file
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import text
 
 from flask_rtbroker import RealtimeBroker, load_env
+from flask_rtbroker.records import install_triggers
 
+from .cli import todo_cli
 from .collection import COLLECTION, can_see, todo_record, user_record
 from .models import DEFAULT_DATABASE, Todo, User, db
 
@@ -58,6 +74,8 @@ SDK_DIST = HERE / "node_modules" / "pocketbase" / "dist"
 SDK_MODULE = "pocketbase.es.mjs"
 INSTALL_COMMAND = "npm ci --prefix examples/todo"
 SECRET_FILE = Path(tempfile.gettempdir()) / "flask-rtbroker-todo.secret"
+SETUP_LOCK = 0x746F646F
+"""The PostgreSQL advisory lock that lets one process at a time create the tables and trigger."""
 
 
 def secret_key() -> str:
@@ -79,6 +97,24 @@ def secret_key() -> str:
     return SECRET_FILE.read_text()
 
 
+def prepare_database() -> str:
+    """Create the tables (in an app context); on PostgreSQL also (re)install the capture trigger
+    on ``todos``. Returns the watch's capture: ``"database"`` on PostgreSQL, else ``"session"``."""
+    engine = db.engine
+    if engine.dialect.name != "postgresql":
+        db.create_all()
+        return "session"
+    with engine.connect() as lock:  # several workers start at once: concurrent DDL would fail
+        lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SETUP_LOCK})
+        try:
+            db.create_all()
+            install_triggers(engine, Todo)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SETUP_LOCK})
+            lock.commit()
+    return "database"
+
+
 def fail(status: int, message: str) -> NoReturn:
     """Answer a PocketBase-style JSON error."""
     abort(make_response(jsonify({"data": {}, "message": message, "status": status}), status))
@@ -98,9 +134,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     broker = RealtimeBroker(app)
     tokens = URLSafeSerializer(app.config["SECRET_KEY"], salt="todo-auth")
     with app.app_context():
-        db.create_all()
         broker.watch(Todo, collection=COLLECTION, list_rule=can_see, view_rule=can_see,
-                     serialize=todo_record, transitions=True)
+                     serialize=todo_record, transitions=True, capture=prepare_database())
+    app.cli.add_command(todo_cli)
 
     def signed_in(req: Request) -> User | None:
         token = req.headers.get("Authorization", "").removeprefix("Bearer ").strip()

@@ -3,8 +3,9 @@
     gunicorn -c examples/todo/gunicorn.conf.py
 
 Environment: ``PORT`` (default 5000, on 127.0.0.1), ``WEB_CONCURRENCY`` (worker processes,
-default 1; more need ``RTBROKER_BACKPLANE=redis://...`` so that a change made in one process
-reaches the pages held by the others).
+default 1; more need ``RTBROKER_BACKPLANE=redis://...`` so that a subscription reaches the
+process holding its stream and, on SQLite, a change made in one process reaches the pages held
+by the others; on PostgreSQL each process captures every change itself) and ``TODO_DATABASE_URL``.
 """
 
 import os

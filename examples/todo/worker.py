@@ -1,6 +1,6 @@
 """Change todos from outside the web app (a job, a script): the open pages follow.
 
-    export RTBROKER_BACKPLANE=redis://127.0.0.1:6379/0      # the web app's backplane
+    export RTBROKER_BACKPLANE=redis://127.0.0.1:6379/0      # the web app's (not needed on PostgreSQL)
     python -m examples.todo.worker add "Water the plants" --owner alice --shared
     python -m examples.todo.worker done <todo id>
     python -m examples.todo.worker delete <todo id>
@@ -8,7 +8,9 @@
 No Flask app and no broker here: the models are used with a plain SQLAlchemy session on the
 web app's database (``TODO_DATABASE_URL``), and ``emit_changes`` publishes what each commit
 changed through an :class:`~flask_rtbroker.Emitter`. Every web process then applies the
-collection's rules for its own pages. Prints the changed record as JSON.
+collection's rules for its own pages. On PostgreSQL the web app captures every commit from the
+database itself, so the worker just commits (no backplane needed, and nothing is published
+twice). Prints the changed record as JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -64,22 +67,26 @@ def run(args: argparse.Namespace, session: Session) -> dict[str, Any]:
     return record
 
 
-def main(argv: list[str]) -> None:
-    args = parse_args(argv)
+def publish_commits(cleanup: ExitStack) -> None:
+    """Publish the events of Todo commits on the web app's backplane until *cleanup* closes."""
     config: dict[str, Any] = {}
     load_env(config)  # the web app's RTBROKER_BACKPLANE, and its prefix and secret when set
     if not config.get("RTBROKER_BACKPLANE"):
         raise SystemExit("set RTBROKER_BACKPLANE to the web app's backplane (redis://...)")
     emitter = Emitter.from_config(config)
-    watch = emit_changes(emitter, Todo, collection=COLLECTION, serialize=todo_record)
+    cleanup.callback(emitter.close)
+    cleanup.callback(emit_changes(emitter, Todo, collection=COLLECTION, serialize=todo_record).close)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
     engine = create_engine(os.environ.get("TODO_DATABASE_URL") or DEFAULT_DATABASE)
-    try:
+    with ExitStack() as cleanup:
+        cleanup.callback(engine.dispose)
+        if engine.dialect.name != "postgresql":  # on PostgreSQL the web app's trigger reports the commit
+            publish_commits(cleanup)
         with Session(engine) as session:
             print(json.dumps(run(args, session)))
-    finally:
-        watch.close()
-        emitter.close()
-        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Modules: :mod:`.watcher` (SQLAlchemy events -> committed RecordEvents), :mod:`.s
 messages per subscription), :mod:`.filter` and :mod:`.compare` (the filter subset),
 :mod:`.fields` and :mod:`.excerpt` (the field picker), :mod:`.subscription` (compiled options),
 :mod:`.validation` (400 at POST time), :mod:`.registry` (per app, backplane),
-:mod:`.publisher` (workers without a broker).
+:mod:`.publisher` (workers without a broker), :mod:`.bulk` (ORM bulk statements row by row),
+:mod:`.capture` (PostgreSQL triggers: every committed change, whoever makes it).
 """
 
 from ..errors import MissingDependency
@@ -19,6 +20,7 @@ try:
 except ImportError as exc:
     raise MissingDependency("record events need SQLAlchemy: pip install 'flask-rtbroker[sqlalchemy]'") from exc
 
+from .capture import install_triggers
 from .collection import Collection, Rule
 from .event import KIND_RECORD, RecordEvent
 from .fields import FieldPicker, FieldsSyntaxError, parse_fields
@@ -38,6 +40,7 @@ __all__ = [
     "RecordEvent",
     "Rule",
     "emit_changes",
+    "install_triggers",
     "parse_fields",
     "parse_filter",
     "watch",

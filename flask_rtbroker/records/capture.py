@@ -148,11 +148,25 @@ def current_schema(engine: Engine) -> str:
         return str(connection.execute(text("SELECT current_schema()")).scalar_one())
 
 
+INSTALL_LOCK = 0x72746272
+"""The advisory lock that makes concurrent installs (several workers starting) wait their turn."""
+
+
 def run_sql(engine: Engine, sql: str) -> None:
-    """Run the statements of *sql* (from :func:`trigger_sql` or :func:`remove_sql`) in one transaction."""
+    """Run the statements of *sql* (from :func:`trigger_sql` or :func:`remove_sql`) in one
+    transaction, one process at a time (concurrent DDL on one function would fail)."""
     with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INSTALL_LOCK})
         for statement in sql.rstrip().rstrip(";").split(_SEPARATOR):
             connection.exec_driver_sql(statement)
+
+
+def install_triggers(engine: Engine, *models: type) -> None:
+    """Install (or replace) the capture triggers of *models* on *engine*'s database, e.g. at
+    start-up or in a migration step; idempotent and safe when several processes run it at once.
+    ``flask rtbroker install-triggers`` does the same for every model watched with
+    ``capture="database"``."""
+    run_sql(engine, trigger_sql(CapturedTable(model, engine) for model in models))
 
 
 @dataclass(frozen=True)
@@ -211,10 +225,12 @@ class ChangeListener:
 
     def add(self, owner: Any, table: tuple[str, str], change_method: str, gap_method: str) -> None:
         """Send changes of *table* to ``owner.<change_method>(change)`` and gaps to
-        ``owner.<gap_method>()``, while *owner* lives."""
+        ``owner.<gap_method>()`` (once per owner, however many tables it captures), while *owner* lives."""
         with self._lock:
             self._handlers.setdefault(table, []).append((weakref.ref(owner), change_method))
-            self._handlers.setdefault(("", ""), []).append((weakref.ref(owner), gap_method))
+            gaps = self._handlers.setdefault(("", ""), [])
+            if not any(ref() is owner for ref, _ in gaps):
+                gaps.append((weakref.ref(owner), gap_method))
 
     def _live(self, key: tuple[str, str]) -> list[Callable[..., None]]:
         with self._lock:
