@@ -6,7 +6,7 @@ the subscribers of a topic does not walk every connected client.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .client import DefaultClient
 from .errors import ClientNotFound, InvalidArgument
@@ -18,9 +18,10 @@ class Broker:
 
     __slots__ = ("_clients", "_index")
 
-    def __init__(self) -> None:
+    def __init__(self, on_new_topics: Callable[[list[str]], None] | None = None) -> None:
+        """*on_new_topics* hears of every topic that gets its first subscriber (see :class:`TopicIndex`)."""
         self._clients: dict[str, DefaultClient] = {}
-        self._index = TopicIndex()
+        self._index = TopicIndex(on_new_topics)
 
     def register(self, client: DefaultClient) -> None:
         """Add *client*; its current and future subscriptions are indexed."""
@@ -64,6 +65,10 @@ class Broker:
         ``?options=``/``&options=`` appended.
         """
         return self._index.subscribers(topic)
+
+    def topics(self) -> list[str]:
+        """Every topic some client of this process is subscribed to (a snapshot)."""
+        return self._index.topics()
 
     def total_topics(self) -> int:
         """Return how many distinct topics have subscribers."""

@@ -1,11 +1,18 @@
 """Cluster: what one app's broker does with its backplane.
 
-- ``notify`` is published first, then delivered locally; ``send`` to a client held elsewhere
-  is published. Other processes deliver them to their own clients.
-- A subscription POST for a client this process does not hold is forwarded; the process that
-  holds it runs the POST (IP check, auth rule, hooks) and publishes the response, which the
-  forwarding process returns as is. No answer within ``RTBROKER_FORWARD_TIMEOUT``: 404.
-- ``count_clients`` asks every process for its count.
+- Every process has a route (the start of its origin and of its clients' ids), so a message
+  for one client goes to the inbox of the process that holds it: forwarded POSTs and their
+  replies, ``send``, ``notify(to=ids)`` (one envelope per owning process) and count replies.
+  A POST for an id with this process's route, or with a route nobody listens on, answers 404
+  at once; the owner answers 404 itself for an id it does not hold.
+- ``notify`` goes to its topic's channel, record events to their collection's: only processes
+  with a subscriber listen there. A subscription POST answers 204 only once this process
+  listens on the channels of its keys (``listen_for``), so nothing published after the 204 is
+  missed; channels no local client needs are let go in batches (``Backplane.sweep``).
+- ``notify`` is published first, then delivered locally, so other processes deliver meanwhile.
+- ``count_clients`` and ``clear_auth`` go to every process.
+- A backend that cannot route (PostgreSQL, custom ones) carries everything to every process;
+  the receivers keep only what is theirs, as before.
 - What other processes send is checked against this process's own rules before it reaches a
   client: an event name or topic with a line break, a send named ``PB_CONNECT`` and message
   data over this process's ``RTBROKER_MAX_MESSAGE_SIZE`` are rejected like malformed envelopes
@@ -19,10 +26,11 @@ import logging
 import secrets
 import weakref
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable
 
 from . import signals, wire
 from .backplane import Backplane, Envelope
+from .backplane.base import route_of
 from .wire import WireItem
 from .errors import InvalidArgument
 from .message import PB_CONNECT, Message, check_event_name
@@ -36,8 +44,12 @@ log = logging.getLogger("flask_rtbroker.cluster")
 
 STARTUP_GRACE = 1.0
 """Seconds after a process starts listening during which requests wait for the subscription."""
+SUBSCRIBE_WAIT = 2.0
+"""Seconds a subscription POST waits for this process to listen on its keys' channels."""
 
 ForwardedPost = Callable[[wire.Post], tuple[int, bytes]]
+Interest = Callable[[str], Iterable[str]]
+"""Maps a subscribed topic to the extra channels it needs (e.g. its collection's)."""
 
 
 class _Pending:
@@ -59,7 +71,15 @@ class Cluster:
         self._app_ref = weakref.ref(app)
         self._pending: dict[str, _Pending] = {}
         self._extension_handlers: dict[str, Callable[[Envelope], None]] = {}
+        self._interests: list[Interest] = []
         self.answer_post: ForwardedPost | None = None
+        needed = weakref.WeakMethod(self.needed_channels)  # the backplane must not keep us alive
+        backplane.keep_channels = lambda: (needed() or _nothing)()
+
+    @property
+    def route(self) -> str:
+        """This process's route: the start of its clients' ids."""
+        return self.backplane.route
 
     @property
     def active(self) -> bool:
@@ -93,21 +113,60 @@ class Cluster:
             raise InvalidArgument(f"envelope kind {kind!r} is built in")
         self._extension_handlers[kind] = handler
 
+    def add_interest(self, interest: Interest) -> None:
+        """Let an extension name the extra channels a subscribed topic needs (records: the
+        topic's collection), so this process listens on them while it has such a subscriber."""
+        self._interests.append(interest)
+
     def publish(self, item: WireItem) -> bool:
         """Publish *item* (an extension's kind, or a built-in one); False when there are no peers or it failed."""
         if not self.active:
             return False
         self.ensure_started()
-        return wire.publish(self.backplane, item)
+        return wire.publish(self.backplane, item) is not None
+
+    # -- channels ------------------------------------------------------------------------------
+
+    def channels_for(self, topics: Iterable[str]) -> set[str]:
+        """The channels a process with subscribers of *topics* (keys) listens on."""
+        channels = set()
+        for topic in topics:
+            channels.add(wire.topic_channel(topic))
+            base = topic.partition("?")[0]
+            for interest in self._interests:
+                channels.update(interest(base))
+        return channels
+
+    def needed_channels(self) -> set[str]:
+        """The channels this process's clients need now (what a sweep keeps)."""
+        return self.channels_for(self.state.broker.topics())
+
+    def listen_soon(self, topics: Iterable[str]) -> None:
+        """Start listening on the channels of *topics* without waiting: for subscriptions made
+        in code (``client.subscribe``); a POST waits with :meth:`listen_for` instead."""
+        if self.active and self.backplane.routes:
+            self.backplane.want(self.channels_for(topics), 0.0)
+
+    def listen_for(self, keys: Iterable[str]) -> None:
+        """Listen on the channels of *keys* before a POST holding them answers 204, waiting at
+        most :data:`SUBSCRIBE_WAIT` seconds (not at all while the backplane is down: local
+        delivery goes on, and the listener subscribes them when it reconnects)."""
+        if self.active and self.backplane.routes:
+            self.ensure_started()
+            if not self.backplane.want(self.channels_for(keys), SUBSCRIBE_WAIT):
+                log.warning("a subscription answers before this process listens on all its channels")
 
     # -- outgoing ------------------------------------------------------------------------------
 
     def publish_notify(self, message: Message, to_ids: list[str] | None) -> None:
-        """Publish a notify for the other processes."""
-        self.publish(wire.Notify(message.name, message.payload, None if to_ids is None else tuple(to_ids)))
+        """Publish a notify for the other processes: on its topic's channel, or, for *to_ids*,
+        one envelope per process holding some of them (ids of this process stay here)."""
+        remote = None if to_ids is None else [i for i in to_ids if route_of(i) != self.route]
+        for item in wire.notifies(message.name, message.payload, remote, by_route=self.backplane.routes):
+            self.publish(item)
 
     def publish_send(self, client_id: str, message: Message) -> None:
-        """Publish a direct send for the process that holds *client_id*."""
+        """Publish a direct send to the inbox of the process that holds *client_id*."""
         self.publish(wire.Send(client_id, message.name, message.payload))
 
     def publish_clear_auth(self, token: str, disconnect: bool) -> None:
@@ -119,7 +178,7 @@ class Cluster:
         self.ensure_started()
         pending = self._pending[request.request_id] = _Pending(self.state.runtime.waker())
         try:
-            if not wire.publish(self.backplane, request):
+            if not wire.publish(self.backplane, request):  # failed (None) or nobody listens (0)
                 return []
             pending.waker.wait(timeout)
             return list(pending.replies) if expected is None else pending.replies[:expected]
@@ -127,8 +186,10 @@ class Cluster:
             del self._pending[request.request_id]
 
     def forward_post(self, client_id: str, headers: list[tuple[str, str]], body: bytes, remote_addr: str, timeout: float) -> tuple[int, bytes] | None:
-        """Ask the process holding *client_id* to run this POST; return its (status, body) or None."""
-        if not self.active:
+        """Ask the process holding *client_id* to run this POST; return its (status, body) or
+        None (404) when no process has the id's route: at once for this process's route or, on
+        a routing backend, one nobody listens on."""
+        if not self.active or route_of(client_id) == self.route:
             return None
         request = wire.Post(secrets.token_hex(8), client_id, tuple(headers), remote_addr, body)
         replies = self._request(request, timeout, 1)
@@ -211,7 +272,8 @@ class Cluster:
                 log.exception("before_send failed for a send from another process")
 
     def _run_post(self, post: wire.Post, origin: str) -> None:
-        if post.client_id not in self.state.broker.clients() or self.answer_post is None:
+        """Answer a forwarded POST for an id with this process's route (404 when no such client)."""
+        if route_of(post.client_id) != self.route or self.answer_post is None:
             return
         answer = self.answer_post
 
@@ -236,3 +298,7 @@ class Cluster:
             pending.replies.append(reply)
             if isinstance(reply, wire.PostReply):
                 pending.waker.set()
+
+
+def _nothing() -> set[str]:
+    return set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import queue
+import selectors
 import sys
 import threading
 import time
@@ -271,6 +272,23 @@ class GeventRuntime:
 
     def close(self) -> None:
         self._pool.kill(block=False)
+
+
+def wait_readable(runtime: Runtime, fileno: int, timeout: float) -> None:
+    """Wait until *fileno* is readable or *timeout* passes: on the gevent hub (a socket watch)
+    or, with threads, in a selector; never in a call that blocks the hub."""
+    waker = runtime.waker()
+    watch = runtime.watch_readable(fileno, waker.set)
+    if watch is None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fileno, selectors.EVENT_READ)
+            selector.select(timeout)
+        return
+    try:
+        waker.wait(timeout)
+    finally:
+        watch.stop()
+        watch.close()
 
 
 def gevent_is_active() -> bool:

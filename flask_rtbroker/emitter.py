@@ -46,7 +46,7 @@ class Emitter:
         )
         if not self.backplane.has_peers:
             raise ConfigurationError(
-                "an Emitter needs a shared backplane (redis://... or memory://NAME), not a private memory://"
+                "an Emitter needs a shared backplane (redis://..., postgresql://... or memory://NAME), not a private memory://"
             )
         self.max_message_size = max_message_size
 
@@ -66,7 +66,7 @@ class Emitter:
 
     def publish(self, item: WireItem) -> None:
         """Publish *item* (see :mod:`flask_rtbroker.wire`); raise :class:`BackplaneUnavailable` on failure."""
-        if not wire.publish(self.backplane, item):
+        if wire.publish(self.backplane, item) is None:
             raise BackplaneUnavailable(f"could not publish to {self.backplane.url}")
 
     def notify(self, topic: str, data: Any, *, to: str | Collection[str] | None = None) -> None:
@@ -74,7 +74,8 @@ class Emitter:
         message = Message(topic, data)
         check_size(topic, message.payload, self.max_message_size)
         recipients = None if to is None else ((to,) if isinstance(to, str) else tuple(to))
-        self.publish(wire.Notify(topic, message.payload, recipients))
+        for item in wire.notifies(topic, message.payload, recipients, by_route=self.backplane.routes):
+            self.publish(item)
 
     def send(self, client_id: str, name: str, data: Any) -> None:
         """Send one event named *name* to the client *client_id*, wherever it is connected."""

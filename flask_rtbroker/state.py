@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
 from .backplane import from_url
 from .broker import Broker
-from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
+from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason, new_client_id
 from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
 from .fanout import Delivery, Messages, Recipient, fan_out
@@ -60,7 +60,7 @@ class BrokerState:
     def __init__(self, app: "Flask", settings: Settings, hooks: Hooks) -> None:
         self.settings = settings
         self.hooks = hooks
-        self.broker = Broker()
+        self.broker = Broker(on_new_topics=lambda topics: self.cluster.listen_soon(topics))
         backplane = from_url(
             app.config["RTBROKER_BACKPLANE"], channel_prefix=settings.channel_prefix, secret=settings.backplane_secret
         )
@@ -90,8 +90,10 @@ class BrokerState:
     # -- streams -------------------------------------------------------------------------------
 
     def new_client(self) -> DefaultClient:
-        """Create an unregistered client with this app's queue bounds and runtime waker."""
+        """Create an unregistered client with this app's queue bounds and runtime waker; its id
+        starts with this process's route, so other processes know where it lives."""
         return DefaultClient(
+            new_client_id(self.cluster.route),
             queue_size=self.settings.client_queue_size,
             max_queue_bytes=self.settings.client_queue_bytes,
             waker=self.runtime.waker(),
@@ -220,6 +222,8 @@ class BrokerState:
             "subscriptions": sum(len(c.subscriptions()) for c in clients),
             "topics": self.broker.total_topics(),
             **figures,
+            "backplane_received_total": self.cluster.backplane.received,
+            "backplane_channels": len(self.cluster.backplane.channels()) if self.cluster.active else 0,
             "backplane_rejected_total": self.cluster.backplane.rejected,
         }
 

@@ -15,6 +15,8 @@ _HELP = {
     "deliveries_total": ("counter", "Messages queued for a client."),
     "dropped_total": ("counter", "Queued messages lost when a slow client was discarded."),
     "queue_high_water": ("gauge", "Most messages a client had queued at one write, since start."),
+    "backplane_received_total": ("counter", "Backplane payloads this process's listener received (what routing saves shows here)."),
+    "backplane_channels": ("gauge", "Backplane channels this process listens on (all, its inbox, topics, collections)."),
     "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, not signed with the secret, or refused by this process's checks (line breaks, PB_CONNECT, size)."),
 }
 

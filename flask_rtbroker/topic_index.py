@@ -8,7 +8,7 @@ a snapshot, so callers iterate it without holding the lock.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .options import base_topic, subscription_cost
 
@@ -26,13 +26,15 @@ def _holds(holders: "dict[Client, tuple[str, ...]] | None", client: "Client", ke
 class TopicIndex:
     """Maps each notify topic to ``{client: (matching subscription keys, ...)}``."""
 
-    __slots__ = ("_topics", "_lock", "subscription_bytes")
+    __slots__ = ("_topics", "_lock", "subscription_bytes", "on_new_topics")
 
-    def __init__(self) -> None:
+    def __init__(self, on_new_topics: "Callable[[list[str]], None] | None" = None) -> None:
         self._topics: dict[str, dict["Client", tuple[str, ...]]] = {}
         self._lock = threading.Lock()
         self.subscription_bytes = 0
         """What every indexed key counts together (see :func:`~flask_rtbroker.options.subscription_cost`)."""
+        self.on_new_topics = on_new_topics
+        """Called (outside the lock) with the topics an :meth:`add` gave their first subscriber."""
 
     @staticmethod
     def _topics_of(key: str) -> tuple[str, ...]:
@@ -41,12 +43,18 @@ class TopicIndex:
 
     def add(self, client: "Client", keys: list[str]) -> None:
         """Index *client* under each subscription key in *keys*."""
+        new: list[str] = []
         with self._lock:
             self.subscription_bytes += subscription_cost(keys)
             for key in keys:
                 for topic in self._topics_of(key):
-                    holders = self._topics.setdefault(topic, {})
+                    holders = self._topics.get(topic)
+                    if holders is None:
+                        holders = self._topics[topic] = {}
+                        new.append(topic)
                     holders[client] = holders.get(client, ()) + (key,)
+        if new and self.on_new_topics is not None:
+            self.on_new_topics(new)
 
     def remove(self, client: "Client", keys: list[str]) -> None:
         """Remove *client*'s entries for each subscription key in *keys* (keys it holds)."""
@@ -77,6 +85,11 @@ class TopicIndex:
             return {}
         with self._lock:
             return holders.copy()
+
+    def topics(self) -> list[str]:
+        """A snapshot of every topic with at least one subscriber (keys and their base topics)."""
+        with self._lock:
+            return list(self._topics)
 
     def total_topics(self) -> int:
         """Return how many distinct topics have at least one subscriber."""

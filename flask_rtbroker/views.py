@@ -190,8 +190,8 @@ def _check_budgets(state: "BrokerState", client: DefaultClient, subscriptions: l
 
 
 def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: SubscriptionRequest) -> None:
-    """Check IP, auth rule, budgets, validators and hook for a local *client*, then replace its
-    subscriptions."""
+    """Check IP, auth rule, budgets, validators and hook for a local *client*, make sure this
+    process listens on the keys' backplane channels, then replace its subscriptions."""
     if client.get(IP_KEY) != client_ip(request, state.settings):
         raise bad_request(message=INVALID_CLIENT_MESSAGE)
     hooks = state.hooks
@@ -206,6 +206,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
             raise bad_request({"subscriptions": errors})
     if hooks.before_subscribe_hook is not None:
         hooks.before_subscribe_hook(client, subscriptions, auth)
+    state.cluster.listen_for(subscriptions)  # before the 204: what is published after it arrives
     if auth is None:
         client.unset(AUTH_KEY)
     else:

@@ -25,8 +25,9 @@ Extensions add their own kinds with the same three methods (records: :mod:`.reco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence, Union
 
+from .backplane.base import ALL, inbox, route_of
 from .backplane.envelope import Envelope, EnvelopeError
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class WireError(EnvelopeError):
 
 
 class WireItem(Protocol):
-    """One kind of envelope: its kind, header fields and body."""
+    """One kind of envelope: its kind, header fields and body. It may name the ``channel`` it
+    goes on (see :mod:`flask_rtbroker.backplane.base`); without one it goes to every process."""
 
     KIND: ClassVar[str]
 
@@ -46,6 +48,12 @@ class WireItem(Protocol):
     def body(self) -> bytes: ...
 
     def fields(self) -> dict[str, Any]: ...
+
+
+def topic_channel(topic: str) -> str:
+    """The channel of a notify to *topic*: its listeners are the processes with a subscriber of
+    the topic (a key's ``?options=...`` part does not count)."""
+    return "t:" + topic.partition("?")[0]
 
 
 Reader = Callable[[Mapping[str, Any], str], Any]
@@ -120,6 +128,11 @@ class Notify(_Item):
     body: bytes
     to: tuple[str, ...] | None = None
 
+    @property
+    def channel(self) -> str:
+        """The topic's channel, or the inbox of the process holding *to* (one process's ids)."""
+        return topic_channel(self.topic) if self.to is None else inbox(route_of(self.to[0]) if self.to else "")
+
 
 @dataclass(frozen=True)
 class Send(_Item):
@@ -130,6 +143,10 @@ class Send(_Item):
     client_id: str
     name: str
     body: bytes
+
+    @property
+    def channel(self) -> str:
+        return inbox(route_of(self.client_id))
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,10 @@ class Post(_Item):
     ip: str
     body: bytes
 
+    @property
+    def channel(self) -> str:
+        return inbox(route_of(self.client_id))
+
 
 @dataclass(frozen=True)
 class PostReply(_Item):
@@ -157,6 +178,10 @@ class PostReply(_Item):
     status: int
     body: bytes
 
+    @property
+    def channel(self) -> str:
+        return inbox(route_of(self.to))
+
 
 @dataclass(frozen=True)
 class Count(_Item):
@@ -166,6 +191,7 @@ class Count(_Item):
     HEADER: ClassVar[tuple[tuple[str, str, Reader], ...]] = (("rid", "request_id", _str),)
     request_id: str
     body: bytes = b""
+    channel: ClassVar[str] = ALL
 
 
 @dataclass(frozen=True)
@@ -179,6 +205,10 @@ class CountReply(_Item):
     clients: int
     body: bytes = b""
 
+    @property
+    def channel(self) -> str:
+        return inbox(route_of(self.to))
+
 
 @dataclass(frozen=True)
 class ClearAuth(_Item):
@@ -189,6 +219,20 @@ class ClearAuth(_Item):
     token: str
     disconnect: bool
     body: bytes = b""
+    channel: ClassVar[str] = ALL
+
+
+def notifies(topic: str, body: bytes, to: Sequence[str] | None, *, by_route: bool) -> list[Notify]:
+    """The envelopes of one notify: one on *topic*'s channel, or for the clients *to* one per
+    owning process (*by_route*, on a routing backend) or one for all (an empty *to*: none)."""
+    if to is None:
+        return [Notify(topic, body)]
+    if not by_route:
+        return [Notify(topic, body, tuple(to))] if to else []
+    groups: dict[str, list[str]] = {}
+    for client_id in to:
+        groups.setdefault(route_of(client_id), []).append(client_id)
+    return [Notify(topic, body, tuple(ids)) for ids in groups.values()]
 
 
 BuiltIn = Union[Notify, Send, Post, PostReply, Count, CountReply, ClearAuth]
@@ -196,9 +240,10 @@ BUILT_IN_KINDS: dict[str, Any] = {kind.KIND: kind for kind in (Notify, Send, Pos
 """Kind name -> class, for the built-in kinds."""
 
 
-def publish(backplane: "Backplane", item: WireItem) -> bool:
-    """Publish *item* on *backplane* from this process; False when it failed (the backplane is down)."""
-    return backplane.send(backplane.envelope(item.KIND, item.fields(), item.body))
+def publish(backplane: "Backplane", item: WireItem) -> int | None:
+    """Publish *item* on its channel from this process: how many processes it reached (see
+    :meth:`~flask_rtbroker.backplane.Backplane.send`), None when it failed (the backplane is down)."""
+    return backplane.send(backplane.envelope(item.KIND, item.fields(), item.body), getattr(item, "channel", ALL))
 
 
 def parse(envelope: Envelope) -> BuiltIn | None:

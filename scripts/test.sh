@@ -3,7 +3,7 @@
 #   bash scripts/test.sh [pytest args...]
 # Installs: a virtualenv in .venv with the package and its test extras, the JS SDK test
 # dependencies (tests/js, from package-lock.json) and, when missing, Debian's chromium,
-# redis-server, postgresql and nginx (root only; otherwise it stops and says what to install).
+# redis-server, postgresql, nginx and iproute2 (root only; otherwise it stops and says what to install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "scripts/test.sh: please install ${need_apt[*]} (Debian: apt-get install ${need_apt[*]})" >&2

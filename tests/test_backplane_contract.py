@@ -10,6 +10,7 @@ import pytest
 
 from flask_rtbroker import BackplaneUnavailable, Emitter
 from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, Envelope, from_url
+from flask_rtbroker.backplane.base import ALL, UNKNOWN, inbox
 from flask_rtbroker.backplane.envelope import EnvelopeError
 from flask_rtbroker.concurrency import ThreadingRuntime
 from flask_rtbroker.errors import ConfigurationError
@@ -102,11 +103,65 @@ def test_write_only_emitter_reaches_listeners(make_backplane: Factory) -> None:
     listener = Peer(make_backplane())
     listener.wait_state(STATE_UP)
     emitter = Emitter(make_backplane(write_only=True))
-    emitter.notify("example", {"test": 123}, to=["cid"])
-    emitter.send("cid", "direct", [1])
+    client_id = listener.backplane.route + "c" * 32  # a client of the listener's process
+    emitter.notify("example", {"test": 123}, to=[client_id])
+    emitter.send(client_id, "direct", [1])
     first, second = listener.next(), listener.next()
-    assert (first.kind, first.fields, first.body) == ("notify", {"t": "example", "to": ["cid"]}, b'{"test":123}')
-    assert (second.kind, second.fields, second.body) == ("send", {"c": "cid", "n": "direct"}, b"[1]")
+    assert (first.kind, first.fields, first.body) == ("notify", {"t": "example", "to": [client_id]}, b'{"test":123}')
+    assert (second.kind, second.fields, second.body) == ("send", {"c": client_id, "n": "direct"}, b"[1]")
+
+
+def started(make_backplane: Factory, count: int) -> list[Peer]:
+    peers = [Peer(make_backplane()) for _ in range(count)]
+    for peer in peers:
+        peer.wait_state(STATE_UP)
+    return peers
+
+
+def test_a_channel_reaches_its_listeners_only_on_a_routing_backend(make_backplane: Factory) -> None:
+    a, b, c = started(make_backplane, 3)
+    assert b.backplane.want(["t:news"], timeout=5)
+    assert b.backplane.listening_to("t:news") or not b.backplane.routes
+    reached = a.backplane.send(a.backplane.envelope("notify", {"t": "news"}), "t:news")
+    assert b.next().fields == {"t": "news"}
+    if a.backplane.routes:
+        assert reached == 1
+        c.assert_nothing()
+    else:  # PostgreSQL: one channel, every process gets everything and keeps what is its own
+        assert reached == UNKNOWN
+        assert c.next().fields == {"t": "news"}
+
+
+def test_every_process_hears_the_all_channel_and_its_own_inbox(make_backplane: Factory) -> None:
+    a, b, c = started(make_backplane, 3)
+    a.backplane.send(a.backplane.envelope("count", {"rid": "1"}), ALL)
+    assert b.next().kind == c.next().kind == "count"
+    reached = a.backplane.send(a.backplane.envelope("send", {"n": 1}), inbox(b.backplane.route))
+    assert b.next().fields == {"n": 1}
+    if a.backplane.routes:
+        assert reached == 1
+        c.assert_nothing()
+    nobody = a.backplane.send(a.backplane.envelope("send", {"n": 2}), inbox("NoSuchRt"))
+    assert nobody == (0 if a.backplane.routes else UNKNOWN)
+
+
+def test_a_sweep_lets_go_of_channels_no_longer_needed(make_backplane: Factory) -> None:
+    a, b = started(make_backplane, 2)
+    if not b.backplane.routes:
+        assert b.backplane.want(["t:x"], timeout=1)  # nothing to subscribe: everything arrives anyway
+        return
+    assert b.backplane.want(["t:x", "t:y"], timeout=5)
+    b.backplane.keep_channels = lambda: {"t:y"}
+    b.backplane.sweep()
+    deadline = time.monotonic() + 5
+    while a.backplane.send(a.backplane.envelope("notify"), "t:x") != 0:
+        assert time.monotonic() < deadline, "the swept channel still has a listener"
+        time.sleep(0.02)
+    assert a.backplane.send(a.backplane.envelope("notify", {"kept": 1}), "t:y") == 1
+    fields = [b.next().fields]
+    while fields[-1] != {"kept": 1} and len(fields) < 10_000:  # the t:x ones sent before the sweep landed, then it
+        fields.append(b.next().fields)
+    assert fields[-1] == {"kept": 1} and all(f == {} for f in fields[:-1])
 
 
 def test_redis_listener_reconnects_after_redis_comes_back(redis_server: RedisServer) -> None:

@@ -15,6 +15,7 @@ from flask import Flask, current_app
 
 from flask_rtbroker import ApiError, DefaultClient, Message, MessageTooLarge, RealtimeBroker, signals, wire
 from flask_rtbroker.backplane import Envelope, MemoryBackplane
+from flask_rtbroker.backplane.base import ALL, ROUTE_LENGTH, inbox
 from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.client import AUTH_KEY, IP_KEY
 from flask_rtbroker.concurrency import ThreadingRuntime
@@ -129,8 +130,9 @@ class Intruder:
     def __init__(self, bus_url: str) -> None:
         self.backplane = MemoryBackplane(bus_url.removeprefix("memory://"))
 
-    def publish(self, payload: bytes) -> None:
-        self.backplane.publish(payload)
+    def publish(self, payload: bytes, channel: str = ALL) -> None:
+        """Publish *payload* on *channel* (by default the one every process listens on)."""
+        self.backplane.publish_to(channel, payload)
 
     def envelope(self, kind: str, fields: dict[str, Any], body: bytes = b"") -> bytes:
         return Envelope("intruder", kind, fields, body).encode()
@@ -345,14 +347,50 @@ def test_a_forwarded_post_from_another_address_fails_the_owner_ip_check(make_clu
     assert list(there.subscriptions()) == ["kept"]
 
 
-def test_a_post_for_a_client_no_process_holds_is_404_after_the_forward_timeout(make_cluster: MakeCluster) -> None:
-    a, _ = make_cluster(RTBROKER_FORWARD_TIMEOUT=0.2)
+def post_timed(node: Node, client_id: str) -> tuple[Any, float]:
     started = time.monotonic()
-    response = a.app.test_client().post("/api/realtime", json={"clientId": "nobody", "subscriptions": ["x"]})
-    elapsed = time.monotonic() - started
-    assert response.status_code == 404
-    assert response.json == {"data": {}, "message": "Missing or invalid client id.", "status": 404}
-    assert 0.15 <= elapsed < 1.5
+    response = node.app.test_client().post("/api/realtime", json={"clientId": client_id, "subscriptions": ["x"]})
+    return response, time.monotonic() - started
+
+
+MISSING_CLIENT = {"data": {}, "message": "Missing or invalid client id.", "status": 404}
+
+
+@pytest.mark.parametrize("client_id", ["nobody", "x" * 40, "A" * ROUTE_LENGTH + "b" * 32])
+def test_a_post_for_a_route_nobody_listens_on_is_404_at_once_asking_no_process(
+    make_cluster: MakeCluster, client_id: str
+) -> None:
+    a, b = make_cluster(RTBROKER_FORWARD_TIMEOUT=2.0)
+    before = b.state.cluster.backplane.received
+    response, elapsed = post_timed(a, client_id)
+    assert (response.status_code, response.json) == (404, MISSING_CLIENT)
+    assert elapsed < 0.5, f"{elapsed:.3f} s: it waited for the forward timeout"
+    assert b.state.cluster.backplane.received == before  # nothing reached the other process
+
+
+def test_a_forged_id_with_another_process_route_is_404_from_that_process_alone(make_cluster: MakeCluster) -> None:
+    a, b, c = make_cluster(3, RTBROKER_FORWARD_TIMEOUT=2.0)
+    before = c.state.cluster.backplane.received
+    response, elapsed = post_timed(a, b.state.cluster.route + "f" * 32)
+    assert (response.status_code, response.json) == (404, MISSING_CLIENT)
+    assert elapsed < 0.5, f"{elapsed:.3f} s: the owner did not answer"
+    assert c.state.cluster.backplane.received == before  # only the route's owner was asked
+
+
+def test_an_unknown_id_with_this_process_route_is_404_without_publishing(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster(RTBROKER_FORWARD_TIMEOUT=2.0)
+    before = b.state.cluster.backplane.received
+    response, elapsed = post_timed(a, a.state.cluster.route + "g" * 32)
+    assert (response.status_code, response.json, b.state.cluster.backplane.received) == (404, MISSING_CLIENT, before)
+    assert elapsed < 0.5
+
+
+def test_client_ids_start_with_their_process_route_and_stay_40_random_characters(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    ids = [a.connect().id for _ in range(200)]
+    assert all(len(i) == 40 and i.isalnum() and i.isascii() for i in ids)
+    assert {i[:ROUTE_LENGTH] for i in ids} == {a.state.cluster.route} != {b.state.cluster.route}
+    assert len({i[ROUTE_LENGTH:] for i in ids}) == 200
 
 
 # -- counting --------------------------------------------------------------------------------------
@@ -657,3 +695,73 @@ def test_starting_the_cluster_reports_the_backplane_up_for_its_app(bus_url: str)
     finally:
         signals.backplane_state_changed.disconnect(on_state, sender=app)
         app.extensions["rtbroker"].close()
+
+
+# -- routing: a message reaches only the processes that need it ------------------------------------
+
+
+def received(*nodes: Node) -> list[int]:
+    """How many payloads each node's listener has taken off the bus so far."""
+    return [node.state.cluster.backplane.received for node in nodes]
+
+
+def test_a_topic_notify_reaches_only_processes_with_a_subscriber_of_the_topic(make_cluster: MakeCluster) -> None:
+    a, b, c = make_cluster(3)
+    there = b.connect("user/bob", "user/bob?options=%7B%7D")
+    before = received(b, c)
+    assert a.notify("user/bob", "hi") == 0
+    assert names_and_data(collect(there, 2)) == [("user/bob", "hi"), ("user/bob?options=%7B%7D", "hi")]
+    assert received(b, c) == [before[0] + 1, before[1]]  # c has no subscriber of user/bob: not a copy
+
+
+def test_a_notify_to_ids_goes_to_each_owning_process_once(make_cluster: MakeCluster) -> None:
+    a, b, c, d = make_cluster(4)
+    on_b = [b.connect("direct"), b.connect("direct")]
+    on_c = c.connect("direct")
+    d.connect("direct")  # subscribed, but not addressed: its process gets no copy
+    before = received(b, c, d)
+    a.notify("direct", 1, to=[client.id for client in on_b] + [on_c.id])
+    assert [len(collect(client, 1)) for client in [*on_b, on_c]] == [1, 1, 1]
+    assert received(b, c, d) == [before[0] + 1, before[1] + 1, before[2]]
+
+
+def test_a_send_and_a_forwarded_post_reach_the_owner_alone(make_cluster: MakeCluster) -> None:
+    a, b, c = make_cluster(3)
+    target = b.connect()
+    before = received(c)
+    with a.app.app_context():
+        assert a.broker.send(target.id, "ping", 1) is False  # not local: published to b's inbox
+    assert names_and_data(collect(target, 1)) == [("ping", 1)]
+    response = a.app.test_client().post("/api/realtime", json={"clientId": target.id, "subscriptions": ["x"]})
+    assert response.status_code == 204 and target.has_subscription("x")
+    assert received(c) == before
+
+
+def test_a_204_means_the_process_already_listens_on_the_keys_channels(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    client = a.connect()
+    backplane = a.state.cluster.backplane
+    assert not backplane.listening_to("t:fresh")
+    response = a.app.test_client().post("/api/realtime", json={"clientId": client.id,
+                                                                "subscriptions": ["fresh?options=%7B%7D"]})
+    assert response.status_code == 204
+    assert backplane.listening_to("t:fresh")
+    assert b.notify("fresh", "first") == 0
+    assert names_and_data(collect(client, 1)) == [("fresh?options=%7B%7D", "first")]
+
+
+def test_a_sweep_lets_go_of_the_channels_of_departed_subscribers(make_cluster: MakeCluster) -> None:
+    a, b = make_cluster()
+    stays, leaves = b.connect("kept"), b.connect("gone")
+    backplane = b.state.cluster.backplane
+    assert backplane.listening_to("t:kept") and backplane.listening_to("t:gone")
+    with b.app.app_context():
+        b.broker.unregister(leaves.id)
+    backplane._next_sweep = 0.0  # the next sweep is due now
+    backplane.sweep()
+    assert backplane.listening_to("t:kept") and not backplane.listening_to("t:gone")
+    before = received(b)
+    a.notify("gone", 1)
+    a.notify("kept", 2)
+    assert names_and_data(collect(stays, 1)) == [("kept", 2)]
+    assert received(b) == [before[0] + 1]

@@ -82,7 +82,7 @@ def test_forwarded_post_errors_match_local_ones(cluster) -> None:
     unknown = post(b, "nobody" * 5, ["x"])
     assert (unknown.status_code, unknown.content) == (
         404, b'{"data":{},"message":"Missing or invalid client id.","status":404}')
-    assert 0.9 <= time.monotonic() - started < 5  # waited RTBROKER_FORWARD_TIMEOUT for an owner
+    assert time.monotonic() - started < 0.5  # no process has that route: no wait for RTBROKER_FORWARD_TIMEOUT
     invalid = post(b, "", ["x"])
     assert invalid.status_code == 400 and b"validation_required" in invalid.content
 

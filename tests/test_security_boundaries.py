@@ -21,6 +21,7 @@ from flask import Flask, Request
 
 from flask_rtbroker import ApiError, Emitter, Message, RealtimeBroker
 from flask_rtbroker.backplane import Envelope, MemoryBackplane
+from flask_rtbroker.backplane.base import ROUTE_LENGTH
 from flask_rtbroker.backplane.redis import redacted
 from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.errors import BackplaneUnavailable, ConfigurationError
@@ -31,8 +32,13 @@ from tests.redis_server import RedisServer
 
 TOKENS = '{"tokA": "userA", "tokB": "userB"}'
 SECRET = "a shared secret of some length"
-CHANNEL = "flask_rtbroker:0"
-"""The channel of an app on database 0 with the default RTBROKER_CHANNEL_PREFIX."""
+NAMESPACE = "flask_rtbroker:0"
+"""The default channel prefix and database: every channel of the app is ``<NAMESPACE>:<channel>``."""
+
+
+def inbox_of(client_id: str) -> str:
+    """The Redis channel of the process that holds *client_id* (its route starts the id)."""
+    return f"{NAMESPACE}:p:{client_id[:ROUTE_LENGTH]}"
 
 
 def assert_no_event(sse: SSEClient, wait: float = 0.7) -> None:
@@ -141,7 +147,7 @@ def test_a_forwarded_post_carries_only_the_auth_header(make_server, redis_server
     env = {"RTBROKER_BACKPLANE": redis_server.url, "RTBROKER_TEST_TOKENS": TOKENS}
     a, b = make_server("gunicorn-gevent", env=env), make_server("gunicorn-gevent", env=env)
     listener = redis.Redis(host=HOST, port=redis_server.port).pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(CHANNEL)
+    listener.psubscribe(f"{NAMESPACE}:*")
     try:
         with a.stream() as sse:
             answer = b.subscribe(sse.client_id, ["x"], headers={
@@ -166,11 +172,11 @@ def test_forged_envelopes_are_validated_and_signatures_keep_strangers_out(make_s
     with unsigned.stream() as sse:
         forged_connect = Envelope("attacker\nFAKE LOG LINE", "send", {"c": sse.client_id, "n": "PB_CONNECT"},
                                   b'{"clientId":"attacker"}').encode()
-        assert publish(redis_server, CHANNEL, forged_connect) >= 1
+        assert publish(redis_server, inbox_of(sse.client_id), forged_connect) >= 1
         many_keys = {"clientId": sse.client_id, "subscriptions": [f"k{i}" for i in range(3002)] + ["a\nb"]}
         forged_post = Envelope("attacker", "post", {"rid": "r1", "c": sse.client_id, "h": [["Content-Type", "application/json"]],
                                                     "ip": "127.0.0.1"}, simplejson.dumps(many_keys).encode()).encode()
-        publish(redis_server, CHANNEL, forged_post)
+        publish(redis_server, inbox_of(sse.client_id), forged_post)
         assert_no_event(sse)
         time.sleep(0.3)
         assert stats(unsigned)["subscriptions"] == 0, "the owner re-validated the forged POST (400)"
@@ -183,7 +189,7 @@ def test_forged_envelopes_are_validated_and_signatures_keep_strangers_out(make_s
         forged_notify = Envelope("attacker", "notify", {"t": "t"}, b'"forged"').encode()
         wrong_key = sign(forged_notify, b"not the shared secret at all")
         for payload in (forged_notify, wrong_key):
-            publish(redis_server, CHANNEL, payload)
+            publish(redis_server, f"{NAMESPACE}:t:t", payload)
         emitter = Emitter(redis_server.url, secret=SECRET)
         emitter.notify("t", "signed")
         emitter.close()

@@ -1,20 +1,28 @@
 """Backplane: moves opaque payloads between the processes of one deployment.
 
-A backend implements two methods:
+A backend implements:
 
-- ``publish(payload: bytes)`` sends one payload to every process listening (itself included);
-  it raises on failure.
-- ``listen()`` is a blocking generator: it connects, yields :data:`READY` once it is receiving,
+- ``listen()``, a blocking generator: it connects, yields :data:`READY` once it is receiving,
   then yields each payload until :attr:`Backplane.closed`; it raises (or returns) when the
-  connection is lost.
+  connection is lost;
+- either ``publish(payload: bytes)``, which sends one payload to every process listening
+  (itself included) and raises on failure;
+- or, with :attr:`Backplane.routes` True, channels: ``publish_to(channel, payload)`` reaches
+  only the processes listening on that channel (and says how many), ``listen()`` subscribes to
+  :meth:`Backplane.channels` when it connects and reports each confirmed subscription with
+  :meth:`Backplane.confirmed`, and ``subscribe_now``/``unsubscribe_now`` change the live
+  subscription. Every process listens on :data:`ALL` and its own inbox (``p:<route>``); the
+  cluster asks for more (``t:<topic>``, ``c:<collection>``) with :meth:`Backplane.want` as its
+  clients subscribe, and lets go of them, in batches, with :meth:`Backplane.sweep`.
 
 It may also override :attr:`Backplane.has_peers` (False for a bus nobody else can join) and
 :meth:`Backplane.close` (to wake a listener blocked in ``listen()``), calling the base's.
 
-This base owns the rest: the :class:`Envelope` with this process's origin id, dropping its own
-echoes, the listener greenlet/thread with reconnect and capped exponential backoff, starting
-lazily (and again after a fork, with a fresh origin id), the up/down state with one log line per
-change, and a write-only mode for publishers that never listen (jobs, scripts).
+This base owns the rest: the :class:`Envelope` with this process's origin id (which starts with
+its route), dropping its own echoes, the listener greenlet/thread with reconnect and capped
+exponential backoff, starting lazily (and again after a fork, with a fresh origin and route),
+the up/down state with one log line per change, and a write-only mode for publishers that
+never listen (jobs, scripts).
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-import secrets
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from ..client import random_chars
 from .envelope import Envelope, EnvelopeError
 from .signing import sign, verified
 
@@ -44,15 +53,42 @@ EnvelopeHandler = Callable[[Envelope], None]
 StateHandler = Callable[[str, "BaseException | None"], None]
 
 
-def new_origin() -> str:
-    """A process-unique origin id: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+ROUTE_LENGTH = 8
+"""Characters of a process's route: the start of its origin and of its clients' ids."""
+ALL = "all"
+"""The channel every process listens on: counts, clear-auth and unrouted kinds."""
+SWEEP_INTERVAL = 10.0
+"""Seconds between two sweeps of the channels no local client needs any more."""
+UNKNOWN = -1
+"""What :meth:`Backplane.send` returns when the backend cannot tell how many processes listen."""
+
+
+def new_route() -> str:
+    """A random route: :data:`ROUTE_LENGTH` characters of ``[A-Za-z0-9]``."""
+    return random_chars(ROUTE_LENGTH)
+
+
+def new_origin(route: str) -> str:
+    """A process-unique origin id: the *route*, then host and pid."""
+    return f"{route}@{socket.gethostname()}:{os.getpid()}"
+
+
+def route_of(identifier: str) -> str:
+    """The route an origin or a client id starts with."""
+    return identifier[:ROUTE_LENGTH]
+
+
+def inbox(route: str) -> str:
+    """The channel of the process with *route*: forwarded POSTs, replies, sends."""
+    return f"p:{route}"
 
 
 class Backplane:
     """Base class of backplanes; subclasses implement :meth:`publish` and :meth:`listen`."""
 
     url = "custom"
+    routes = False
+    """True when a payload reaches only the listeners of its channel (see the module doc)."""
 
     def __init__(
         self,
@@ -69,7 +105,17 @@ class Backplane:
         """Payloads dropped because they were not envelopes or (with a secret) not signed by a peer."""
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
-        self.origin = new_origin()
+        self.route = new_route()
+        self.origin = new_origin(self.route)
+        self.received = 0
+        """Payloads this process's listener has taken off the backplane (its own echoes included)."""
+        self.keep_channels: Callable[[], set[str]] | None = None
+        """What :meth:`sweep` keeps, when the cluster sets it: the channels local clients need."""
+        self._wanted: set[str] = set()
+        self._listening: set[str] = set()
+        self._confirmations: dict[str, Any] = {}
+        self._channels_lock = threading.Lock()
+        self._next_sweep = 0.0
         self.state: str | None = None
         self._pid: int | None = None
         self._closed = False
@@ -89,10 +135,87 @@ class Backplane:
         """Yield :data:`READY`, then every payload received; raise or return when disconnected."""
         raise NotImplementedError
 
+    def publish_to(self, channel: str, payload: bytes) -> int:
+        """Send *payload* to the processes listening on *channel*; return how many; raise on failure."""
+        raise NotImplementedError
+
+    def subscribe_now(self, channels: list[str]) -> None:
+        """Add *channels* to the live subscription (confirmed later through :meth:`confirmed`)."""
+        raise NotImplementedError
+
+    def unsubscribe_now(self, channels: list[str]) -> None:
+        """Drop *channels* from the live subscription."""
+        raise NotImplementedError
+
     @property
     def has_peers(self) -> bool:
         """False when no other process can be listening (a private in-memory bus)."""
         return True
+
+    # -- channels (routing backends) -----------------------------------------------------------
+
+    def channels(self) -> set[str]:
+        """Every channel this process listens on: :data:`ALL`, its inbox and what it was asked for."""
+        with self._channels_lock:
+            return {ALL, inbox(self.route), *self._wanted}
+
+    def confirmed(self, channel: str) -> None:
+        """Called by ``listen()``: the subscription to *channel* is live."""
+        with self._channels_lock:
+            self._listening.add(channel)
+            waiting = self._confirmations.pop(channel, None)
+        if waiting is not None:
+            waiting.set()
+
+    def listening_to(self, channel: str) -> bool:
+        """True once a subscription to *channel* was confirmed on the live connection."""
+        return channel in self._listening
+
+    def want(self, channels: Iterable[str], timeout: float) -> bool:
+        """Listen on *channels* too, and wait (at most *timeout* seconds) until every one is
+        confirmed: a payload published after that reaches this process. True when they all are;
+        False when the listener is down (they are subscribed when it reconnects) or too slow."""
+        if not self.routes or self.write_only:
+            return True
+        with self._channels_lock:
+            missing = [channel for channel in channels if channel not in self._listening]
+            new = [channel for channel in missing if channel not in self._wanted]
+            self._wanted.update(new)
+            waits = [self._confirmations.setdefault(channel, self._event()) for channel in missing]
+        if new and self.state == STATE_UP:
+            try:
+                self.subscribe_now(new)
+            except Exception as exc:  # noqa: BLE001 - the listener reconnects and subscribes them all
+                log.warning("could not subscribe to %d backplane channel(s): %s", len(new), exc)
+                return False
+        if self.state != STATE_UP:
+            return False
+        deadline = time.monotonic() + timeout
+        return all(wait.wait(max(0.0, deadline - time.monotonic())) for wait in waits)
+
+    def sweep(self) -> None:
+        """Stop listening on the channels :attr:`keep_channels` no longer lists (batched; at most
+        every :data:`SWEEP_INTERVAL` seconds). Called by routing backends' ``listen()``."""
+        now = time.monotonic()
+        if now < self._next_sweep or self.keep_channels is None:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        keep = self.keep_channels()
+        with self._channels_lock:
+            gone = [channel for channel in self._wanted if channel not in keep]
+            self._wanted.difference_update(gone)
+            self._listening.difference_update(gone)
+        if gone:
+            self.unsubscribe_now(gone)
+
+    def _event(self) -> Any:
+        if self._runtime is not None:
+            return self._runtime.event()
+        return threading.Event()
+
+    def _connection_lost(self) -> None:
+        with self._channels_lock:
+            self._listening.clear()
 
     # -- owned by the base ---------------------------------------------------------------------
 
@@ -102,7 +225,8 @@ class Backplane:
         if self._pid == pid:
             return
         if self._pid is not None:
-            self.origin = new_origin()
+            self.route = new_route()
+            self.origin = new_origin(self.route)
         self._pid = pid
         self._runtime, self._on_envelope, self._on_state = runtime, on_envelope, on_state
         self._closed = False
@@ -122,17 +246,24 @@ class Backplane:
         if remaining > 0 and self._ready is not None and not self.write_only:
             self._ready.wait(remaining)
 
-    def send(self, envelope: Envelope) -> bool:
-        """Publish *envelope*; on failure report the backplane down and return False."""
+    def send(self, envelope: Envelope, channel: str = ALL) -> int | None:
+        """Publish *envelope* on *channel*; return how many processes it reached (:data:`UNKNOWN`
+        when the backend cannot tell); on failure report the backplane down and return None."""
         payload = envelope.encode()
+        if self.secret is not None:
+            payload = sign(payload, self.secret)
         try:
-            self.publish(payload if self.secret is None else sign(payload, self.secret))
+            if self.routes:
+                reached = self.publish_to(channel, payload)
+            else:
+                self.publish(payload)
+                reached = UNKNOWN
         except Exception as exc:  # noqa: BLE001 - any backend failure means "down"
             self._set_state(STATE_DOWN, exc)
-            return False
+            return None
         if self.write_only:
             self._set_state(STATE_UP, None)
-        return True
+        return reached
 
     def envelope(self, kind: str, fields: dict | None = None, body: bytes = b"") -> Envelope:
         """Build an envelope from this process."""
@@ -182,6 +313,7 @@ class Backplane:
                 error: BaseException = ConnectionError("listener ended")
             except Exception as exc:  # noqa: BLE001 - reconnect on any failure
                 error = exc
+            self._connection_lost()
             if self._closed:
                 return
             self._set_state(STATE_DOWN, error)
@@ -190,6 +322,7 @@ class Backplane:
             delay = min(delay * 2, self.max_reconnect_delay)
 
     def _dispatch(self, payload: bytes) -> None:
+        self.received += 1
         if self.secret is not None:
             checked = verified(payload, self.secret)
             if checked is None:

@@ -21,12 +21,11 @@ import hashlib
 import logging
 import os
 import re
-import selectors
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..concurrency import gevent_is_active
+from ..concurrency import gevent_is_active, wait_readable
 from ..errors import BackplaneUnavailable, ConfigurationError, MissingDependency
 from .base import READY, Backplane
 
@@ -81,19 +80,7 @@ def next_notifies(connection: Any, runtime: "Runtime", timeout: float) -> list[A
     notifies = list(connection.notifies(timeout=0))  # those already read, then the socket's
     if notifies:
         return notifies
-    fileno = connection.fileno()
-    waker = runtime.waker()
-    watch = runtime.watch_readable(fileno, waker.set)
-    if watch is None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(fileno, selectors.EVENT_READ)
-            selector.select(timeout)
-    else:
-        try:
-            waker.wait(timeout)
-        finally:
-            watch.stop()
-            watch.close()
+    wait_readable(runtime, connection.fileno(), timeout)
     return list(connection.notifies(timeout=0))
 
 

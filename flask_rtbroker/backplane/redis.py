@@ -7,11 +7,16 @@ process is disconnected from Redis are not replayed to it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+from ..concurrency import wait_readable
 from ..errors import ConfigurationError
-from .base import READY, Backplane
+from .base import ALL, READY, Backplane, inbox
+
+IDLE_WAIT = 1.0
+"""Seconds the listener waits for the socket before it checks for a sweep (and health)."""
 
 DEFAULT_CHANNEL_PREFIX = "flask_rtbroker"
 
@@ -40,11 +45,15 @@ def redacted(url: str) -> str:
 
 
 class RedisBackplane(Backplane):
-    """Publishes to and listens on one Redis pub/sub channel, ``<channel_prefix>:<database>``.
+    """Redis pub/sub with a channel per route, topic and collection: ``<prefix>:<database>:<channel>``.
 
     Redis pub/sub ignores database numbers (a channel is server-wide), so the number from the
-    URL goes into the channel name: apps on ``/0`` and ``/1`` of one server never meet.
+    URL goes into the channel names: apps on ``/0`` and ``/1`` of one server never meet. One
+    subscriber connection per process; requests add channels on it directly (under a lock the
+    listener also takes to read), and the listener waits for the socket outside the lock.
     """
+
+    routes = True
 
     def __init__(self, url: str, *, channel_prefix: str = DEFAULT_CHANNEL_PREFIX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -58,18 +67,54 @@ class RedisBackplane(Backplane):
             health_check_interval=15,
         )
         self.channel = f"{channel_prefix}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
+        """The namespace of this app's channels on the Redis server."""
+        self._pubsub: Any = None
+        self._pubsub_lock = threading.Lock()
 
-    def publish(self, payload: bytes) -> None:
-        self._redis.publish(self.channel, payload)
+    def physical(self, channel: str) -> str:
+        """The Redis channel of the logical *channel*."""
+        return f"{self.channel}:{channel}"
+
+    def publish_to(self, channel: str, payload: bytes) -> int:
+        return int(self._redis.publish(self.physical(channel), payload))
+
+    def subscribe_now(self, channels: list[str]) -> None:
+        with self._pubsub_lock:
+            if self._pubsub is None:
+                raise ConnectionError("the backplane listener is not connected")
+            self._pubsub.subscribe(*map(self.physical, channels))
+
+    def unsubscribe_now(self, channels: list[str]) -> None:
+        with self._pubsub_lock:
+            if self._pubsub is not None:
+                self._pubsub.unsubscribe(*map(self.physical, channels))
 
     def listen(self) -> Iterator[bytes]:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        assert self._runtime is not None, "start() sets the runtime"
+        pubsub = self._redis.pubsub()
+        namespace = len(self.channel) + 1
+        permanent = {ALL, inbox(self.route)}
+        ready = False
         try:
-            pubsub.subscribe(self.channel)
-            yield READY
+            with self._pubsub_lock:
+                pubsub.subscribe(*map(self.physical, sorted(self.channels())))
+                self._pubsub = pubsub
             while not self.closed:
-                message = pubsub.get_message(timeout=1.0)
-                if message is not None and message.get("type") == "message":
+                with self._pubsub_lock:
+                    message = pubsub.get_message(timeout=0.0)
+                if message is None:
+                    self.sweep()
+                    wait_readable(self._runtime, pubsub.connection._sock.fileno(), IDLE_WAIT)
+                    continue
+                kind = message.get("type")
+                if kind == "message":
                     yield message["data"]
+                elif kind == "subscribe":
+                    self.confirmed(message["channel"].decode("utf-8", "replace")[namespace:])
+                    if not ready and all(self.listening_to(channel) for channel in permanent):
+                        ready = True
+                        yield READY
         finally:
+            with self._pubsub_lock:
+                self._pubsub = None
             pubsub.close()

@@ -23,6 +23,11 @@ DELETE = "delete"
 ACTIONS = (CREATE, UPDATE, DELETE)
 
 
+def collection_channel(collection: str) -> str:
+    """The backplane channel of *collection*'s record events."""
+    return "c:" + collection
+
+
 @dataclass(frozen=True)
 class RecordEvent:
     """*action* on a record of *collection*.
@@ -57,6 +62,11 @@ class RecordWire:
     KIND: ClassVar[str] = KIND_RECORD
     collection: str
     body: bytes
+
+    @property
+    def channel(self) -> str:
+        """The collection's channel: its listeners are the processes with a subscriber of it."""
+        return collection_channel(self.collection)
 
     def fields(self) -> dict[str, Any]:
         return {"c": self.collection}

@@ -22,7 +22,7 @@ from ..message import Message
 from .broadcast import broadcast
 from .capture import GAP, CapturedTable, Change, listener_for, remove_sql, trigger_installed, trigger_sql, wait_listening
 from .collection import Collection, Rule, collection_name
-from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire
+from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel
 from .serialize import RecordSerializer, Serializer
 from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
@@ -61,6 +61,8 @@ class AppRecords:
         self.captured: dict[tuple[str, str], tuple[CapturedTable, Collection, RecordSerializer]] = {}
         """Collections captured from the database, by ``(schema, table)``."""
         state.cluster.add_handler(KIND_RECORD, _while_alive(self.receive))
+        channels = weakref.WeakMethod(self.channels_of)
+        state.cluster.add_interest(lambda topic: (channels() or _no_channels)(topic))
         owns_topic = weakref.WeakMethod(self.owns_topic)  # the state must not keep us alive
         state.subscription_validators.append(RecordOptionsCheck(lambda topic: bool((owns_topic() or _no_topic)(topic))))
         signals.client_subscribed.connect(_keep_compiled_options, sender=app)
@@ -166,6 +168,13 @@ class AppRecords:
             by_engine.setdefault(captured.engine, []).append(captured)
         return [(engine, (remove_sql if remove else trigger_sql)(tables)) for engine, tables in by_engine.items()]
 
+    def channels_of(self, topic: str) -> list[str]:
+        """The backplane channels a subscriber of *topic* needs: its collection's, if watched
+        from the session (captured collections come from PostgreSQL, not the backplane)."""
+        captured = {collection.name for _, collection, _ in self.captured.values()}
+        return [collection_channel(c.name) for c in self.collections.values()
+                if c.name not in captured and c.owns_topic(topic)]
+
     def owns_topic(self, topic: str) -> bool:
         """True when *topic* is one of a watched collection's."""
         return any(collection.owns_topic(topic) for collection in self.collections.values())
@@ -173,6 +182,10 @@ class AppRecords:
 
 def _no_topic(topic: str) -> bool:
     return False
+
+
+def _no_channels(topic: str) -> list[str]:
+    return []
 
 
 def _keep_compiled_options(app: Flask, client: Any, subscriptions: list[str]) -> None:
