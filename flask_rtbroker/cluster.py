@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable
 
 from . import signals, wire
 from .backplane import Backplane, Envelope
-from .backplane.base import route_of
+from .backplane.base import STATE_UP, route_of
 from .wire import WireItem
 from .errors import InvalidArgument
 from .message import PB_CONNECT, Message, check_event_name
@@ -153,7 +153,8 @@ class Cluster:
         delivery goes on, and the listener subscribes them when it reconnects)."""
         if self.active and self.backplane.routes:
             self.ensure_started()
-            if not self.backplane.want(self.channels_for(keys), SUBSCRIBE_WAIT):
+            listening = self.backplane.want(self.channels_for(keys), SUBSCRIBE_WAIT)
+            if not listening and self.backplane.state == STATE_UP:  # when down, that was logged once
                 log.warning("a subscription answers before this process listens on all its channels")
 
     # -- outgoing ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from flask import Flask, current_app
 
 from flask_rtbroker import ApiError, DefaultClient, Message, MessageTooLarge, RealtimeBroker, signals, wire
 from flask_rtbroker.backplane import Envelope, MemoryBackplane
-from flask_rtbroker.backplane.base import ALL, ROUTE_LENGTH, inbox
+from flask_rtbroker.backplane.base import ALL, ROUTE_LENGTH, SWEEP_INTERVAL, inbox
 from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.client import AUTH_KEY, IP_KEY
 from flask_rtbroker.concurrency import ThreadingRuntime
@@ -737,6 +737,16 @@ def test_a_send_and_a_forwarded_post_reach_the_owner_alone(make_cluster: MakeClu
     assert received(c) == before
 
 
+def test_a_sweep_keeps_channels_a_post_asked_for_lately(make_cluster: MakeCluster) -> None:
+    (a,) = make_cluster(1)
+    backplane = a.state.cluster.backplane
+    assert backplane.want(["t:soon"], timeout=1)  # a POST's listen_for, before its client holds the key
+    backplane.sweep(now=time.monotonic() + 1)
+    assert backplane.listening_to("t:soon")
+    backplane.sweep(now=time.monotonic() + 2 * SWEEP_INTERVAL + 2)
+    assert not backplane.listening_to("t:soon")
+
+
 def test_a_204_means_the_process_already_listens_on_the_keys_channels(make_cluster: MakeCluster) -> None:
     a, b = make_cluster()
     client = a.connect()
@@ -757,8 +767,7 @@ def test_a_sweep_lets_go_of_the_channels_of_departed_subscribers(make_cluster: M
     assert backplane.listening_to("t:kept") and backplane.listening_to("t:gone")
     with b.app.app_context():
         b.broker.unregister(leaves.id)
-    backplane._next_sweep = 0.0  # the next sweep is due now
-    backplane.sweep()
+    backplane.sweep(now=time.monotonic() + SWEEP_INTERVAL + 1)  # as if no POST asked for them lately
     assert backplane.listening_to("t:kept") and not backplane.listening_to("t:gone")
     before = received(b)
     a.notify("gone", 1)

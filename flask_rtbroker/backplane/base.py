@@ -111,7 +111,10 @@ class Backplane:
         """Payloads this process's listener has taken off the backplane (its own echoes included)."""
         self.keep_channels: Callable[[], set[str]] | None = None
         """What :meth:`sweep` keeps, when the cluster sets it: the channels local clients need."""
-        self._wanted: set[str] = set()
+        self._wanted: dict[str, float] = {}
+        """Channels asked for with :meth:`want`, and when they were last asked for."""
+        self._subscribed: set[str] = set()
+        """Channels a SUBSCRIBE was sent for on the live connection (or will be on the next)."""
         self._listening: set[str] = set()
         self._confirmations: dict[str, Any] = {}
         self._channels_lock = threading.Lock()
@@ -177,10 +180,13 @@ class Backplane:
         False when the listener is down (they are subscribed when it reconnects) or too slow."""
         if not self.routes or self.write_only:
             return True
+        now = time.monotonic()
         with self._channels_lock:
+            channels = list(channels)
+            self._wanted.update(dict.fromkeys(channels, now))  # asked for now: no sweep drops it soon
             missing = [channel for channel in channels if channel not in self._listening]
-            new = [channel for channel in missing if channel not in self._wanted]
-            self._wanted.update(new)
+            new = [channel for channel in missing if channel not in self._subscribed]
+            self._subscribed.update(new)
             waits = [self._confirmations.setdefault(channel, self._event()) for channel in missing]
         if new and self.state == STATE_UP:
             try:
@@ -193,17 +199,22 @@ class Backplane:
         deadline = time.monotonic() + timeout
         return all(wait.wait(max(0.0, deadline - time.monotonic())) for wait in waits)
 
-    def sweep(self) -> None:
-        """Stop listening on the channels :attr:`keep_channels` no longer lists (batched; at most
-        every :data:`SWEEP_INTERVAL` seconds). Called by routing backends' ``listen()``."""
-        now = time.monotonic()
+    def sweep(self, now: float | None = None) -> None:
+        """Stop listening on the channels :attr:`keep_channels` no longer lists and nobody asked
+        for in the last :data:`SWEEP_INTERVAL` seconds (a POST asks before its client holds the
+        keys); batched, at most every :data:`SWEEP_INTERVAL` seconds. Called by routing
+        backends' ``listen()``; *now* (a ``time.monotonic()`` value) runs it as of that time."""
+        now = time.monotonic() if now is None else now
         if now < self._next_sweep or self.keep_channels is None:
             return
         self._next_sweep = now + SWEEP_INTERVAL
         keep = self.keep_channels()
+        recent = now - SWEEP_INTERVAL
         with self._channels_lock:
-            gone = [channel for channel in self._wanted if channel not in keep]
-            self._wanted.difference_update(gone)
+            gone = [channel for channel, asked in self._wanted.items() if channel not in keep and asked < recent]
+            for channel in gone:
+                del self._wanted[channel]
+            self._subscribed.difference_update(gone)
             self._listening.difference_update(gone)
         if gone:
             self.unsubscribe_now(gone)
@@ -216,6 +227,7 @@ class Backplane:
     def _connection_lost(self) -> None:
         with self._channels_lock:
             self._listening.clear()
+            self._subscribed = set(self._wanted)  # the next listen() subscribes them all
 
     # -- owned by the base ---------------------------------------------------------------------
 
