@@ -33,6 +33,7 @@ LIVE_MODULES = frozenset({
     "test_protocol_post",  # raw-socket conformance against every server mode
     "test_protocol_stream",
     "test_records_browser",
+    "test_records_capture",  # PostgreSQL triggers, psql, a PostgreSQL of its own restarted
     "test_records_js_sdk",
     "test_reliability",  # thousands of sockets, SIGHUP reloads
     "test_server_modes",
