@@ -186,6 +186,18 @@ def test_a_notify_on_one_app_reaches_a_client_of_another(url: str, prefix: str) 
             app.extensions["rtbroker"].close()
 
 
+def test_a_listening_process_publishes_on_its_one_connection(make: Factory, url: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    a, b = started(make(f"{url}?application_name=one-{tag}"), make(f"{url}?application_name=two-{tag}"))
+    for n in range(3):
+        assert a.backplane.send(a.backplane.envelope("notify", {"n": n}))
+        assert b.backplane.send(b.backplane.envelope("notify", {"m": n}))
+    assert [b.next().fields for _ in range(3)] == [{"n": n} for n in range(3)]
+    assert [a.next().fields for _ in range(3)] == [{"m": n} for n in range(3)]
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    assert [query(url, sessions, f"{name}-{tag}")[0][0] for name in ("one", "two")] == [1, 1]
+
+
 def test_delivery_resumes_after_the_server_ends_both_sessions(make: Factory, url: str) -> None:
     tag = uuid.uuid4().hex[:8]
     publisher, listener_url = f"{url}?application_name=pub-{tag}", f"{url}?application_name=sub-{tag}"

@@ -154,6 +154,8 @@ class PostgresBackplane(Backplane):
         self._listen_sql = self._psycopg.sql.SQL("LISTEN {}").format(self._psycopg.sql.Identifier(self.channel))
         self._lock = threading.Lock()
         self._publisher: psycopg.Connection[Any] | None = None
+        self._listener_connection: psycopg.Connection[Any] | None = None
+        """The listener's connection while it is up; publishing shares it."""
         self._publisher_pid = 0
         self._table_ready = False
         self._cleaned_at = float("-inf")
@@ -169,23 +171,28 @@ class PostgresBackplane(Backplane):
         return self._psycopg.connect(self._conninfo, autocommit=True)  # type: ignore[no-any-return]
 
     def publish(self, payload: bytes) -> None:
-        """NOTIFY *payload*, inline or through :data:`TABLE`; one connection, under a lock, so a
-        publisher's payloads keep their order. A failure drops the connection (the next reconnects)."""
+        """NOTIFY *payload*, inline or through :data:`TABLE`, under a lock, so a publisher's
+        payloads keep their order. Once this process listens it publishes on the listening
+        connection (one connection per process); before that, and in write-only publishers, on
+        a connection of its own. A failure drops that connection (the next publish reconnects)."""
         text = f"{_INLINE}:{base64.b64encode(payload).decode('ascii')}"
         with self._lock:
             if self._publisher is not None and self._publisher_pid != os.getpid():
                 self._publisher = None  # the parent's: dropped, not closed (psycopg leaves it to the parent)
-            if self._publisher is None:
-                self._publisher, self._publisher_pid, self._table_ready = self._connect(), os.getpid(), False
-            connection = self._publisher
+            connection = self._listener_connection
+            if connection is None:
+                if self._publisher is None:
+                    self._publisher, self._publisher_pid, self._table_ready = self._connect(), os.getpid(), False
+                connection = self._publisher
             try:
                 if len(text) <= MAX_NOTIFY_PAYLOAD:
                     connection.execute(_NOTIFY, (self.channel, text))
                 else:
                     self._store_and_notify(connection, payload)
             except Exception:
-                self._publisher = None
-                connection.close()
+                if connection is self._publisher:
+                    self._publisher = None
+                connection.close()  # the listener's too: it reconnects
                 raise
 
     def _store_and_notify(self, connection: "psycopg.Connection[Any]", payload: bytes) -> None:
@@ -213,11 +220,17 @@ class PostgresBackplane(Backplane):
             ) from exc
 
     def listen(self) -> Iterator[bytes]:
-        """LISTEN on a connection of its own; yield READY, then each payload, until closed."""
+        """LISTEN on a new connection, which publishing then shares (its own connection is
+        closed); yield READY, then each payload, until closed."""
         assert self._runtime is not None, "start() sets the runtime"
         connection = self._connect()
         try:
             connection.execute(self._listen_sql)
+            with self._lock:
+                self._listener_connection = connection
+                own, self._publisher = self._publisher, None
+            if own is not None and self._publisher_pid == os.getpid():
+                own.close()
             yield READY
             while not self.closed:
                 for notify in next_notifies(connection, self._runtime, POLL_INTERVAL):
@@ -225,6 +238,8 @@ class PostgresBackplane(Backplane):
                     if payload is not None:
                         yield payload
         finally:
+            with self._lock:
+                self._listener_connection = None
             connection.close()
 
     def _received(self, connection: "psycopg.Connection[Any]", text: str) -> bytes | None:
