@@ -83,10 +83,12 @@ DEFAULTS: dict[str, Any] = {
     # MessageTooLarge, or the record event is dropped and logged); at most RTBROKER_CLIENT_QUEUE_BYTES.
     "RTBROKER_MAX_MESSAGE_SIZE": 4 * 1024 * 1024,
     # Where processes meet: "memory://" (this process only), "redis://host:port/db", "rediss://...",
-    # or a Backplane instance.
+    # "redis+cluster://host:port,host:port" (Redis Cluster, sharded pub/sub),
+    # "postgresql://user:password@host/db" (LISTEN/NOTIFY), or a Backplane instance.
     "RTBROKER_BACKPLANE": "memory://",
-    # Namespace of the backplane's channel: a Redis channel is "<prefix>:<database number>", so
-    # apps on one Redis server stay apart by database; apps sharing a database need distinct prefixes.
+    # Namespace of the backplane's channels: on Redis "<prefix>:<database number>:<channel>", so
+    # apps on one Redis server stay apart by database; apps sharing a database (or a Redis
+    # Cluster, or a PostgreSQL database, whose channel is the prefix itself) need distinct prefixes.
     "RTBROKER_CHANNEL_PREFIX": "flask_rtbroker",
     # A shared secret (str or bytes, at least 16 bytes): every backplane envelope is signed with
     # HMAC-SHA256 and unsigned or forged ones are dropped and counted (stats:

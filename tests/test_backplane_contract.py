@@ -1,10 +1,11 @@
-"""The backplane contract, run against every backend: memory, a real redis-server and a real PostgreSQL."""
+"""The backplane contract, run against every backend: memory, a real redis-server, a real Redis
+Cluster (sharded pub/sub) and a real PostgreSQL."""
 
 from __future__ import annotations
 
 import queue
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -15,6 +16,9 @@ from flask_rtbroker.backplane.envelope import EnvelopeError
 from flask_rtbroker.concurrency import ThreadingRuntime
 from flask_rtbroker.errors import ConfigurationError
 from tests.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from tests.redis_cluster_server import RedisClusterServer
 
 Factory = Callable[..., Backplane]
 
@@ -52,8 +56,20 @@ def libpq_url(url: str) -> str:
     return f"{scheme.partition('+')[0]}://{rest}"
 
 
-# postgres is marked live here: conftest's LIVE_PARAMS names one live case per fixture (redis).
-@pytest.fixture(params=["memory", "redis", pytest.param("postgres", marks=pytest.mark.live)])
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RedisClusterServer"]:
+    """One Redis Cluster (6 nodes take seconds to start) for the module's tests; each test has its own channel prefix."""
+    from tests.redis_cluster_server import RedisClusterServer  # imports redis-py: only for this case
+
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+# postgres and redis-cluster are marked live here: conftest's LIVE_PARAMS names one live case per fixture (redis).
+@pytest.fixture(params=[
+    "memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.live), pytest.param("postgres", marks=pytest.mark.live),
+])
 def make_backplane(request: pytest.FixtureRequest, tmp_path) -> Iterator[Factory]:
     created: list[Backplane] = []
     redis: RedisServer | None = None
@@ -61,6 +77,9 @@ def make_backplane(request: pytest.FixtureRequest, tmp_path) -> Iterator[Factory
     if request.param == "redis":
         redis = RedisServer(tmp_path).start()
         url = redis.url
+    elif request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        defaults["channel_prefix"] = f"contract-{request.node.name}"  # one cluster serves the module
     elif request.param == "postgres":
         url = libpq_url(request.getfixturevalue("postgres_url"))
         defaults["channel_prefix"] = f"contract-{request.node.name}"  # one database serves every test

@@ -3,8 +3,9 @@
 :func:`from_url` turns ``RTBROKER_BACKPLANE`` into a backplane: ``memory://`` (the default,
 this process only), ``memory://NAME`` (a bus shared inside one process, for tests),
 ``redis://host:port/db``, ``rediss://...`` (TLS), ``unix:///path/to/redis.sock?db=0`` (a Redis
-socket) or ``postgresql://user:password@host:port/db`` (also ``postgres://``: PostgreSQL's
-LISTEN/NOTIFY). A :class:`Backplane` instance is used as is.
+socket), ``redis+cluster://host:port[,host:port...]`` (a Redis 7+ Cluster's sharded pub/sub; also
+``rediss+cluster://``) or ``postgresql://user:password@host:port/db`` (also ``postgres://``:
+PostgreSQL's LISTEN/NOTIFY). A :class:`Backplane` instance is used as is.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def from_url(
 ) -> Backplane:
     """Return the backplane named by *value* (a URL or a Backplane instance).
 
-    *channel_prefix* namespaces a Redis channel (see :class:`~.redis.RedisBackplane`) or names
+    *channel_prefix* namespaces a Redis channel (see :class:`~.redis.RedisBackplane` and
+    :class:`~.redis_cluster.RedisClusterBackplane`) or names
     the PostgreSQL NOTIFY channel (see :class:`~.postgres.PostgresBackplane`); *secret* signs and
     checks every envelope (see :mod:`.signing`). An instance keeps its own settings,
     so a *secret* must match the one it was built with.
@@ -39,7 +41,7 @@ def from_url(
     if not sep:
         raise ConfigurationError(
             f"RTBROKER_BACKPLANE {value!r} is not a URL "
-            "(memory://, redis://, rediss://, unix://, postgresql://, postgres://)"
+            "(memory://, redis://, rediss://, unix://, redis+cluster://, rediss+cluster://, postgresql://, postgres://)"
         )
     if scheme == "memory":
         return MemoryBackplane(rest or None, write_only=write_only, secret=secret)
@@ -49,6 +51,12 @@ def from_url(
         return RedisBackplane(
             value, write_only=write_only, secret=secret, channel_prefix=channel_prefix or DEFAULT_CHANNEL_PREFIX
         )
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .redis_cluster import DEFAULT_CHANNEL_PREFIX as CLUSTER_CHANNEL_PREFIX, RedisClusterBackplane
+
+        return RedisClusterBackplane(
+            value, write_only=write_only, secret=secret, channel_prefix=channel_prefix or CLUSTER_CHANNEL_PREFIX
+        )
     if scheme in ("postgresql", "postgres"):
         from .postgres import DEFAULT_CHANNEL_PREFIX as PG_CHANNEL_PREFIX, PostgresBackplane
 
@@ -57,5 +65,5 @@ def from_url(
         )
     raise ConfigurationError(
         f"RTBROKER_BACKPLANE scheme {scheme!r} is not supported; use memory://, redis://, rediss://, unix://, "
-        "postgresql:// or postgres://"
+        "redis+cluster://, rediss+cluster://, postgresql:// or postgres://"
     )
