@@ -32,8 +32,8 @@ from . import signals, wire
 from .backplane import Backplane, Envelope
 from .backplane.base import STATE_UP, route_of
 from .wire import WireItem
-from .errors import InvalidArgument
-from .message import PB_CONNECT, Message, check_event_name
+from .errors import InvalidArgument, MessageTooLarge
+from .message import PB_CONNECT, Message, check_event_name, check_size
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -240,12 +240,10 @@ class Cluster:
             check_event_name(name)
         except InvalidArgument:
             raise wire.WireError(f"a {kind} named {name[:80]!r} contains a line break") from None
-        limit = self.state.settings.max_message_size
-        if len(body) > limit:
-            raise wire.WireError(
-                f"a {kind} for {name[:80]!r} is {len(body)} bytes, over this process's RTBROKER_MAX_MESSAGE_SIZE "
-                f"({limit} bytes; is it the same everywhere?)"
-            )
+        try:
+            check_size(name[:80], body, self.state.settings.max_message_size)
+        except MessageTooLarge as exc:
+            raise wire.WireError(f"a {kind} from another process: {exc} of this process (is it the same everywhere?)") from None
         return Message.raw(name, body)
 
     def _deliver_notify(self, notify: wire.Notify) -> None:
@@ -285,10 +283,7 @@ class Cluster:
         self.state.runtime.spawn(run)
 
     def _clear_auth(self, clear: wire.ClearAuth) -> None:
-        app = self._app_ref()
-        if app is None:
-            return
-        with app.app_context():  # the before_subscribe re-check runs the app's hook
+        with self._app_context():  # the before_subscribe re-check runs the app's hook
             self.state.clear_auth(clear.token, None, clear.disconnect)
 
     def _collect_reply(self, reply: wire.PostReply | wire.CountReply) -> None:

@@ -18,11 +18,6 @@ if TYPE_CHECKING:
 Subscribers = dict["Client", tuple[str, ...]]
 
 
-def _holds(holders: "dict[Client, tuple[str, ...]] | None", client: "Client", key: str) -> bool:
-    """True when *holders* (the index entry of *key*) lists *key* for *client*."""
-    return holders is not None and key in holders.get(client, ())
-
-
 class TopicIndex:
     """Maps each notify topic to ``{client: (matching subscription keys, ...)}``."""
 
@@ -59,8 +54,8 @@ class TopicIndex:
     def remove(self, client: "Client", keys: list[str]) -> None:
         """Remove *client*'s entries for each subscription key in *keys* (keys it holds)."""
         with self._lock:
-            held = self._topics.get  # a key counts only if the client is indexed under it
-            self.subscription_bytes -= subscription_cost([k for k in keys if _holds(held(k), client, k)])
+            held = [key for key in keys if key in self._topics.get(key, {}).get(client, ())]  # every key is indexed under itself
+            self.subscription_bytes -= subscription_cost(held)
             for key in keys:
                 for topic in self._topics_of(key):
                     holders = self._topics.get(topic)

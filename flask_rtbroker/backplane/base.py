@@ -236,9 +236,10 @@ class Backplane:
         pid = os.getpid()
         if self._pid == pid:
             return
-        if self._pid is not None:
+        if self._pid is not None:  # a forked child: its own route, and nothing subscribed yet
             self.route = new_route()
             self.origin = new_origin(self.route)
+            self._connection_lost()
         self._pid = pid
         self._runtime, self._on_envelope, self._on_state = runtime, on_envelope, on_state
         self._closed = False

@@ -153,13 +153,18 @@ class AppRecords:
         self._broadcast([event])
 
     def report_gap(self) -> None:
-        """Tell every local subscriber of a captured collection that changes may have been missed."""
-        for _, collection, _ in self.captured.values():
-            data = {"action": GAP, "record": {"collectionId": collection.id, "collectionName": collection.name}}
-            for client in self.state.broker.clients().values():
-                for key in client.subscriptions():
-                    if collection.owns_topic(key.partition("?")[0]):
-                        self.state.send_local(client, Message(key, data))
+        """Tell every local subscriber of a captured collection that changes may have been
+        missed: one ``gap`` message per subscription key, through the state's delivery routine."""
+        app = self._app_ref()
+        if app is None:
+            return
+        topics = [topic for topic in self.state.broker.topics() if "?" not in topic]  # a key's options follow its topic
+        with app.app_context():
+            for _, collection, _ in self.captured.values():
+                data = {"action": GAP, "record": {"collectionId": collection.id, "collectionName": collection.name}}
+                for topic in topics:
+                    if collection.owns_topic(topic):
+                        self.state.deliver(topic, Message(topic, data))
 
     def trigger_sql(self, *, remove: bool = False) -> list[tuple[Engine, str]]:
         """For each database with captured tables: the SQL installing (or removing) their triggers."""
