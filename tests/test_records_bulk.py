@@ -139,3 +139,16 @@ def test_transitions_see_the_previous_row_of_a_bulk_update(engine: Engine) -> No
         ]
     finally:
         close_app(app)
+
+
+def test_the_callers_session_keeps_its_own_state(engine: Engine, app_broker: tuple[Flask, RealtimeBroker]) -> None:
+    client = seeded_client(engine, app_broker, 2, "posts/*")
+    with Session(engine) as session:
+        kept = session.get(Post, 1)
+        assert kept is not None
+        with session.no_autoflush:
+            kept.title = "edited, not flushed"
+            session.execute(update(Post).values(views=9))  # the rows it reads must not overwrite the edit
+        assert (kept.title, kept.views) == ("edited, not flushed", 9)
+        session.commit()
+    assert actions(received(client)) == [("update", "1", "p1"), ("update", "2", "p2"), ("update", "1", "edited, not flushed")]

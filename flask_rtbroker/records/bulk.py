@@ -17,6 +17,9 @@ changed, row by row, in the statement's order:
   was there before. Without ``RETURNING`` (MySQL), only inserts whose values carry the primary
   key are seen.
 
+The rows are read by a session of its own on the statement's connection (same transaction), so
+the caller's session, its identity map and its unflushed changes, is left as it was.
+
 Cost: one extra SELECT for an insert or delete, two for an update, each of the affected rows
 only; nothing for statements on models nobody watches.
 """
@@ -27,7 +30,7 @@ import logging
 from typing import Any, Callable, Generic, Iterable, NamedTuple, Sequence, TypeVar
 
 from sqlalchemy import literal_column, select, tuple_
-from sqlalchemy.orm import Mapper, ORMExecuteState
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 
 from .event import CREATE, DELETE, UPDATE
 
@@ -54,15 +57,15 @@ def _key_filter(mapper: Mapper[Any], keys: Sequence[tuple[Any, ...]]) -> Any:
     return tuple_(*columns).in_(keys)
 
 
-def _load(state: ORMExecuteState, mapper: Mapper[Any], where: Any, *, lock: bool = False) -> list[Any]:
-    """The rows of *mapper* matching *where* (None: all), fresh from the database, in primary
-    key order."""
+def _load(reader: Session, mapper: Mapper[Any], where: Any, *, lock: bool = False) -> list[Any]:
+    """The rows of *mapper* matching *where* (None: all), as *reader* (on the statement's own
+    connection and transaction) sees them, in primary key order."""
     query = select(mapper).order_by(*mapper.primary_key).execution_options(populate_existing=True)
     if where is not None:
         query = query.where(where)
     if lock:
         query = query.with_for_update()
-    return list(state.session.execute(query).scalars())
+    return list(reader.execute(query).scalars())
 
 
 def _identity(mapper: Mapper[Any], row: Any) -> tuple[Any, ...]:
@@ -96,33 +99,37 @@ def _parameter_sets(state: ORMExecuteState) -> list[Any]:
     return [state.parameters] if isinstance(state.parameters, dict) and state.parameters else []
 
 
-def _changed_by_where(state: ORMExecuteState, mapper: Mapper[Any], capture: Capture[T]) -> tuple[Any, list[Change[T]]]:
+def _changed_by_where(
+    state: ORMExecuteState, reader: Session, mapper: Mapper[Any], capture: Capture[T]
+) -> tuple[Any, list[Change[T]]]:
     statement: Any = state.statement
     keys = None if statement.whereclause is not None else _keys_in_parameters(mapper, _parameter_sets(state))
     if statement.whereclause is None and keys is None:
-        rows = _load(state, mapper, None, lock=True)  # no WHERE: every row
+        rows = _load(reader, mapper, None, lock=True)  # no WHERE: every row
     elif keys is not None:
-        rows = _load(state, mapper, _key_filter(mapper, keys), lock=True) if keys else []
+        rows = _load(reader, mapper, _key_filter(mapper, keys), lock=True) if keys else []
     else:
-        rows = _load(state, mapper, statement.whereclause, lock=True)
+        rows = _load(reader, mapper, statement.whereclause, lock=True)
     before = [capture(row) for row in rows]
     if state.is_delete:
         result = state.invoke_statement()
         return result, [Change(DELETE, old, None) for old in before]
     keys = [_identity(mapper, row) for row in rows]
     result = state.invoke_statement()
-    after = {_identity(mapper, row): row for row in _load(state, mapper, _key_filter(mapper, keys))} if keys else {}
+    after = {_identity(mapper, row): row for row in _load(reader, mapper, _key_filter(mapper, keys))} if keys else {}
     return result, [Change(UPDATE, capture(after[key]), old) for key, old in zip(keys, before) if key in after]
 
 
-def _inserted(state: ORMExecuteState, mapper: Mapper[Any], capture: Capture[T]) -> tuple[Any, list[Change[T]]]:
+def _inserted(
+    state: ORMExecuteState, reader: Session, mapper: Mapper[Any], capture: Capture[T]
+) -> tuple[Any, list[Change[T]]]:
     statement: Any = state.statement
     dialect = state.session.get_bind(mapper=mapper).dialect
     upsert = getattr(statement, "_post_values_clause", None) is not None
     given = _keys_in_parameters(mapper, _parameter_sets(state))
     existed: set[tuple[Any, ...]] = set()
     if upsert and dialect.name != "postgresql" and given:
-        existed = {_identity(mapper, row) for row in _load(state, mapper, _key_filter(mapper, given))}
+        existed = {_identity(mapper, row) for row in _load(reader, mapper, _key_filter(mapper, given))}
     if dialect.insert_returning and not statement._returning:
         columns = list(mapper.primary_key)
         if upsert and dialect.name == "postgresql":
@@ -141,7 +148,7 @@ def _inserted(state: ORMExecuteState, mapper: Mapper[Any], capture: Capture[T]) 
             log.warning("a bulk INSERT into %s on %s gives no record events: the database has no RETURNING and the "
                         "values carry no primary key", mapper.class_.__name__, dialect.name)
         keys = given or []
-    rows = {_identity(mapper, row): row for row in _load(state, mapper, _key_filter(mapper, keys))} if keys else {}
+    rows = {_identity(mapper, row): row for row in _load(reader, mapper, _key_filter(mapper, keys))} if keys else {}
     return result, [Change(UPDATE if key in existed else CREATE, capture(rows[key]), None) for key in keys if key in rows]
 
 
@@ -151,6 +158,12 @@ def run_with_changes(state: ORMExecuteState, capture: Capture[T]) -> tuple[Any, 
     event should show it."""
     mapper = state.bind_mapper
     assert mapper is not None and (state.is_insert or state.is_update or state.is_delete)
-    if state.is_insert:
-        return _inserted(state, mapper, capture)
-    return _changed_by_where(state, mapper, capture)
+    # The rows are read by a session of our own on the statement's connection: same transaction,
+    # but the caller's session (its identity map, its pending objects) is left alone.
+    if state.session.autoflush:
+        state.session.flush()  # as the statement itself would, before we read what it will change
+    connection = state.session.connection(bind_arguments={"mapper": mapper})
+    with Session(bind=connection, autoflush=False) as reader:
+        if state.is_insert:
+            return _inserted(state, reader, mapper, capture)
+        return _changed_by_where(state, reader, mapper, capture)

@@ -180,10 +180,6 @@ class Change:
     old: dict[str, Any] | None
 
 
-ChangeHandler = Callable[[Change], None]
-GapHandler = Callable[[], None]
-
-
 class CapturedTable:
     """One watched model captured from the database: turns its :class:`Change` into ORM objects."""
 
