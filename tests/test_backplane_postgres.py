@@ -3,8 +3,6 @@ two apps, reconnecting after the server ends the listener's session, and gevent'
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 import uuid
@@ -21,7 +19,7 @@ from flask_rtbroker.backplane.postgres import (
 )
 from flask_rtbroker.errors import ConfigurationError, MissingDependency
 from flask_rtbroker.testing import parse_events
-from tests.live import ROOT
+from tests.gevent_probe import probe
 from tests.test_backplane_contract import Peer, libpq_url
 
 Factory = Callable[..., Backplane]
@@ -226,45 +224,25 @@ def test_delivery_resumes_after_the_server_ends_both_sessions(make: Factory, url
         time.sleep(0.05)
 
 
-GEVENT_SCRIPT = """
-import json, sys
+GEVENT_SETUP = """
 url, prefix, mode = sys.argv[1:]
-if mode == "psycopg-imported-first":
-    import psycopg  # so psycopg picked its blocking C wait: the listener must still cooperate
-from gevent import monkey
-monkey.patch_all()
-import time
-import gevent
 from flask_rtbroker.backplane.postgres import PostgresBackplane
-from flask_rtbroker.concurrency import GeventRuntime
-
-ticks = 0
-def tick():
-    global ticks
-    while True:
-        gevent.sleep(0.01)
-        ticks += 1
-
-received = []
 listener = PostgresBackplane(url, channel_prefix=prefix)
 publisher = PostgresBackplane(url, channel_prefix=prefix, write_only=True)
-listener.start(GeventRuntime(4), received.append, lambda state, error: None)
+listener.start(runtime, received.append, lambda state, error: None)
 listener.wait_ready(10)
-gevent.spawn(tick)
-gevent.spawn_later(0.5, lambda: publisher.send(publisher.envelope("notify", {"n": 1})))
-began, start_ticks = time.monotonic(), ticks
-gevent.sleep(1.0)
-print(json.dumps({"ticks": ticks - start_ticks, "seconds": time.monotonic() - began,
-                  "state": listener.state, "received": [envelope.fields for envelope in received]}))
+def publish():
+    publisher.send(publisher.envelope("notify", {"n": 1}))
+"""
+PSYCOPG_FIRST = """
+if sys.argv[3] == "psycopg-imported-first":
+    import psycopg  # so psycopg picked its blocking C wait: the listener must still cooperate
 """
 
 
 @pytest.mark.parametrize("mode", ["patched-first", "psycopg-imported-first"])
 def test_waiting_for_notifications_under_gevent_leaves_the_hub_free(url: str, prefix: str, mode: str) -> None:
-    result = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, url, prefix, mode], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.splitlines()[-1])
+    report, stderr = probe(GEVENT_SETUP, url, prefix, mode, preamble=PSYCOPG_FIRST)
     assert report["state"] == STATE_UP and report["received"] == [{"n": 1}]
     assert report["ticks"] >= 50, report  # a greenlet ticking every 10 ms ran all along
-    assert ("imported before gevent" in result.stderr) == (mode == "psycopg-imported-first")
+    assert ("imported before gevent" in stderr) == (mode == "psycopg-imported-first")
