@@ -3,11 +3,13 @@
     python -m benchmarks.loadgen --port 8090 --server-pid 1234 --clients 10000 --rounds 5 --out r.json
     python -m benchmarks.loadgen --port 8090 --server-pid 1234 --mode throughput --clients 1000 \\
         --rate 60 --duration 10 --out t.json
+    python -m benchmarks.loadgen --port 8090 --server-pid 1234 --mode records --topic 'posts/*' \\
+        --clients 10000 --rounds 5 --out c.json
 
 Every client does what the SDK does: ``GET /api/realtime`` (HTTP/1.1, chunked), read the
 ``PB_CONNECT`` event and take the client id from its ``id:`` line, then ``POST /api/realtime``
-``{"clientId", "subscriptions": ["bench"]}`` from the same source address (PocketBase binds a
-client to the IP its stream came from) and expect 204. Streams are spread over several
+``{"clientId", "subscriptions": [TOPIC]}`` (``--topic``, default ``bench``) from the same
+source address (PocketBase binds a client to the IP its stream came from) and expect 204. Streams are spread over several
 127.0.0.x source addresses (``IP_BIND_ADDRESS_NO_PORT``, so each address has its own
 ephemeral port range).
 
@@ -23,6 +25,15 @@ Phases, each bounded in time:
   time to the last client, median client, the ``/notify`` response time, server CPU seconds
   (``/proc/<pid>/stat``), load generator CPU; and that every client got it exactly once, with
   its own id, the event name ``bench`` and a 100-byte data line.
+- record events (``--mode records``): the same rounds, but the trigger is a record create,
+  ``POST --trigger`` (default ``/api/collections/<collection>/records``, the collection being
+  the part of ``--topic`` before ``/``) with the 100-byte ``{"seq", "pad"}`` as the record's
+  fields, and each subscriber of ``--topic`` (e.g. ``posts/*``) must get exactly one event named
+  after its key whose data is ``{"action": "create", "record": {...}}`` with the round's ``seq``,
+  the collection's name and the id the create answered. The hot path only timestamps and reads
+  ``seq``; the JSON of every event is checked after the round, and an event that fails the check
+  counts as not received. Per round: time to the first client, the median and the last, the
+  create's response time and the server CPU of the round (one create event).
 - throughput (``--mode throughput``): ``/notify`` at ``--rate`` per second for ``--duration``
   seconds (each on its own connection, on schedule, without waiting for the previous one);
   lag = receive time - scheduled send time, p50/p99/max; every client must get every sequence
@@ -266,6 +277,11 @@ class Stream:
 class LoadGen:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.topic: str = args.topic
+        self.collection = self.topic.partition("/")[0]
+        self.records = args.mode == "records"
+        self.trigger_path: str = args.trigger or (
+            f"/api/collections/{self.collection}/records" if self.records else "/notify")
         self.host = args.host
         self.port = args.port
         self.hostport = f"{args.host}:{args.port}"
@@ -345,8 +361,8 @@ class LoadGen:
                 if len(lines) < 3 or not lines[0].startswith(b"id:") or lines[1] != b"event:PB_CONNECT":
                     raise HttpError(f"first event is not PB_CONNECT: {events[0][:100]!r}")
                 stream.cid = lines[0][3:].decode()
-                stream.event_prefix = b"id:" + lines[0][3:] + b"\nevent:" + TOPIC.encode() + b"\ndata:"
-                body = {"clientId": stream.cid, "subscriptions": [TOPIC]}
+                stream.event_prefix = b"id:" + lines[0][3:] + b"\nevent:" + self.topic.encode() + b"\ndata:"
+                body = {"clientId": stream.cid, "subscriptions": [self.topic]}
                 status, reply = self.request("POST", "/api/realtime", body, source=source,
                                              timeout=self.args.connect_timeout)
                 if status != 204:
@@ -459,9 +475,13 @@ class LoadGen:
         return {"closed": n, "server_unregistered_all_s": took}
 
     def parse_seq(self, stream: Stream, event: bytes) -> int | None:
-        """The seq of a ``bench`` event for this stream; None (and counted) if it is malformed."""
+        """The seq of a ``bench`` event for this stream; None (and counted) if it is malformed.
+
+        In the records mode the data is a record event of any length (checked in full after the
+        round, :meth:`check_record`); here only its prefix and ``seq``.
+        """
         prefix = stream.event_prefix
-        if not event.startswith(prefix) or len(event) - len(prefix) != PAYLOAD_BYTES:
+        if not event.startswith(prefix) or (not self.records and len(event) - len(prefix) != PAYLOAD_BYTES):
             self.unexpected_events += 1
             return None
         match = SEQ_RE.search(event, len(prefix))
@@ -470,26 +490,59 @@ class LoadGen:
             return None
         return int(match.group(1))
 
-    # -- notify ----------------------------------------------------------------------------------
+    def check_record(self, event: bytes, prefix: bytes, seq: int, record_id: Any) -> bool:
+        """True when *event*'s data is the ``create`` of this round's record: ``seq``, this
+        collection's name and the id the create answered (when it answered one)."""
+        try:
+            data = json.loads(event[len(prefix):])
+        except ValueError:
+            return False
+        record = data.get("record") if isinstance(data, dict) else None
+        return (isinstance(record, dict) and data.get("action") == "create" and record.get("seq") == seq
+                and record.get("collectionName") == self.collection and isinstance(record.get("id"), str)
+                and record_id in (None, record["id"]))
 
-    def notify(self, seq: int, started: list[float], result: dict[str, Any]) -> None:
-        """POST /notify for *seq*; started[0] = clock just before the request is written."""
-        body = json.dumps({"topic": TOPIC, "data": payload(seq)}, separators=(",", ":")).encode()
+    # -- triggers --------------------------------------------------------------------------------
+
+    def post_timed(self, body: Any, started: list[float], result: dict[str, Any]) -> tuple[int, Any] | None:
+        """POST *body* to the trigger path; started[0] = clock just before the request is written.
+
+        Sets ``notify_ms`` (until the response was read) and ``status`` in *result* and returns
+        (status, decoded JSON reply or None); on a failure sets ``notify_error`` and returns None.
+        """
+        raw = json.dumps(body, separators=(",", ":")).encode()
         try:
             with gevent.Timeout(self.args.round_timeout):
                 sock = new_socket("127.0.0.1")
                 try:
                     sock.connect((self.host, self.port))
                     started[0] = perf()
-                    sock.sendall(request_bytes("POST", "/notify", self.hostport, body))
+                    sock.sendall(request_bytes("POST", self.trigger_path, self.hostport, raw))
                     status, reply = read_response(sock)
                 finally:
                     sock.close()
             result["notify_ms"] = 1000 * (perf() - started[0])
             result["status"] = status
-            result["delivered_reported"] = json.loads(reply).get("delivered") if status == 200 else None
+            return status, json.loads(reply) if status == 200 else None
         except (OSError, HttpError, ValueError, gevent.Timeout) as exc:
             result["notify_error"] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def notify(self, seq: int, started: list[float], result: dict[str, Any]) -> None:
+        """POST /notify for *seq*; started[0] = clock just before the request is written."""
+        answer = self.post_timed({"topic": self.topic, "data": payload(seq)}, started, result)
+        if answer is not None:
+            result["delivered_reported"] = answer[1].get("delivered") if answer[0] == 200 else None
+
+    def create(self, seq: int, started: list[float], result: dict[str, Any]) -> None:
+        """Create the record ``{"seq": seq, "pad": ...}`` (records mode); keeps the answered id."""
+        answer = self.post_timed(payload(seq), started, result)
+        if answer is None:
+            return
+        if answer[0] != 200 or not isinstance(answer[1], dict):
+            result["notify_error"] = f"the create answered {answer[0]}"
+            return
+        result["record_id"] = answer[1].get("id")
 
     # -- fan-out ---------------------------------------------------------------------------------
 
@@ -500,6 +553,7 @@ class LoadGen:
         counts = {"received": 0, "duplicates": 0, "stale": 0}
         done = gevent.event.Event()
         index = {s.idx: i for i, s in enumerate(self.streams)}
+        kept: list[bytes] | None = [b""] * n if self.records else None  # checked after the round
 
         def on_event(stream: Stream, event: bytes, now: float) -> None:
             got = self.parse_seq(stream, event)
@@ -514,6 +568,8 @@ class LoadGen:
                 return
             seen[i] = 1
             times[i] = now
+            if kept is not None:
+                kept[i] = event
             counts["received"] += 1
             if counts["received"] == n:
                 done.set()
@@ -522,12 +578,20 @@ class LoadGen:
         started = [0.0]
         result: dict[str, Any] = {"seq": seq}
         scpu0, cpu0, sys0, wall0 = proc_cpu(self.pid), self_cpu(), system_busy(), time.time()
-        sender = gevent.spawn(self.notify, seq, started, result)
+        sender = gevent.spawn(self.create if self.records else self.notify, seq, started, result)
         done.wait(timeout=self.args.round_timeout + n / 500.0)
         end = perf()
         sender.join(timeout=10)
         scpu1, cpu1, sys1, wall1 = proc_cpu(self.pid), self_cpu(), system_busy(), time.time()
         self.on_event = None
+        if kept is not None:
+            invalid = 0
+            for i, stream in enumerate(self.streams):
+                if seen[i] and not self.check_record(kept[i], stream.event_prefix, seq, result.get("record_id")):
+                    seen[i] = 0  # a wrong event is not the create
+                    invalid += 1
+            counts["received"] -= invalid
+            result["invalid_records"] = invalid
         t0 = started[0]
         got = sorted(times[i] - t0 for i in range(n) if seen[i])
         wall = max(end - t0, 1e-9)
@@ -716,6 +780,7 @@ def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "last_ms_median": statistics.median(lasts) if lasts else None,
         "last_ms_min": min(lasts, default=None),
         "last_ms_max": max(lasts, default=None),
+        "first_ms_median": statistics.median([r["first_ms"] for r in measured if r.get("first_ms") is not None] or [0]),
         "p50_ms_median": statistics.median([r["p50_ms"] for r in measured if r.get("p50_ms") is not None] or [0]),
         "notify_ms_median": statistics.median([r.get("notify_ms", 0) for r in measured] or [0]),
         "server_cpu_s_median": statistics.median([r["server_cpu_s"] for r in measured] or [0]),
@@ -732,7 +797,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "server": args.label, "mode": args.mode, "clients": args.clients, "port": args.port,
         "server_pid": args.server_pid, "sources": gen.sources, "loadgen_nofile": limit,
-        "payload_bytes": PAYLOAD_BYTES,
+        "payload_bytes": PAYLOAD_BYTES, "topic": gen.topic, "trigger": gen.trigger_path,
     }
     # warm-up: a few clients, one message each, then gone; the RSS baseline is taken after it
     warm = gen.connect_all(min(20, args.clients))
@@ -755,11 +820,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "per_stream_bytes": (rss_after - rss_before) / ok if ok else None,
     }
     gen.watch_all()
-    if args.mode == "fanout":
+    if args.mode in ("fanout", "records"):
         rounds = gen.run_rounds(1, 1, warmup=True) + gen.run_rounds(2, args.rounds, warmup=False)
         out["rounds"] = rounds
         out["summary"] = summarize_rounds(rounds)
-        if args.profile_out:
+        if args.profile_out and args.mode == "fanout":
             out["profile"] = gen.profile(2 + args.rounds)
             if args.profile_connect:
                 gen.close_all()
@@ -779,7 +844,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server-pid", type=int, required=True, help="pid whose RSS/CPU is measured")
     parser.add_argument("--label", default="server")
-    parser.add_argument("--mode", choices=("fanout", "throughput"), default="fanout")
+    parser.add_argument("--mode", choices=("fanout", "throughput", "records"), default="fanout")
+    parser.add_argument("--topic", default=TOPIC,
+                        help="the subscription key every client holds (and its events' name), e.g. 'posts/*'")
+    parser.add_argument("--trigger", default=None,
+                        help="path POSTed to make an event (default /notify; records: "
+                             "/api/collections/<collection of --topic>/records)")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between broadcasts")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 NAMES = {"ours": "flask_rtbroker", "pocketbase": "PocketBase", "thin": "thin gevent"}
 TARGET_N = 10000
@@ -35,9 +35,10 @@ def ratio_text(a: float | None, b: float | None) -> str:
     return "—" if r is None else f"{r:.2f}×"
 
 
-def index_fanout(raw: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+def index_fanout(raw: dict[str, Any], mode: str = "fanout") -> dict[int, dict[str, dict[str, Any]]]:
+    """The results of *mode* (``fanout`` or ``records``) by N, then by server."""
     by_n: dict[int, dict[str, dict[str, Any]]] = {}
-    for result in raw.get("fanout", []):
+    for result in raw.get(mode, []):
         n = result.get("clients") or 0
         by_n.setdefault(n, {})[result["server"]] = result
     return dict(sorted(by_n.items()))
@@ -70,8 +71,7 @@ def target_rows(raw: dict[str, Any]) -> list[list[str]]:
     rows = []
 
     def row(name: str, ours_v: str, ref_v: str, value: float | None, goal: str, ok: bool | None) -> None:
-        status = "—" if ok is None else ("met" if ok else "**missed**")
-        rows.append([name, ours_v, ref_v, "—" if value is None else f"{value:.2f}×", goal, status])
+        rows.append([name, ours_v, ref_v, "—" if value is None else f"{value:.2f}×", goal, status(ok)])
 
     last_ours, last_pb, last_thin = (summary(x, "last_ms_median") for x in (ours, pb, thin))
     r = ratio(last_ours, last_pb)
@@ -97,6 +97,7 @@ def target_rows(raw: dict[str, Any]) -> list[list[str]]:
     r = ratio(lag_ours, lag_pb)
     row("throughput: p99 lag vs PocketBase", fmt(lag_ours, 1, " ms"), fmt(lag_pb, 1, " ms"), r, "≤ 1.0×",
         None if r is None else r <= 1.0)
+    rows += record_target_rows(raw)
     big = by_n.get(BIG_N, {}).get("ours")
     if big is not None:
         ok = bool(summary(big, "all_received")) and big.get("connect", {}).get("ok") == BIG_N
@@ -105,6 +106,85 @@ def target_rows(raw: dict[str, Any]) -> list[list[str]]:
                      "—", "—", "all", "met" if ok else "**missed**"])
     else:
         rows.append([f"{fmt(BIG_N)} streams in one worker all receive every broadcast", "not run", "—", "—", "all", "—"])
+    return rows
+
+
+def record_target_rows(raw: dict[str, Any]) -> list[list[str]]:
+    """The record-event targets at N = 10,000 subscribers (or the largest N of the run)."""
+    by_n = index_fanout(raw, "records")
+    if not by_n:
+        return [[f"record events to {fmt(TARGET_N)} subscribers: time to last vs PocketBase's", "not run", "—", "—",
+                 "≤ 0.6×", "—"],
+                [f"record events to {fmt(TARGET_N)} subscribers: time to first", "not run", "—", "—", "≤ 5 ms", "—"]]
+    n = TARGET_N if TARGET_N in by_n else max(by_n)
+    ours, pb = by_n[n].get("ours"), by_n[n].get("pocketbase")
+    last_ours, last_pb = summary(ours, "last_ms_median"), summary(pb, "last_ms_median")
+    first_ours, first_pb = summary(ours, "first_ms_median"), summary(pb, "first_ms_median")
+    r = ratio(last_ours, last_pb)
+    return [
+        [f"record events to {fmt(n)} subscribers: time to last vs PocketBase's", fmt(last_ours, 1, " ms"),
+         fmt(last_pb, 1, " ms"), "—" if r is None else f"{r:.2f}×", "≤ 0.6×", status(None if r is None else r <= 0.6)],
+        [f"record events to {fmt(n)} subscribers: time to first", fmt(first_ours, 1, " ms"),
+         f"PB {fmt(first_pb, 1, ' ms')}", "—", "≤ 5 ms", status(None if first_ours is None else first_ours <= 5.0)],
+    ]
+
+
+def status(ok: bool | None) -> str:
+    """A target's status cell."""
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def record_section(raw: dict[str, Any]) -> list[str]:
+    """"Record events": per N, first / median / last subscriber and server CPU per create, ours vs PB."""
+    by_n = index_fanout(raw, "records")
+    if not by_n:
+        return []
+    settings = raw["settings"].get("records", {})
+    servers = [s for s in settings.get("servers", ("ours", "pocketbase")) if s in NAMES]
+    topic = settings.get("topic", "posts/*")
+    lines = ["", f"## Record events: a create to N subscribers of `{topic}`", "",
+             "Ours: `benchmarks/record_app.py` (a SQLAlchemy model on SQLite, WAL, watched with "
+             "`broker.watch(Post, collection=\"posts\")` and no rule) under the same gunicorn command; PocketBase: the "
+             "public `posts` collection of `benchmarks/pb_migrations/` (list/view/create rules `\"\"`). The thin server "
+             "has no records and is not in this mode. Each round the load generator creates one record "
+             "(`POST /api/collections/posts/records {\"seq\", \"pad\"}`, 100 bytes); the clock starts just before the "
+             "request is written, a subscriber's time is when its whole event is in the receive buffer. Every "
+             "subscriber must get exactly one `create` whose record has the round's `seq` and the id the create "
+             "answered. Medians over the measured rounds; server CPU per event = the server's CPU over the round "
+             "(`/proc/<pid>/stat`, 10 ms ticks) for the one create."]
+    for n, at in by_n.items():
+        lines += ["", f"### {fmt(n)} subscribers", ""]
+
+        def cells(r: dict[str, Any], n: int = n) -> list[str]:
+            cpu = summary(r, "server_cpu_s_median")
+            return [fmt(summary(r, "first_ms_median"), 1), fmt(summary(r, "p50_ms_median"), 1),
+                    fmt(summary(r, "last_ms_median"), 1), fmt(summary(r, "notify_ms_median"), 1),
+                    fmt(None if cpu is None else 1000 * cpu, 0), fmt(None if cpu is None else 1e6 * cpu / n, 1),
+                    fmt(summary(r, "all_received"))]
+
+        rows = server_rows(at, servers, cells, blanks=6)
+        ours, pb = at.get("ours"), at.get("pocketbase")
+        if ours and pb:
+            rows.append(["ours / PB"] + [ratio_text(summary(ours, k), summary(pb, k)) for k in
+                                         ("first_ms_median", "p50_ms_median", "last_ms_median", "notify_ms_median",
+                                          "server_cpu_s_median", "server_cpu_s_median")] + [""])
+        lines += table(["server", "first ms", "median ms", "last ms", "create answered ms", "server CPU ms / event",
+                        "µs / delivery", "every subscriber got each create once"], rows)
+    return lines
+
+
+def server_rows(by_server: dict[str, dict[str, Any]], servers: list[str],
+                cells: Callable[[dict[str, Any]], list[str]], blanks: int) -> list[list[str]]:
+    """A row per server with a result: its name and *cells*, or its error and *blanks* empty cells."""
+    rows = []
+    for s in servers:
+        r = by_server.get(s)
+        if r is None:
+            continue
+        if "error" in r:
+            rows.append([NAMES[s], "error: " + r["error"][:120]] + [""] * blanks)
+        else:
+            rows.append([NAMES[s], *cells(r)])
     return rows
 
 
@@ -240,25 +320,23 @@ def render(raw: dict[str, Any]) -> str:
         rows.append(row)
     lines += table(header, rows)
 
+    lines += record_section(raw)
+
     tps = {r["server"]: r for r in raw.get("throughput", [])}
     if tps:
         t = raw["settings"]["throughput"]
         lines += ["", f"## Throughput: {t['clients']:,} clients × {t['rate']:g} broadcasts/s for {t['duration']:g} s",
                   "", "Each `/notify` goes out on its own connection at its scheduled time, without waiting for the "
                   "previous one (open loop); lag = receive time − scheduled send time.", ""]
-        rows = []
-        for s in servers:
-            r = tps.get(s)
-            if r is None:
-                continue
-            if "error" in r:
-                rows.append([NAMES[s], "error: " + r["error"][:120]] + [""] * 10)
-                continue
+
+        def throughput_cells(r: dict[str, Any]) -> list[str]:
             x = r["throughput"]
-            rows.append([NAMES[s], f"{x['received']:,} / {x['expected_deliveries']:,}", fmt(x["all_received"]),
-                         fmt(x["server_cpu_us_per_delivery"], 2), fmt(x["lag_ms_p50"], 1), fmt(x["lag_ms_p99"], 1),
-                         fmt(x["lag_ms_max"], 1), fmt(x["server_cpu_util"], 2), fmt(x["loadgen_cpu_util"], 2),
-                         fmt(x.get("other_cpu_util"), 2), fmt(x["out_of_order"])])
+            return [f"{x['received']:,} / {x['expected_deliveries']:,}", fmt(x["all_received"]),
+                    fmt(x["server_cpu_us_per_delivery"], 2), fmt(x["lag_ms_p50"], 1), fmt(x["lag_ms_p99"], 1),
+                    fmt(x["lag_ms_max"], 1), fmt(x["server_cpu_util"], 2), fmt(x["loadgen_cpu_util"], 2),
+                    fmt(x.get("other_cpu_util"), 2), fmt(x["out_of_order"])]
+
+        rows = server_rows(tps, servers, throughput_cells, blanks=10)
         lines += table(["server", "delivered", "all", "server CPU µs / delivery", "lag p50 ms", "lag p99 ms",
                         "lag max ms", "server CPU util", "loadgen CPU util", "other processes CPU",
                         "out-of-order deliveries"], rows)
@@ -319,6 +397,9 @@ def render(raw: dict[str, Any]) -> str:
               "- Broadcast clock: starts just before the `/notify` request is written; a client's time is when its "
               "event is complete. Each event is checked: its own client id, event `bench`, 100-byte data, expected "
               "sequence number, received exactly once.",
+              "- Record events: the same rounds with a record create as the trigger and `posts/*` as every client's "
+              "subscription (ours: `benchmarks/record_app.py`; PocketBase: `benchmarks/pb_migrations/`); the JSON of "
+              "each event is checked after the round (action `create`, the round's `seq`, the created id).",
               "- Memory: `VmRSS` of the measured pid (gunicorn worker / pocketbase / thin server) after a warm-up with "
               "20 clients, then again after N streams sat idle for 2 s.",
               "- CPU: `/proc/<pid>/stat` utime+stime of the server; `getrusage` of the load generator.",

@@ -14,7 +14,12 @@ Servers (each started fresh for every measurement, in a new session, stopped wit
 - ``thin``: ``benchmarks/thin_server.py``.
 
 For each size the servers run one after another, the order rotating from size to size (so no
-server always goes first or last); then the throughput mode runs for each server, also rotated.
+server always goes first or last); then the record-event mode (``--no-records`` skips it) runs
+for each size, ours and PocketBase only (the thin server has no records): ours is
+``benchmarks/record_app.py`` (a SQLAlchemy model on SQLite watched with ``broker.watch``) under the
+same gunicorn command, PocketBase gets the public ``posts`` collection of
+``benchmarks/pb_migrations/``, and every client subscribes to ``posts/*`` while the load
+generator creates one record per round. Then the throughput mode runs for each server, also rotated.
 The py-spy profile of ``ours`` is taken inside its 10,000-client run (extra rounds after the
 measured ones). Results: ``results/raw.json``, ``results/report.md``, ``results/fanout.png``,
 ``results/profile.svg`` + ``results/profile-summary.txt``. ``--smoke`` writes to
@@ -45,6 +50,10 @@ VENV = ROOT / ".venv"
 HOST = "127.0.0.1"
 PB_VERSION = "0.40.6"
 SERVERS = ("ours", "pocketbase", "thin")
+RECORD_SERVERS = ("ours", "pocketbase")
+"""The servers with record events (the thin server has none)."""
+RECORD_TOPIC = "posts/*"
+RECORD_APP = "benchmarks.record_app:app"
 
 
 # -- environment -----------------------------------------------------------------------------------
@@ -157,8 +166,11 @@ class Server:
     """One server process for one measurement."""
 
     def __init__(self, name: str, tmp: Path, gc_log: Path | None = None, code_dir: Path = ROOT,
-                 extra_env: dict[str, str] | None = None, nice: int = 0) -> None:
+                 extra_env: dict[str, str] | None = None, nice: int = 0, *, records: bool = False) -> None:
+        """*records*: run the record-event app (ours: ``benchmarks/record_app.py`` on a fresh
+        SQLite file; PocketBase: with the ``posts`` collection of ``benchmarks/pb_migrations``)."""
         self.nice = nice
+        self.records = records
         self.name = name
         self.code_dir = code_dir
         self.extra_env = extra_env or {}
@@ -181,15 +193,23 @@ class Server:
             env.update(self.extra_env)
             if self.gc_log is not None:
                 env["RTBROKER_BENCH_GC_LOG"] = str(self.gc_log)
+            target = "examples.notify_app:app"
+            if self.records:
+                self.workdir = Path(tempfile.mkdtemp(prefix="records-", dir=self.tmp))
+                env["RECORD_APP_DATABASE"] = f"sqlite:///{self.workdir / 'posts.sqlite3'}"
+                target = RECORD_APP
             return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "20000",
-                    "-b", bind, "-c", str(BENCH / "gunicorn_conf.py"), "--graceful-timeout", "2",
-                    "examples.notify_app:app"], env
+                    "-b", bind, "-c", str(BENCH / "gunicorn_conf.py"), "--graceful-timeout", "2", target], env
         if self.name == "pocketbase":
             self.workdir = Path(tempfile.mkdtemp(prefix="pb-", dir=self.tmp))
             shutil.copytree(BENCH / "pb_hooks", self.workdir / "pb_hooks")
+            migrations = []
+            if self.records:
+                shutil.copytree(BENCH / "pb_migrations", self.workdir / "pb_migrations")
+                migrations = ["--migrationsDir", str(self.workdir / "pb_migrations")]
             return [str(Path(sys.prefix) / "bin" / "pocketbase"), "serve", "--http", bind,
                     "--dir", str(self.workdir / "pb_data"), "--hooksDir", str(self.workdir / "pb_hooks"),
-                    "--hooksWatch=false"], env
+                    "--hooksWatch=false", *migrations], env
         if self.name == "thin":
             return [sys.executable, str(BENCH / "thin_server.py"), "--host", HOST, "--port", str(self.port)], env
         raise ValueError(self.name)
@@ -284,10 +304,11 @@ def run_loadgen(server: Server, tmp: Path, extra: list[str], timeout: float, nic
 
 def measure(name: str, tmp: Path, extra: list[str], timeout: float, gc_log: Path | None = None,
             code_dir: Path = ROOT, extra_env: dict[str, str] | None = None, nice: int = 0,
-            quiet: tuple[float, float] = (0.3, 0.0)) -> dict[str, Any]:
+            quiet: tuple[float, float] = (0.3, 0.0), records: bool = False) -> dict[str, Any]:
+    """One fresh server *name* measured by one load generator run with *extra* arguments."""
     machine = wait_for_quiet(*quiet) if quiet[1] > 0 else {}
     server = Server(name, tmp, gc_log=gc_log if name == "ours" else None, code_dir=code_dir,
-                    extra_env=extra_env, nice=nice).start()
+                    extra_env=extra_env, nice=nice, records=records).start()
     try:
         result = run_loadgen(server, tmp, extra, timeout, nice=nice)
     except Exception as exc:  # a failed measurement is reported, not fatal for the others
@@ -433,6 +454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--throughput-rate", type=float, default=60.0)
     parser.add_argument("--throughput-duration", type=float, default=10.0)
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--no-records", action="store_true",
+                        help="skip the record-event mode (a create to N subscribers of posts/*; ours and PocketBase)")
     parser.add_argument("--profile-size", type=int, default=10000, help="size at which `ours` is profiled")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--code", choices=("head", "worktree"), default="head",
@@ -482,7 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         archive = subprocess.run(["git", "archive", "HEAD", "flask_rtbroker", "examples"], cwd=ROOT,
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(code_dir)], input=archive, check=True)
+        # The record-event app is the benchmark's own harness (like gunicorn_conf.py): the work tree's.
+        (code_dir / "benchmarks").mkdir()
+        for harness in ("__init__.py", "record_app.py"):
+            shutil.copy2(BENCH / harness, code_dir / "benchmarks" / harness)
     ours_env = dict(item.split("=", 1) for item in args.ours_env)
+    record_servers = [] if args.no_records else [s for s in servers if s in RECORD_SERVERS]
+    if not args.no_records and "thin" in servers:
+        notes.append("record events: the thin server has no records and is left out of that mode")
     raw: dict[str, Any] = {
         "command": " ".join([".venv/bin/python", "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -492,15 +522,17 @@ def main(argv: list[str] | None = None) -> int:
                                     "duration": args.throughput_duration},
                      "payload_bytes": 100, "connect_concurrency": 500, "source_addresses": 8,
                      "code": args.code, "ours_env": ours_env, "nice": args.nice,
-                     "quiet_wait_s": args.quiet_wait},
+                     "quiet_wait_s": args.quiet_wait,
+                     "records": {"servers": record_servers, "topic": RECORD_TOPIC, "app": RECORD_APP}},
         "notes": notes,
         "fanout": [],
+        "records": [],
         "throughput": [],
     }
 
-    def rotated(step: int) -> list[str]:
-        k = step % len(servers)
-        return servers[k:] + servers[:k]
+    def rotated(step: int, names: list[str] = servers) -> list[str]:
+        k = step % len(names)
+        return names[k:] + names[:k]
 
     profile_target = None
     if not args.no_profile and "ours" in servers:
@@ -518,6 +550,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"last {summary.get('last_ms_median') or float('nan'):8.1f} ms  "
                   f"all received {summary.get('all_received')}  {result.get('error', '')}", flush=True)
             raw["fanout"].append(result)
+    for step, n in enumerate(sizes if record_servers else []):
+        for name in rotated(step, record_servers):
+            print(f"[{time.time() - started:6.0f}s] records  {name:<10} N={n} subscribers of {RECORD_TOPIC}", flush=True)
+            extra = ["--mode", "records", "--topic", RECORD_TOPIC, "--clients", str(n), "--rounds", str(args.rounds)]
+            result = measure(name, tmp, extra, timeout=900, gc_log=tmp / f"gc-ours-records-{n}.jsonl",
+                             code_dir=code_dir, extra_env=ours_env, nice=args.nice, quiet=(0.3, args.quiet_wait),
+                             records=True)
+            summary = result.get("summary", {})
+            print(f"          first {summary.get('first_ms_median') or float('nan'):8.1f} ms  "
+                  f"last {summary.get('last_ms_median') or float('nan'):8.1f} ms  "
+                  f"all received {summary.get('all_received')}  {result.get('error', '')}", flush=True)
+            raw["records"].append(result)
     if not args.no_throughput:
         for name in rotated(len(sizes)):
             print(f"[{time.time() - started:6.0f}s] throughput {name:<10} {args.throughput_clients} clients x "
@@ -550,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "raw.json").write_text(json.dumps(raw, indent=1) + "\n")
     report.write_all(raw, out_dir)
     print(f"done in {raw['elapsed_s']:.0f}s -> {out_dir / 'report.md'}", flush=True)
-    ok = all(r.get("summary", {}).get("all_received") for r in raw["fanout"]) and all(
+    ok = all(r.get("summary", {}).get("all_received") for r in raw["fanout"] + raw["records"]) and all(
         r.get("throughput", {}).get("all_received") for r in raw["throughput"])
     return 0 if ok else 1
 
