@@ -26,7 +26,7 @@ import logging
 import secrets
 import weakref
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Sequence
 
 from . import signals, wire
 from .backplane import Backplane, Envelope
@@ -186,13 +186,14 @@ class Cluster:
         finally:
             del self._pending[request.request_id]
 
-    def forward_post(self, client_id: str, headers: list[tuple[str, str]], body: bytes, remote_addr: str, timeout: float) -> tuple[int, bytes] | None:
-        """Ask the process holding *client_id* to run this POST; return its (status, body) or
-        None (404) when no process has the id's route: at once for this process's route or, on
-        a routing backend, one nobody listens on."""
+    def forward_post(self, client_id: str, subscriptions: Sequence[str], headers: Sequence[tuple[str, str]],
+                     remote_addr: str, timeout: float) -> tuple[int, bytes] | None:
+        """Ask the process holding *client_id* to set its *subscriptions* (decoded and validated
+        here); return its (status, body) or None (404) when no process has the id's route: at
+        once for this process's route or, on a routing backend, one nobody listens on."""
         if not self.active or route_of(client_id) == self.route:
             return None
-        request = wire.Post(secrets.token_hex(8), client_id, tuple(headers), remote_addr, body)
+        request = wire.Post(secrets.token_hex(8), client_id, tuple(headers), remote_addr, tuple(subscriptions))
         replies = self._request(request, timeout, 1)
         if not replies:
             return None

@@ -98,8 +98,8 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,
     # Request headers a POST for a client held by another process carries to it (the ones the
-    # auth_loader reads; add "Cookie" for session auth): a list of strings. Content-Type always
-    # goes; nothing else.
+    # auth_loader and before_subscribe read; add "Cookie" for session auth): a list of strings.
+    # Nothing else goes: the owner gets the decoded subscriptions, not the body.
     "RTBROKER_FORWARD_HEADERS": ["Authorization"],
     # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
     # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,

@@ -10,7 +10,9 @@ A rejected POST changes nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import io
+import sys
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -146,25 +148,27 @@ def set_subscriptions(state: "BrokerState") -> Response:
     errors = validate(submitted)
     if errors:
         raise bad_request(errors)
+    ip = client_ip(request, state.settings)
     try:
         client = state.broker.get_client(submitted.client_id)
     except ClientNotFound:
-        return forward_post(state, submitted.client_id)
-    apply_subscriptions(state, client, submitted)
+        return forward_post(state, submitted, ip)
+    apply_subscriptions(state, client, submitted.subscriptions, ip)
     return no_content()
 
 
-def forward_post(state: "BrokerState", client_id: str) -> Response:
-    """Let the process holding *client_id* answer this POST; 404 when none does in time.
+def forward_post(state: "BrokerState", submitted: SubscriptionRequest, ip: str) -> Response:
+    """Let the process holding the client apply this decoded, validated POST; 404 when none
+    does in time.
 
-    What crosses the backplane is the body, the client IP as this process sees it, Content-Type
-    and the ``RTBROKER_FORWARD_HEADERS`` (the auth header by default), no other header.
+    What crosses the backplane is the client id, the subscriptions, the client IP as this
+    process sees it and the ``RTBROKER_FORWARD_HEADERS`` (the auth header by default), no other
+    header: the owner runs its ``auth_loader`` and ``before_subscribe`` on a request made of them.
     """
-    forwarded = {"content-type", *(name.lower() for name in state.settings.forward_headers)}
+    forwarded = {name.lower() for name in state.settings.forward_headers}
     headers = [(k, v) for k, v in request.headers.items() if k.lower() in forwarded]
     answer = state.cluster.forward_post(
-        client_id, headers, request.get_data(cache=True), client_ip(request, state.settings),
-        state.settings.forward_timeout,
+        submitted.client_id, submitted.subscriptions, headers, ip, state.settings.forward_timeout
     )
     if answer is None:
         raise ApiError(404, MISSING_CLIENT_MESSAGE)
@@ -189,19 +193,19 @@ def _check_budgets(state: "BrokerState", client: DefaultClient, subscriptions: l
         raise ApiError(503, SUBSCRIPTION_MEMORY_MESSAGE)
 
 
-def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: SubscriptionRequest) -> None:
+def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: list[str], ip: str) -> None:
     """Check IP, auth rule, budgets, validators and hook for a local *client*, make sure this
     process listens on the keys' backplane channels, then replace its subscriptions."""
-    if client.get(IP_KEY) != client_ip(request, state.settings):
+    if client.get(IP_KEY) != ip:
         raise bad_request(message=INVALID_CLIENT_MESSAGE)
     hooks = state.hooks
     auth = hooks.auth_loader_hook(request) if hooks.auth_loader_hook is not None else None
     if not may_switch_auth(client.get(AUTH_KEY), auth):
         raise ApiError(403, AUTH_MISMATCH_MESSAGE)
-    subscriptions = list(dict.fromkeys(sub for sub in submitted.subscriptions if sub))
+    subscriptions = list(dict.fromkeys(sub for sub in submitted if sub))
     _check_budgets(state, client, subscriptions)
     for validator in state.subscription_validators:
-        errors = validator(client, submitted.subscriptions)
+        errors = validator(client, submitted)
         if errors:
             raise bad_request({"subscriptions": errors})
     if hooks.before_subscribe_hook is not None:
@@ -216,25 +220,51 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     signals.client_subscribed.send(app, client=client, subscriptions=subscriptions)
 
 
-def answer_forwarded_post(app: Flask, state: "BrokerState", post: "Post") -> tuple[int, bytes]:
-    """Run a POST forwarded by another process against our client; return (status, body).
+def forwarded_environ(app: Flask, path: str, post: "Post") -> dict[str, Any]:
+    """A bodiless WSGI environ for a forwarded POST: its headers and the client IP as the
+    forwarding process saw it (what ``auth_loader`` and ``before_subscribe`` may read)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": post.ip,
+        "CONTENT_LENGTH": "0",
+        "HTTP_HOST": app.config.get("SERVER_NAME") or "localhost",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in post.headers:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        environ[key] = value
+    return environ
 
-    The POST is validated here again, whatever the forwarding process did.
+
+def answer_forwarded_post(app: Flask, state: "BrokerState", post: "Post") -> tuple[int, bytes]:
+    """Apply a POST another process decoded and validated to our client; return (status, body).
+
+    The owner runs what needs the client (IP binding, the auth-change rule, budgets, validators)
+    and the hooks, on a request made of the forwarded headers. The subscriptions are validated
+    again, cheaply: a peer's bug must not plant a key no local POST could.
     """
-    with app.test_request_context(
-        state.settings.url_prefix,
-        method="POST",
-        headers=list(post.headers),
-        data=post.body,
-        environ_base={"REMOTE_ADDR": post.ip},
-    ):
+    submitted = SubscriptionRequest(post.client_id, list(post.subscriptions))
+    with app.request_context(forwarded_environ(app, state.settings.url_prefix, post)):
         try:
-            submitted = read_subscription_request(state.settings.max_body_size)
             errors = validate(submitted)
             if errors:
                 raise bad_request(errors)
             client = state.broker.get_client(submitted.client_id)
-            apply_subscriptions(state, client, submitted)
+            apply_subscriptions(state, client, submitted.subscriptions, post.ip)
         except ClientNotFound:
             error = ApiError(404, MISSING_CLIENT_MESSAGE)
         except ApiError as exc:

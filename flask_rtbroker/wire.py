@@ -11,8 +11,8 @@ kind           header fields                                    body
 =============  ==============================================  =====================================
 notify         ``t`` topic, ``to`` client ids (optional)       the message's encoded JSON data
 send           ``c`` client id, ``n`` event name               the message's encoded JSON data
-post           ``rid``, ``c`` client id, ``h`` headers,        the POST body
-               ``ip`` client IP
+post           ``rid``, ``c`` client id, ``h`` headers,        —
+               ``ip`` client IP, ``s`` subscriptions
 post-reply     ``rid``, ``to`` origin, ``s`` status            the response body
 count          ``rid``                                         —
 count-reply    ``rid``, ``to`` origin, ``n`` clients           —
@@ -90,6 +90,14 @@ def _strings(fields: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _required_strings(fields: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """A list of strings that must be there."""
+    value = _strings(fields, name)
+    if value is None:
+        raise WireError(f"field {name!r} is missing")
+    return value
+
+
 def _headers(fields: Mapping[str, Any], name: str) -> tuple[tuple[str, str], ...]:
     value = fields.get(name)
     if not isinstance(value, list) or not all(
@@ -151,16 +159,20 @@ class Send(_Item):
 
 @dataclass(frozen=True)
 class Post(_Item):
-    """A subscription POST for a client another process holds, with the headers that go along."""
+    """A subscription POST for a client another process holds: decoded and validated by the
+    process it reached, with the client IP as that process saw it and the headers that go along
+    (for the owner's ``auth_loader`` and ``before_subscribe``)."""
 
     KIND: ClassVar[str] = "post"
     HEADER: ClassVar[tuple[tuple[str, str, Reader], ...]] = (
-        ("rid", "request_id", _str), ("c", "client_id", _str), ("h", "headers", _headers), ("ip", "ip", _str))
+        ("rid", "request_id", _str), ("c", "client_id", _str), ("h", "headers", _headers), ("ip", "ip", _str),
+        ("s", "subscriptions", _required_strings))
     request_id: str
     client_id: str
     headers: tuple[tuple[str, str], ...]
     ip: str
-    body: bytes
+    subscriptions: tuple[str, ...]
+    body: bytes = b""
 
     @property
     def channel(self) -> str:

@@ -163,7 +163,7 @@ def test_a_private_memory_bus_has_no_peers_and_the_cluster_does_nothing_remote()
         cluster = node.state.cluster
         assert cluster.active is False
         assert cluster.publish(Ping(1)) is False
-        assert cluster.forward_post("someone", [], b"{}", TEST_CLIENT_IP, 5.0) is None
+        assert cluster.forward_post("someone", ["t"], [], TEST_CLIENT_IP, 5.0) is None
         started = time.monotonic()
         assert cluster.count_clients(5.0) == 1
         assert time.monotonic() - started < 1.0, "no peers: nothing to wait for"

@@ -173,10 +173,10 @@ def test_forged_envelopes_are_validated_and_signatures_keep_strangers_out(make_s
         forged_connect = Envelope("attacker\nFAKE LOG LINE", "send", {"c": sse.client_id, "n": "PB_CONNECT"},
                                   b'{"clientId":"attacker"}').encode()
         assert publish(redis_server, inbox_of(sse.client_id), forged_connect) >= 1
-        many_keys = {"clientId": sse.client_id, "subscriptions": [f"k{i}" for i in range(3002)] + ["a\nb"]}
-        forged_post = Envelope("attacker", "post", {"rid": "r1", "c": sse.client_id, "h": [["Content-Type", "application/json"]],
-                                                    "ip": "127.0.0.1"}, simplejson.dumps(many_keys).encode()).encode()
-        publish(redis_server, inbox_of(sse.client_id), forged_post)
+        for keys in ([f"k{i}" for i in range(3002)], ["a\nb"]):
+            forged_post = Envelope("attacker", "post", {"rid": "r1", "c": sse.client_id, "h": [], "ip": "127.0.0.1",
+                                                        "s": keys}).encode()
+            publish(redis_server, inbox_of(sse.client_id), forged_post)
         assert_no_event(sse)
         time.sleep(0.3)
         assert stats(unsigned)["subscriptions"] == 0, "the owner re-validated the forged POST (400)"
