@@ -8,17 +8,21 @@ process is disconnected from Redis are not replayed to it.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..concurrency import wait_readable
 from ..errors import ConfigurationError
 from .base import ALL, READY, Backplane, inbox
+from .pipelined import PipelinedPublisher
 
 IDLE_WAIT = 1.0
 """Seconds the listener waits for the socket before it checks for a sweep (and health)."""
 
 DEFAULT_CHANNEL_PREFIX = "flask_rtbroker"
+
+PUBLISH_TIMEOUT = 10.0
+"""Seconds a publish waits for the pipeline it is in (the socket's own timeout is 5)."""
 
 
 def _import_redis() -> Any:
@@ -51,6 +55,7 @@ class RedisBackplane(Backplane):
     URL goes into the channel names: apps on ``/0`` and ``/1`` of one server never meet. One
     subscriber connection per process; requests add channels on it directly (under a lock the
     listener also takes to read), and the listener waits for the socket outside the lock.
+    Publishes made while another is under way go together in the next pipeline.
     """
 
     routes = True
@@ -70,13 +75,22 @@ class RedisBackplane(Backplane):
         """The namespace of this app's channels on the Redis server."""
         self._pubsub: Any = None
         self._pubsub_lock = threading.Lock()
+        self._publisher = PipelinedPublisher(self._publish_batch, self._event, PUBLISH_TIMEOUT)
 
     def physical(self, channel: str) -> str:
         """The Redis channel of the logical *channel*."""
         return f"{self.channel}:{channel}"
 
     def publish_to(self, channel: str, payload: bytes) -> int:
-        return int(self._redis.publish(self.physical(channel), payload))
+        return self._publisher.publish(self.physical(channel), payload)
+
+    def _publish_batch(self, batch: Sequence[tuple[str, bytes]]) -> list[int]:
+        if len(batch) == 1:
+            return [self._redis.publish(*batch[0])]
+        pipeline = self._redis.pipeline(transaction=False)
+        for channel, payload in batch:
+            pipeline.publish(channel, payload)
+        return pipeline.execute()
 
     def subscribe_now(self, channels: list[str]) -> None:
         with self._pubsub_lock:
