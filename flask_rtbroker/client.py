@@ -19,6 +19,7 @@ from .options import SubscriptionOptions, matches_prefix, parse_options, subscri
 
 if TYPE_CHECKING:
     from .topic_index import TopicIndex
+    from .write_through import SocketWriter
 
 AUTH_KEY = "auth"
 """Store key of the client's auth identity (PocketBase's ``RealtimeClientAuthKey``)."""
@@ -97,6 +98,7 @@ class DefaultClient:
         "deadline",
         "max_batch",
         "subscription_bytes",
+        "writer",
         "__weakref__",
     )
 
@@ -131,6 +133,8 @@ class DefaultClient:
         """Most messages :meth:`take` found queued at once (the queue's high-water mark)."""
         self.subscription_bytes = 0
         """What the client's keys count against the subscription budgets."""
+        self.writer: SocketWriter | None = None
+        """Its stream's socket writer while write-through is on (see :mod:`.write_through`)."""
 
     @property
     def id(self) -> str:
@@ -233,10 +237,21 @@ class DefaultClient:
         return self.discard_reason is not None
 
     def send(self, message: Message) -> bool:
-        """Queue *message* without blocking; return whether it was queued. Past the message or
-        byte bound the client is discarded (a slow consumer) and nothing is queued."""
+        """Queue *message* without blocking, or write it through when the stream's socket is
+        free; return whether it was queued or written. Past the message or byte bound the
+        client is discarded (a slow consumer) and nothing is queued."""
         if self.discard_reason is not None:
             return False
+        writer = self.writer
+        if writer is not None and not writer.busy and not self._queue:
+            try:
+                writer.offer(self.frame_prefix + message.tail)
+            except OSError:
+                self.discard(DisconnectReason.CLOSED)
+                return False
+            if writer.busy:  # a partial write: the stream writes the rest
+                self.waker.set()
+            return True
         size = len(message.tail)
         if len(self._queue) >= self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
             self.dropped += 1

@@ -107,6 +107,12 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_GRACEFUL_SHUTDOWN": True,
     # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off.
     "RTBROKER_METRICS_PATH": None,
+    # Under gevent, where the stream's socket is known (gunicorn -k gevent, gevent.pywsgi), write
+    # a delivery straight to the socket with one non-blocking send when nothing is queued for the
+    # client; False = every delivery goes through the client's queue and its stream. True or
+    # False, accepted like RTBROKER_USE_LEFTMOST_IP. Turn it off behind a server that frames the
+    # response body other than HTTP/1.1 chunking or HTTP/1.0 (gunicorn's uwsgi protocol).
+    "RTBROKER_WRITE_THROUGH": True,
 }
 
 
@@ -256,6 +262,7 @@ class Settings:
     forward_headers: tuple[str, ...]
     graceful_shutdown: bool
     metrics_path: str | None
+    write_through: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
@@ -326,6 +333,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "forward_headers": _names,
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,
+    "write_through": _flag,
 }
 
 

@@ -9,6 +9,7 @@ its socket has a send timeout, so a peer that stops reading cannot hold the stre
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 
@@ -16,6 +17,7 @@ from . import signals
 from .client import DefaultClient, DisconnectReason
 from .disconnect import DisconnectWatch, find_socket
 from .message import PB_CONNECT, Message
+from .write_through import socket_writer
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -67,18 +69,24 @@ class StreamBody:
 def event_stream(
     app: "Flask", state: "BrokerState", client: DefaultClient, environ: Mapping[str, Any]
 ) -> Generator[bytes, None, None]:
-    """Yield the stream's bytes; the generator's ``finally`` unregisters *client*."""
+    """Yield the stream's bytes; the generator's ``finally`` unregisters *client*.
+
+    With write-through (:mod:`.write_through`) only ``PB_CONNECT`` is yielded: the server
+    writes it with the response head, then the stream and the senders write to the socket.
+    """
     settings = state.settings
     clock = time.monotonic
     reason = DisconnectReason.CLOSED
     sock = find_socket(environ)
     watch = None
+    writer = socket_writer(environ, sock) if settings.write_through and state.runtime.watches_sockets else None
     server_timeout = _set_timeout(sock, settings.send_timeout)
     state.connected(client)
     try:
         signals.client_connected.send(app, client=client)
         watch = DisconnectWatch(state.runtime, sock, client, settings.disconnect_poll)
         yield Message(PB_CONNECT, {"clientId": client.id}).frame(client.id)
+        client.writer = writer  # busy until the loop first finds the queue empty
 
         now = clock()
         lifetime_end = now + state.lifetime_for_new_stream()
@@ -86,6 +94,7 @@ def event_stream(
         heartbeat = settings.heartbeat or float("inf")
         next_heartbeat = now + heartbeat
         delivered = False
+        written_through = 0
         sweeping = state.runtime.sweeps_deadlines
         if sweeping:
             state.start_sweeper()
@@ -93,7 +102,21 @@ def event_stream(
         take = client.take
         while True:
             data = take()
-            if data:
+            if writer is not None:
+                if data or writer.pending:
+                    if client.discard_reason == DisconnectReason.SLOW:
+                        reason = DisconnectReason.SLOW  # its queue is gone; a half-written
+                        return  # chunk stays so: the socket is shut down below
+                    writer.busy = True
+                    writer.write(data)
+                    delivered = True
+                    continue
+                writer.busy = False  # queue empty, nothing pending: senders may write through
+                if writer.written != written_through:
+                    written_through = writer.written
+                    idle_end = writer.last_written + settings.idle_timeout
+                    next_heartbeat = writer.last_written + heartbeat
+            elif data:
                 yield data
                 delivered = True
                 continue
@@ -112,7 +135,11 @@ def event_stream(
                 reason = DisconnectReason.IDLE
                 return
             if now >= next_heartbeat:
-                yield HEARTBEAT_FRAME
+                if writer is None:
+                    yield HEARTBEAT_FRAME
+                else:
+                    writer.busy = True
+                    writer.write(HEARTBEAT_FRAME)
                 next_heartbeat = clock() + heartbeat
                 continue
             deadline = min(lifetime_end, idle_end, next_heartbeat)
@@ -132,7 +159,14 @@ def event_stream(
                 if watch.closed():
                     reason = DisconnectReason.CLOSED
                     return
+    except OSError:
+        reason = DisconnectReason.CLOSED  # a write of ours failed or timed out: the peer is gone
     finally:
+        if writer is not None:
+            writer.close()
+            client.writer = None
+            if client.discard_reason == DisconnectReason.SLOW and writer.pending:
+                _shut_down(sock)
         if watch is not None:
             watch.stop()
         _set_timeout(sock, server_timeout)
@@ -140,3 +174,12 @@ def event_stream(
             client.discard(reason)
         state.disconnected(client, reason)
         signals.client_disconnected.send(app, client=client, reason=reason)
+
+
+def _shut_down(sock: Any) -> None:
+    """End a connection whose last chunk was cut off, so the server's last chunk cannot follow
+    half a chunk."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -17,7 +17,10 @@ import requests
 from flask_rtbroker.testing import SSEClient
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_MODES = ("gunicorn-gevent", "pywsgi", "werkzeug", "gunicorn-gthread")
+SERVER_MODES = ("gunicorn-gevent", "pywsgi", "werkzeug", "gunicorn-gthread", "gunicorn-gevent-queued")
+"""Every server the suite runs against; ``gunicorn-gevent-queued`` is gunicorn's gevent worker
+with write-through off (``RTBROKER_WRITE_THROUGH=False``: every delivery through the stream)."""
+QUEUED_SUFFIX = "-queued"
 HOST = "127.0.0.1"
 
 
@@ -30,6 +33,7 @@ def free_port() -> int:
 
 def _command(mode: str, port: int, target: str, args: list[str]) -> list[str]:
     bind = f"{HOST}:{port}"
+    mode = mode.removesuffix(QUEUED_SUFFIX)
     if mode == "gunicorn-gevent":
         return [sys.executable, "-m", "gunicorn", "-k", "gevent", "--worker-connections", "5000",
                 "-w", "1", "-b", bind, "--graceful-timeout", "2", *args, target]
@@ -62,6 +66,8 @@ class LiveServer:
         """Start the process and wait until it accepts connections."""
         self.port = self.port or free_port()
         env = {**os.environ, "RTBROKER_HEARTBEAT": "0", **self.env, "PYTHONUNBUFFERED": "1"}
+        if self.mode.endswith(QUEUED_SUFFIX):
+            env["RTBROKER_WRITE_THROUGH"] = "False"
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         self.log_path = log_dir / f"{self.mode}-{self.port}.log"
         self.process = subprocess.Popen(

@@ -58,6 +58,7 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "forward_headers": ("Authorization",),
         "graceful_shutdown": True,
         "metrics_path": None,
+        "write_through": True,
     }
 
 

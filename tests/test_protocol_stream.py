@@ -41,10 +41,10 @@ CONFIGS = {
         "RTBROKER_HEARTBEAT": "0.5",
     },
 }
-TIMING_MODES = ("gunicorn-gevent", "werkzeug")
+TIMING_MODES = ("gunicorn-gevent", "werkzeug", "gunicorn-gevent-queued")
 # The exact HTTP/1.0 answer needs the server's cooperation: gevent.pywsgi always writes an
 # "HTTP/1.1" status line and werkzeug's dev server chunk-encodes for HTTP/1.0 clients too.
-HTTP10_MODES = ("gunicorn-gevent", "gunicorn-gthread")
+HTTP10_MODES = ("gunicorn-gevent", "gunicorn-gthread", "gunicorn-gevent-queued")
 NOT_FOUND_CLIENT = b'{"data":{},"message":"Missing or invalid client id.","status":404}'
 ID_RE = re.compile(rb"[A-Za-z0-9]{40}")
 
@@ -477,7 +477,7 @@ def test_subscription_posts_do_not_reset_the_idle_timer(pool: ServerPool, mode: 
         assert 1.4 <= time.monotonic() - connected <= 2.1
 
 
-@pytest.mark.parametrize("mode", ("gunicorn-gevent",))
+@pytest.mark.parametrize("mode", ("gunicorn-gevent", "gunicorn-gevent-queued"))
 def test_idle_timeout_closes_an_http10_stream(pool: ServerPool, mode: str) -> None:
     srv = pool(mode, "idle")
     stream, cid = open_connected(srv, version="1.0")
