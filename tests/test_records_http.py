@@ -14,6 +14,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
 from flask_rtbroker import IP_KEY, DefaultClient, RealtimeBroker
+from flask_rtbroker.records.validation import RECORD_OPTIONS_KEY
 
 from tests.records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
 
@@ -130,6 +131,22 @@ def test_a_valid_filter_subscribes_and_filters(app_broker: tuple[Flask, Realtime
         session.add_all([Post(title="low", views=1), Post(title="high", views=2)])
         session.commit()
     assert received(client) == [(key, {"record": {"title": "high"}, "action": "create"})]
+
+
+def test_a_post_without_options_drops_the_filter_of_the_one_before(app_broker: tuple[Flask, RealtimeBroker]) -> None:
+    app, broker = app_broker
+    client = local_client(app, broker)
+    filtered = with_options("posts/*", filter="views > 1")
+    assert post(app, client.id, [filtered]) == (204, None)
+    assert client.get(RECORD_OPTIONS_KEY) is not None
+    assert post(app, client.id, ["posts/*"]) == (204, None)
+    assert client.get(RECORD_OPTIONS_KEY) is None  # plain keys keep nothing per client
+    engine = sqlite_engine()
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Post(title="low", views=1))
+        session.commit()
+    assert [(name, data["record"]["title"]) for name, data in received(client)] == [("posts/*", "low")]
 
 
 # -- Flask-SQLAlchemy ------------------------------------------------------------------------

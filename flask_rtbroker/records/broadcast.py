@@ -14,7 +14,6 @@ encoded once. Rules should therefore depend on the identity (see
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional
 
 from ..client import AUTH_KEY, DefaultClient
@@ -126,13 +125,13 @@ class _EventView:
 
 
 class _ClientMessages(dict[str, Optional[Message]]):
-    """One client's message under each of its keys of one topic, built on first use."""
+    """The message under each key of one topic for clients with *auth* and *compiled* options,
+    built on first use."""
 
-    def __init__(self, view: _EventView, topic: str, kind: str, client: DefaultClient, limit: int) -> None:
+    def __init__(self, view: _EventView, topic: str, kind: str, auth: Any, compiled: Mapping[str, RecordOptions], limit: int) -> None:
         super().__init__()
         self.view, self.topic, self.kind, self.limit = view, topic, kind, limit
-        self.auth = client.get(AUTH_KEY)
-        self.compiled = client.get(RECORD_OPTIONS_KEY, _NONE_COMPILED)
+        self.auth, self.compiled = auth, compiled
 
     def __missing__(self, key: str) -> Message | None:
         message = self.view.message(key, self.topic, self.kind, self.auth, self.compiled)
@@ -140,6 +139,26 @@ class _ClientMessages(dict[str, Optional[Message]]):
             raise MessageTooLarge(f"its message is {len(message.payload)} bytes, over RTBROKER_MAX_MESSAGE_SIZE ({self.limit})")
         self[key] = message
         return message
+
+
+class _TopicMessages:
+    """Per client, its messages of one topic: clients without compiled options share one
+    mapping per auth identity (what a rule may depend on), so each is built once per event."""
+
+    def __init__(self, view: _EventView, topic: str, kind: str, limit: int) -> None:
+        self.view, self.topic, self.kind, self.limit = view, topic, kind, limit
+        self._by_identity: dict[Hashable, _ClientMessages] = {}
+
+    def __call__(self, client: DefaultClient) -> _ClientMessages:
+        auth = client.get(AUTH_KEY)
+        compiled = client.get(RECORD_OPTIONS_KEY, _NONE_COMPILED)
+        if compiled is not _NONE_COMPILED:
+            return _ClientMessages(self.view, self.topic, self.kind, auth, compiled, self.limit)
+        identity = _cache_identity(auth)
+        shared = self._by_identity.get(identity)
+        if shared is None:
+            shared = self._by_identity[identity] = _ClientMessages(self.view, self.topic, self.kind, auth, compiled, self.limit)
+        return shared
 
 
 def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) -> int:
@@ -154,7 +173,7 @@ def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) 
     limit = state.settings.max_message_size
     total = Delivery()
     for topic, kind in collection.topics(event.record_id):
-        total.add(state.deliver(topic, partial(_ClientMessages, view, topic, kind, limit=limit), concurrent=False))
+        total.add(state.deliver(topic, _TopicMessages(view, topic, kind, limit), concurrent=False))
     if total.first_error is not None:
         log.warning(
             "a %r record event skipped %d subscription(s); first reason: %s", collection.name, total.failed,

@@ -47,6 +47,8 @@ class RecordOptionsCheck:
             if not self.owns_topic(topic):
                 continue
             suffix = key[len(topic):]
+            if not suffix:
+                continue  # no options: nothing to compile, check or keep
             options = compiled.get(suffix)
             if options is None:
                 query = parse_options(suffix).query
@@ -68,7 +70,10 @@ class RecordOptionsCheck:
 
 
 def keep_compiled_options(client: DefaultClient) -> None:
-    """Store the options the validator compiled for this request's POST with *client*."""
+    """Store the options the validator compiled for this request's POST with *client*; a client
+    whose record keys have no options keeps nothing (broadcasts share one view of such clients)."""
     compiled = g.pop(_PENDING, None)
-    if compiled is not None:
+    if compiled:
         client.set(RECORD_OPTIONS_KEY, compiled)
+    elif compiled is not None:
+        client.unset(RECORD_OPTIONS_KEY)
