@@ -198,6 +198,26 @@ def test_redis_listener_reconnects_after_redis_comes_back(redis_server: RedisSer
     b.backplane.close()
 
 
+def test_redis_publishing_survives_its_connection_being_closed(redis_server: RedisServer) -> None:
+    import redis
+
+    a, b = Peer(from_url(redis_server.url)), Peer(from_url(redis_server.url))
+    a.wait_state(STATE_UP)
+    b.wait_state(STATE_UP)
+    assert a.backplane.send(a.backplane.envelope("notify", {"n": 1}))
+    assert b.next().fields == {"n": 1}
+    admin = redis.Redis(port=redis_server.port)
+    killed = admin.client_kill_filter(_type="normal", skipme=True)  # the publishing connections, not the listeners
+    assert killed >= 1
+    for n in (2, 3):  # the first publish finds its connection closed and sends again on a new one
+        assert a.backplane.send(a.backplane.envelope("notify", {"n": n}))
+        assert b.next().fields == {"n": n}
+    b.assert_nothing()
+    admin.close()
+    a.backplane.close()
+    b.backplane.close()
+
+
 def test_emitter_fails_loudly_when_redis_is_down(redis_server: RedisServer) -> None:
     emitter = Emitter(redis_server.url)
     redis_server.stop()

@@ -7,6 +7,7 @@ process is disconnected from Redis are not replayed to it.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +49,12 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def _round_trip(connection: Any, commands: list[tuple[str, str, bytes]]) -> list[int]:
+    """Send *commands* (PUBLISHes) on a redis-py connection in one write; read every reply."""
+    connection.send_packed_command(connection.pack_commands(commands))
+    return [int(connection.read_response()) for _ in commands]
+
+
 class RedisBackplane(Backplane):
     """Redis pub/sub with a channel per route, topic and collection: ``<prefix>:<database>:<channel>``.
 
@@ -76,6 +83,9 @@ class RedisBackplane(Backplane):
         self._pubsub: Any = None
         self._pubsub_lock = threading.Lock()
         self._publisher = PipelinedPublisher(self._publish_batch, self._event, PUBLISH_TIMEOUT)
+        self._publishing: tuple[int, Any] | None = None
+        self._connection_lost_error: type[Exception] = redis.ConnectionError
+        """(pid, connection): the publishing connection of this process, made on first use."""
 
     def physical(self, channel: str) -> str:
         """The Redis channel of the logical *channel*."""
@@ -85,12 +95,34 @@ class RedisBackplane(Backplane):
         return self._publisher.publish(self.physical(channel), payload)
 
     def _publish_batch(self, batch: Sequence[tuple[str, bytes]]) -> list[int]:
-        if len(batch) == 1:
-            return [self._redis.publish(*batch[0])]
-        pipeline = self._redis.pipeline(transaction=False)
-        for channel, payload in batch:
-            pipeline.publish(channel, payload)
-        return pipeline.execute()
+        """PUBLISH every pair in one round trip on this process's own connection (the publisher
+        sends one batch at a time), without the pool's per-command checks. A failure drops the
+        connection; a lost connection (Redis restarted, an idle connection closed) is tried once
+        more on a new one, any other failure (a timeout included) goes to the batch's callers."""
+        commands = [("PUBLISH", channel, payload) for channel, payload in batch]
+        connection = self._publishing_connection()
+        try:
+            try:
+                return _round_trip(connection, commands)
+            except self._connection_lost_error:
+                connection.disconnect()
+                return _round_trip(connection, commands)  # sending connects again
+        except BaseException:
+            connection.disconnect()
+            raise
+
+    def _publishing_connection(self) -> Any:
+        pid = os.getpid()
+        if self._publishing is None or self._publishing[0] != pid:  # none yet, or the parent's before a fork
+            pool = self._redis.connection_pool
+            self._publishing = (pid, pool.connection_class(**pool.connection_kwargs))
+        return self._publishing[1]
+
+    def close(self) -> None:
+        super().close()
+        publishing, self._publishing = self._publishing, None
+        if publishing is not None and publishing[0] == os.getpid():
+            publishing[1].disconnect()
 
     def subscribe_now(self, channels: list[str]) -> None:
         with self._pubsub_lock:
