@@ -72,14 +72,15 @@ class DisconnectWatch:
             self._sock = None
             return
         if runtime.watches_sockets:
-            self._watch = runtime.watch_readable(fileno, self._on_readable)
+            self._watch = runtime.watch_readable(fileno, self)  # no bound method to keep alive
         else:
             self._poll = select.poll()
             self._poll.register(fileno, select.POLLIN | select.POLLPRI)
             self.poll_interval = poll_interval
 
-    def _on_readable(self) -> None:
-        """From the hub: note it, stop watching (level-triggered), wake the stream to look."""
+    def __call__(self) -> None:
+        """From the hub, when the socket becomes readable (the watch is its own callback): note
+        it, stop watching (level-triggered), wake the stream to look."""
         self.readable = True
         if self._watch is not None:
             self._watch.stop()

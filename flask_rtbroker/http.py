@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any, Iterable
 
@@ -31,8 +32,10 @@ STREAM_HEADERS = (
 PREFLIGHT_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 
 
+@lru_cache(maxsize=64)
 def status_line(code: int) -> str:
-    """``"204 No Content"``: the reason phrase as Go writes it (werkzeug would upper-case it)."""
+    """``"204 No Content"``: the reason phrase as Go writes it (werkzeug would upper-case it).
+    Cached: the server keeps a response's status line while it streams, so streams share one."""
     try:
         return f"{code} {HTTPStatus(code).phrase}"
     except ValueError:

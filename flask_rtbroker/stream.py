@@ -10,8 +10,8 @@ its socket has a send timeout, so a peer that stops reading cannot hold the stre
 from __future__ import annotations
 
 import socket
-import time
-from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 from . import signals
 from .client import DefaultClient, DisconnectReason
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .state import BrokerState
 
 HEARTBEAT_FRAME = b":\n\n"
+_NEVER = float("inf")
 
 
 
@@ -41,29 +42,31 @@ def _set_timeout(sock: Any | None, timeout: float | None) -> Any:
 
 
 class StreamBody:
-    """The response body of a stream: its generator, and the stream slot it gives back once,
-    when the server closes it, even if the server never started it."""
+    """The response body of a stream: its generator, and the stream slot it gives back to
+    *state* once, when the server closes it, even if the server never started it.
 
-    __slots__ = ("_stream", "_release")
+    Iterating it iterates the generator itself, so the server resumes the stream without a
+    Python ``__next__`` between them (a shallower stack for each parked stream to keep).
+    """
 
-    def __init__(self, stream: Generator[bytes, None, None], release: Callable[[], None]) -> None:
+    __slots__ = ("_stream", "_state", "_ip")
+
+    def __init__(self, stream: Generator[bytes, None, None], state: "BrokerState", ip: str) -> None:
         self._stream = stream
-        self._release: Callable[[], None] | None = release
+        self._state: BrokerState | None = state
+        self._ip = ip
 
-    def __iter__(self) -> "StreamBody":
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self._stream)
+    def __iter__(self) -> Generator[bytes, None, None]:
+        return self._stream
 
     def close(self) -> None:
         """End the stream (its ``finally`` unregisters the client) and release its slot."""
         try:
             self._stream.close()
         finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
+            state, self._state = self._state, None
+            if state is not None:
+                state.release(self._ip)
 
 
 def event_stream(
@@ -75,7 +78,6 @@ def event_stream(
     writes it with the response head, then the stream and the senders write to the socket.
     """
     settings = state.settings
-    clock = time.monotonic
     reason = DisconnectReason.CLOSED
     sock = find_socket(environ)
     watch = None
@@ -86,22 +88,24 @@ def event_stream(
         signals.client_connected.send(app, client=client)
         watch = DisconnectWatch(state.runtime, sock, client, settings.disconnect_poll)
         yield Message(PB_CONNECT, {"clientId": client.id}).frame(client.id)
+        if writer is not None:
+            # The server holds the item it last wrote until the next one, and this stream yields
+            # nothing more: make that item an empty one (written as nothing), not PB_CONNECT.
+            yield b""
         client.writer = writer  # busy until the loop first finds the queue empty
 
-        now = clock()
+        now = monotonic()
         lifetime_end = now + state.lifetime_for_new_stream()
         idle_end = now + settings.idle_timeout
-        heartbeat = settings.heartbeat or float("inf")
+        heartbeat = settings.heartbeat or _NEVER
         next_heartbeat = now + heartbeat
         delivered = False
         written_through = 0
         sweeping = state.runtime.sweeps_deadlines
         if sweeping:
             state.start_sweeper()
-        waker = client.waker
-        take = client.take
         while True:
-            data = take()
+            data = client.take()
             if writer is not None:
                 if data or writer.pending:
                     if client.discard_reason == DisconnectReason.SLOW:
@@ -123,7 +127,7 @@ def event_stream(
             if client.discard_reason is not None:
                 reason = client.discard_reason
                 return
-            now = clock()
+            now = monotonic()
             if delivered:
                 delivered = False
                 idle_end = now + settings.idle_timeout
@@ -140,22 +144,21 @@ def event_stream(
                 else:
                     writer.busy = True
                     writer.write(HEARTBEAT_FRAME)
-                next_heartbeat = clock() + heartbeat
+                next_heartbeat = monotonic() + heartbeat
                 continue
-            deadline = min(lifetime_end, idle_end, next_heartbeat)
             if sweeping:
-                client.deadline = deadline
-                if waker.wait(None):
-                    waker.clear()
+                client.deadline = min(lifetime_end, idle_end, next_heartbeat)
+                if client.waker.wait(None):
+                    client.waker.clear()
                 if watch.readable and watch.closed():
                     reason = DisconnectReason.CLOSED
                     return
             else:
-                wait = deadline - now
+                wait = min(lifetime_end, idle_end, next_heartbeat) - now
                 if watch.poll_interval is not None:
                     wait = min(wait, watch.poll_interval)
-                if waker.wait(wait):
-                    waker.clear()
+                if client.waker.wait(wait):
+                    client.waker.clear()
                 if watch.closed():
                     reason = DisconnectReason.CLOSED
                     return

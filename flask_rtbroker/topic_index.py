@@ -21,10 +21,14 @@ Subscribers = dict["Client", tuple[str, ...]]
 class TopicIndex:
     """Maps each notify topic to ``{client: (matching subscription keys, ...)}``."""
 
-    __slots__ = ("_topics", "_lock", "subscription_bytes", "on_new_topics")
+    __slots__ = ("_topics", "_single", "_lock", "subscription_bytes", "on_new_topics")
 
     def __init__(self, on_new_topics: "Callable[[list[str]], None] | None" = None) -> None:
         self._topics: dict[str, dict["Client", tuple[str, ...]]] = {}
+        self._single: dict[str, tuple[str]] = {}
+        """``key -> (key,)``, shared by every client holding just that key under a topic (the
+        usual case), so a subscriber costs no tuple of its own; dropped with the topic of that name
+        (every holder of a key is indexed under it), so it never outlives the topics."""
         self._lock = threading.Lock()
         self.subscription_bytes = 0
         """What every indexed key counts together (see :func:`~flask_rtbroker.options.subscription_cost`)."""
@@ -42,12 +46,16 @@ class TopicIndex:
         with self._lock:
             self.subscription_bytes += subscription_cost(keys)
             for key in keys:
+                single = self._single.get(key)
+                if single is None:
+                    single = self._single[key] = (key,)
                 for topic in self._topics_of(key):
                     holders = self._topics.get(topic)
                     if holders is None:
                         holders = self._topics[topic] = {}
                         new.append(topic)
-                    holders[client] = holders.get(client, ()) + (key,)
+                    held = holders.get(client)
+                    holders[client] = single if held is None else held + single
         if new and self.on_new_topics is not None:
             self.on_new_topics(new)
 
@@ -68,6 +76,7 @@ class TopicIndex:
                         del holders[client]
                         if not holders:
                             del self._topics[topic]
+                            self._single.pop(topic, None)  # nobody holds the key *topic* now
 
     def subscribers(self, topic: str) -> Subscribers:
         """Return a snapshot ``{client: keys}`` of the clients whose keys match *topic*.

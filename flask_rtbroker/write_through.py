@@ -18,7 +18,7 @@ stream ended, and with it the writer).
 from __future__ import annotations
 
 from time import monotonic
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 _CRLF = b"\r\n"
 
@@ -26,12 +26,12 @@ _CRLF = b"\r\n"
 class SocketWriter:
     """Writes one stream's bytes to its socket, framed as the server would have framed them."""
 
-    __slots__ = ("_sock", "_send_now", "chunked", "busy", "pending", "written", "last_written")
+    __slots__ = ("_sock", "_raw", "chunked", "busy", "pending", "written", "last_written")
 
     def __init__(self, sock: Any, chunked: bool) -> None:
         self._sock = sock
-        raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the real one
-        self._send_now: Callable[[bytes], int] = raw.send  # the fd is non-blocking under gevent
+        self._raw = getattr(sock, "_sock", sock)
+        """The real socket under gevent's: its ``send`` never blocks (the fd is non-blocking)."""
         self.chunked = chunked
         """HTTP/1.1 chunked transfer coding (else HTTP/1.0: the bytes as they are)."""
         self.busy = True
@@ -60,7 +60,7 @@ class SocketWriter:
             return False
         framed = self.frame(data)
         try:
-            sent = self._send_now(framed)
+            sent = self._raw.send(framed)
         except (BlockingIOError, InterruptedError):
             sent = 0
         self.written += 1

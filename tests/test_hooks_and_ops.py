@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import pytest
 import simplejson
@@ -94,3 +94,24 @@ def test_cli_stats_prints_the_figures_as_json(app: Flask) -> None:
     assert result.exit_code == 0, result.output
     figures = simplejson.loads(result.output)
     assert figures["clients"] == 0 and figures["cluster_clients"] == 0 and "deliveries_total" in figures
+
+
+def test_a_stream_body_is_its_generator_to_the_server_and_releases_its_slot_once(app: Flask) -> None:
+    from flask_rtbroker.stream import StreamBody
+
+    state = app.extensions["rtbroker"]
+    state.admit("192.0.2.1")
+    state.admit("192.0.2.1")
+
+    def stream() -> Generator[bytes, None, None]:
+        yield b"x"
+
+    started, unstarted = stream(), stream()
+    body = StreamBody(started, state, "192.0.2.1")
+    assert iter(body) is started  # no Python __next__ between the server and the stream
+    assert next(iter(body)) == b"x"
+    body.close()
+    body.close()
+    never_started = StreamBody(unstarted, state, "192.0.2.1")
+    never_started.close()
+    assert state._streams == 0 and not state._clients_per_ip

@@ -269,3 +269,21 @@ def test_removing_keys_a_client_does_not_hold_costs_nothing() -> None:
     index.remove(other, ["t", "never"])
     assert index.subscription_bytes == before > 0
     assert set(index.subscribers("t")) == {holder}
+
+
+def test_clients_holding_one_key_share_one_tuple_that_goes_with_its_topic() -> None:
+    index = TopicIndex()
+    key = "t?options=" + EMPTY_OPTIONS
+    clients = [DefaultClient() for _ in range(3)]
+    for client in clients:
+        index.add(client, [key])
+    for topic in (key, "t"):
+        held = list(index.subscribers(topic).values())
+        assert held == [(key,)] * 3 and all(keys is held[0] for keys in held)
+    index.add(clients[0], ["t"])
+    assert index.subscribers("t")[clients[0]] == (key, "t")
+    index.remove(clients[0], ["t"])  # topic "t" stays (the options key is indexed there too)
+    for client in clients:
+        index.remove(client, [key])
+    assert index.total_topics() == 0
+    assert index._single == {}  # the shared tuples never outlive their topics
