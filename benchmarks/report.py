@@ -430,7 +430,7 @@ def profile_gc_share(raw: dict[str, Any], n: int) -> str | None:
                         f"({100 * p['gc_ms'] / p['server_cpu_ms']:.0f}%; collections gen0/gen1/gen2: "
                         f"{p['by_gen']['gen0']}/{p['by_gen']['gen1']}/{p['by_gen']['gen2']}). py-spy cannot see the "
                         "collector: its time is charged to whichever Python line allocated when a collection "
-                        "started — mostly `DefaultClient.send` (the waker's `set()` schedules a hub callback).")
+                        "started.")
     return None
 
 
