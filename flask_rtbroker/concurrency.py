@@ -274,17 +274,18 @@ class GeventRuntime:
         self._pool.kill(block=False)
 
 
-def wait_readable(runtime: Runtime, fileno: int, timeout: float) -> bool:
-    """Wait until *fileno* is readable (True) or *timeout* passes (False): on the gevent hub (a
-    socket watch) or, with threads, in a selector; never in a call that blocks the hub."""
+def wait_readable(runtime: Runtime, fileno: int, timeout: float) -> None:
+    """Wait until *fileno* is readable or *timeout* passes: on the gevent hub (a socket watch)
+    or, with threads, in a selector; never in a call that blocks the hub."""
     waker = runtime.waker()
     watch = runtime.watch_readable(fileno, waker.set)
     if watch is None:
         with selectors.DefaultSelector() as selector:
             selector.register(fileno, selectors.EVENT_READ)
-            return bool(selector.select(timeout))
+            selector.select(timeout)
+        return
     try:
-        return waker.wait(timeout)
+        waker.wait(timeout)
     finally:
         watch.stop()
         watch.close()

@@ -218,36 +218,6 @@ def test_redis_publishing_survives_its_connection_being_closed(redis_server: Red
     b.backplane.close()
 
 
-@pytest.mark.parametrize("parser", ["hiredis", "python"])
-def test_redis_listener_reads_every_message_with_either_reply_parser(redis_server: RedisServer, parser: str) -> None:
-    import redis
-    from redis._parsers import _HiredisParser, _RESP2Parser
-
-    from flask_rtbroker.backplane.redis import _next_message
-
-    pool = redis.ConnectionPool(port=redis_server.port, parser_class=_HiredisParser if parser == "hiredis" else _RESP2Parser)
-    client = redis.Redis(connection_pool=pool)
-    pubsub = client.pubsub()
-    pubsub.subscribe("c")
-    for n in range(50):  # more than one read's worth arrives together
-        client.publish("c", b"%d" % n)
-    received: list[bytes] = []
-    readable: bool | None = True
-    deadline = time.monotonic() + 5
-    while len(received) < 50 and time.monotonic() < deadline:
-        message = _next_message(pubsub, readable)
-        if message is None:
-            readable = bool(pubsub.connection.can_read(timeout=0.5))
-            continue
-        readable = None
-        if message["type"] == "message":
-            received.append(message["data"])
-    assert received == [b"%d" % n for n in range(50)]
-    assert _next_message(pubsub, None) is None  # drained: nothing left, and nothing blocks
-    pubsub.close()
-    client.close()
-
-
 def test_emitter_fails_loudly_when_redis_is_down(redis_server: RedisServer) -> None:
     emitter = Emitter(redis_server.url)
     redis_server.stop()

@@ -55,34 +55,6 @@ def _round_trip(connection: Any, commands: list[tuple[str, str, bytes]]) -> list
     return [int(connection.read_response()) for _ in commands]
 
 
-def _next_message(pubsub: Any, readable: bool | None) -> dict[str, Any] | None:
-    """The pub/sub connection's next message, or None when none has arrived. *readable*: the
-    socket was just seen readable (True), its wait timed out (False), a message was just
-    handled (None).
-
-    redis-py's ``get_message`` checks the socket with ``poll`` before every read (twice when data
-    is waiting). With hiredis's reader, what it holds unparsed is known, so after a message or
-    a readable socket neither check is needed: the reply is read at once, or None says to wait
-    for the socket. ``get_message`` still runs on an idle tick (it sends the health-check
-    PING) and without hiredis.
-    """
-    buffered = _reader_has_data(pubsub)
-    if readable or buffered:
-        response = pubsub.parse_response(block=True)
-        return None if response is None else pubsub.handle_message(response)
-    if readable is None and buffered is False:
-        return None
-    return pubsub.get_message(timeout=0.0)
-
-
-def _reader_has_data(pubsub: Any) -> bool | None:
-    """Whether redis-py's hiredis reader holds bytes it has not parsed yet; None when the
-    connection has no such reader (redis-py without hiredis)."""
-    reader = getattr(getattr(pubsub.connection, "_parser", None), "_reader", None)
-    has_data = getattr(reader, "has_data", None)
-    return bool(has_data()) if callable(has_data) else None
-
-
 class RedisBackplane(Backplane):
     """Redis pub/sub with a channel per route, topic and collection: ``<prefix>:<database>:<channel>``.
 
@@ -112,8 +84,8 @@ class RedisBackplane(Backplane):
         self._pubsub_lock = threading.Lock()
         self._publisher = PipelinedPublisher(self._publish_batch, self._event, PUBLISH_TIMEOUT)
         self._publishing: tuple[int, Any] | None = None
-        self._connection_lost_error: type[Exception] = redis.ConnectionError
         """(pid, connection): the publishing connection of this process, made on first use."""
+        self._connection_lost_error: type[Exception] = redis.ConnectionError
 
     def physical(self, channel: str) -> str:
         """The Redis channel of the logical *channel*."""
@@ -173,15 +145,13 @@ class RedisBackplane(Backplane):
             with self._pubsub_lock:
                 pubsub.subscribe(*map(self.physical, sorted(self.channels())))
                 self._pubsub = pubsub
-            readable: bool | None = False
             while not self.closed:
                 with self._pubsub_lock:
-                    message = _next_message(pubsub, readable)
+                    message = pubsub.get_message(timeout=0.0)
                 if message is None:
                     self.sweep()
-                    readable = wait_readable(self._runtime, pubsub.connection._sock.fileno(), IDLE_WAIT)
+                    wait_readable(self._runtime, pubsub.connection._sock.fileno(), IDLE_WAIT)
                     continue
-                readable = None
                 kind = message.get("type")
                 if kind == "message":
                     yield message["data"]
