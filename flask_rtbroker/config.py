@@ -113,6 +113,17 @@ DEFAULTS: dict[str, Any] = {
     # False, accepted like RTBROKER_USE_LEFTMOST_IP. Turn it off behind a server that frames the
     # response body other than HTTP/1.1 chunking or HTTP/1.0 (gunicorn's uwsgi protocol).
     "RTBROKER_WRITE_THROUGH": True,
+    # Where an OAuth2 provider sends the SDK's sign-in popup back (authWithOAuth2): "auto" = the
+    # realtime prefix's sibling "oauth2-redirect" (/api/realtime -> /api/oauth2-redirect, where
+    # the SDK points the provider), a path, or None = no redirect endpoint.
+    "RTBROKER_OAUTH2_REDIRECT_PATH": "auto",
+    # Where the popup goes after a redirect that reached a client subscribed to "@oauth2" with a
+    # code (307 for GET, 303 for POST): a URL or path; None = a small built-in page at
+    # "<redirect path>/success" saying the window can be closed.
+    "RTBROKER_OAUTH2_SUCCESS_URL": None,
+    # Where the popup goes after any other redirect (unknown state, provider error, missing
+    # code, replay, bad body); None = a built-in page at "<redirect path>/failure".
+    "RTBROKER_OAUTH2_FAILURE_URL": None,
 }
 
 
@@ -171,6 +182,19 @@ def _path(key: str, value: Any) -> str:
 
 def _optional_path(key: str, value: Any) -> str | None:
     return None if value is None else _path(key, value)
+
+
+def _oauth2_redirect_path(key: str, value: Any) -> str | None:
+    """A path, None (off), or "auto" (kept; resolved against the realtime prefix)."""
+    return value if isinstance(value, str) and value == "auto" else _optional_path(key, value)
+
+
+def _optional_url(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or any(char.isspace() for char in value):
+        raise ConfigurationError(f"{key} must be None or a URL or path without whitespace, not {value!r}")
+    return value
 
 
 def _choice(key: str, value: Any) -> str:
@@ -263,6 +287,9 @@ class Settings:
     graceful_shutdown: bool
     metrics_path: str | None
     write_through: bool
+    oauth2_redirect_path: str | None
+    oauth2_success_url: str | None
+    oauth2_failure_url: str | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
@@ -277,6 +304,8 @@ class Settings:
                 f"RTBROKER_CLIENT_QUEUE_BYTES ({values['client_queue_bytes']}): a message that "
                 "large would discard every recipient as a slow consumer"
             )
+        if values["oauth2_redirect_path"] == "auto":
+            values["oauth2_redirect_path"] = values["url_prefix"].rpartition("/")[0] + "/oauth2-redirect"
         values["max_clients"], values["max_clients_per_ip"] = resolve_stream_limits(
             values["max_clients"], values["max_clients_per_ip"], server_connections()
         )
@@ -334,12 +363,16 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,
     "write_through": _flag,
+    "oauth2_redirect_path": _oauth2_redirect_path,
+    "oauth2_success_url": _optional_url,
+    "oauth2_failure_url": _optional_url,
 }
 
 
 _TEXT_KEYS = frozenset({
     "RTBROKER_URL_PREFIX", "RTBROKER_CONCURRENCY", "RTBROKER_BACKPLANE", "RTBROKER_CHANNEL_PREFIX",
-    "RTBROKER_BACKPLANE_SECRET", "RTBROKER_METRICS_PATH",
+    "RTBROKER_BACKPLANE_SECRET", "RTBROKER_METRICS_PATH", "RTBROKER_OAUTH2_REDIRECT_PATH",
+    "RTBROKER_OAUTH2_SUCCESS_URL", "RTBROKER_OAUTH2_FAILURE_URL",
 })
 """Settings that take text only (or None): from the environment a value that parses as another
 JSON type (a secret or channel prefix of digits, ``true``) stays the text it is."""

@@ -17,6 +17,7 @@ from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
 from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
+from .oauth2_redirect import register_redirect
 from .state import EXTENSION_KEY, BrokerState
 from .test_client import RealtimeTestClient
 from .views import create_blueprint, metrics_response
@@ -76,6 +77,7 @@ class RealtimeBroker:
             state.install_shutdown_handlers()
         self._states[app] = state
         app.register_blueprint(create_blueprint(state), url_prefix=state.settings.url_prefix)
+        register_redirect(app, state)
         if state.settings.metrics_path is not None:
             app.add_url_rule(state.settings.metrics_path, "rtbroker_metrics", partial(metrics_response, state))
         app.cli.add_command(create_cli(self))

@@ -59,6 +59,9 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "graceful_shutdown": True,
         "metrics_path": None,
         "write_through": True,
+        "oauth2_redirect_path": "/api/oauth2-redirect",
+        "oauth2_success_url": None,
+        "oauth2_failure_url": None,
     }
 
 
