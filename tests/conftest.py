@@ -30,6 +30,7 @@ LIVE_MODULES = frozenset({
     "test_js_sdk",  # the official JS SDK in Node against every server mode
     "test_js_sdk_cluster",
     "test_multiprocess",  # two gunicorn processes on a redis-server
+    "test_oauth2",  # the SDK's authWithOAuth2 in Node and Chromium, a provider on loopback
     "test_protocol_post",  # raw-socket conformance against every server mode
     "test_protocol_stream",
     "test_records_browser",
