@@ -99,6 +99,10 @@ def create_app() -> Flask:
     def sdk() -> Any:
         return send_file(os.environ.get("OAUTH2_EXAMPLE_POCKETBASE_JS") or SDK_FILE, mimetype="text/javascript")
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)
+
     @app.get("/api/me")
     def me() -> Any:
         with lock:
