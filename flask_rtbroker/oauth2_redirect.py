@@ -28,7 +28,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from flask import Flask, Request, Response, redirect, request
+from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import encoding, wire
@@ -193,8 +193,9 @@ class RedirectEndpoint:
         target = settings.oauth2_success_url if succeeded else settings.oauth2_failure_url
         if target is None:
             target = request.script_root + self.path + ("/success" if succeeded else "/failure")
-        response = redirect(target, 307 if request.method == "GET" else 303)
-        response.status = status_line(response.status_code)
+        response = Response(status=status_line(307 if request.method == "GET" else 303))
+        response.headers.remove("Content-Type")  # no body, as PocketBase's redirect
+        response.headers["Location"] = target
         return add_default_headers(response, request, settings)
 
     def reach(self, data: RedirectData, ip: str) -> bool:
