@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -168,9 +170,11 @@ class RedirectEndpoint:
         self.state = state
         self.path = path
         self._pending: dict[str, tuple[Any, list[bool]]] = {}
+        self._app: "weakref.ref[Flask] | None" = None
 
     def register(self, app: Flask) -> None:
         """Add the endpoint, its two default pages and the envelope handlers to *app*."""
+        self._app = weakref.ref(app)
         app.add_url_rule(self.path, "rtbroker_oauth2_redirect", self.view, methods=["GET", "POST"])
         app.add_url_rule(self.path + "/success", "rtbroker_oauth2_success", lambda: _page(SUCCESS_PAGE))
         app.add_url_rule(self.path + "/failure", "rtbroker_oauth2_failure", lambda: _page(FAILURE_PAGE))
@@ -250,8 +254,10 @@ class RedirectEndpoint:
         origin = envelope.origin
 
         def run() -> None:
+            app = self._app() if self._app is not None else None
             client = self.state.broker.clients().get(item.data.state)
-            reached = client is not None and self.deliver(client, item.data, item.ip)
+            with app.app_context() if app is not None else nullcontext():  # before_send may use current_app
+                reached = client is not None and self.deliver(client, item.data, item.ip)
             wire.publish(cluster.backplane, OAuth2RedirectReply(item.request_id, origin, reached))
 
         self.state.runtime.spawn(run)  # before_send may take time: not on the listener

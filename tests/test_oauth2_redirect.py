@@ -9,7 +9,7 @@ import secrets
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 
 from flask_rtbroker import RealtimeBroker
 from flask_rtbroker.client import IP_KEY
@@ -145,9 +145,17 @@ def test_the_event_payload_is_go_s_json_marshal() -> None:
 
 def test_the_redirect_reaches_a_client_held_by_another_process(make_cluster) -> None:  # noqa: F811
     a, b = make_cluster(2)
+    hooked: list[tuple[str, str]] = []
+
+    @a.broker.before_send
+    def before_send(client: Any, message: Any) -> Any:
+        hooked.append((message.name, current_app.name))  # the owner runs it in its app context
+        return message
+
     client = a.connect(OAUTH2_TOPIC)
     assert redirect(b, query_string={"state": client.id, "code": "from-b"}) == (307, SUCCESS)
     assert events(client) == [(OAUTH2_TOPIC, {"state": client.id, "code": "from-b"})]
+    assert hooked == [(OAUTH2_TOPIC, a.app.name)]
     assert redirect(b, "POST", data={"state": client.id, "code": "again"}) == (303, FAILURE), "replay"
     plain = a.connect("posts")
     assert redirect(b, query_string={"state": plain.id, "code": "x"}) == (307, FAILURE)
