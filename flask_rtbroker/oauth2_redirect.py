@@ -36,10 +36,11 @@ from werkzeug.exceptions import HTTPException
 from . import encoding, wire
 from .backplane import Envelope
 from .backplane.base import inbox, route_of
-from .client import CLIENT_ID_LENGTH, IP_KEY, DefaultClient
+from .client import IP_KEY, DefaultClient
 from .errors import EnvelopeError, InvalidJSON
 from .http import add_default_headers, client_ip, status_line
 from .message import Message
+from .subscription_request import MAX_CLIENT_ID_LENGTH
 
 if TYPE_CHECKING:
     from .state import BrokerState
@@ -59,7 +60,6 @@ FAILURE_PAGE = "<!doctype html><meta charset=utf-8><title>Sign-in failed</title>
     "<p>The sign-in did not complete. Close this window and try again from the app.</p>\n"
 _GO_HTML_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
                     ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
-_ID_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,10 @@ def fingerprint(state: str) -> str:
     return hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()[:12]
 
 
-def looks_like_client_id(state: str) -> bool:
-    """True when *state* has a client id's shape (40 ``[A-Za-z0-9]``): nothing else is looked up."""
-    return len(state) == CLIENT_ID_LENGTH and _ID_CHARS.issuperset(state)
+def may_be_client_id(state: str) -> bool:
+    """True when *state* could name a client: 1 to 255 characters, as a subscription POST's
+    ``clientId`` (an app may register clients with ids of its own)."""
+    return 0 < len(state) <= MAX_CLIENT_ID_LENGTH
 
 
 # -- the envelopes ----------------------------------------------------------------------------
@@ -204,7 +205,7 @@ class RedirectEndpoint:
 
     def reach(self, data: RedirectData, ip: str) -> bool:
         """Send the ``@oauth2`` event to the client *data.state*, here or in its process."""
-        if not looks_like_client_id(data.state):
+        if not may_be_client_id(data.state):
             return False
         client = self.state.broker.clients().get(data.state)
         if client is not None:
@@ -220,7 +221,7 @@ class RedirectEndpoint:
             return False
         client.unsubscribe(OAUTH2_TOPIC)  # one redirect per subscription: a replay finds nothing
         stored_ip = client.get(IP_KEY)
-        if stored_ip and stored_ip != ip:  # the popup must come from where the stream did
+        if stored_ip and stored_ip != ip:  # from where the stream came (a client the app made has no IP)
             return False
         try:
             return self.state.send_local(client, Message.raw(OAUTH2_TOPIC, data.event_payload()))

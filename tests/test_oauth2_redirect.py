@@ -12,7 +12,7 @@ import pytest
 from flask import Flask, current_app
 
 from flask_rtbroker import RealtimeBroker
-from flask_rtbroker.client import IP_KEY
+from flask_rtbroker.client import IP_KEY, DefaultClient
 from flask_rtbroker.errors import ConfigurationError
 from flask_rtbroker.oauth2_redirect import KIND_REDIRECT, OAUTH2_TOPIC, RedirectData, fingerprint
 from flask_rtbroker.testing import parse_events
@@ -75,11 +75,19 @@ def test_a_client_without_oauth2_another_ip_or_discarded_gets_nothing(node: Node
     assert redirect(node, query_string={"state": gone.id, "code": "x"}) == (307, FAILURE)
 
 
+def test_a_client_the_app_registered_itself_is_reached_without_an_ip_check(node: Node) -> None:
+    custom = DefaultClient("my-own-client-id")
+    node.broker.subscriptions_broker.register(custom)
+    custom.subscribe(OAUTH2_TOPIC)
+    assert redirect(node, query_string={"state": "my-own-client-id", "code": "x"}) == (307, SUCCESS)
+    assert events(custom) == [(OAUTH2_TOPIC, {"state": "my-own-client-id", "code": "x"})]
+
+
 @pytest.mark.parametrize("kwargs", [
     {"query_string": {"code": "x"}},
     {"query_string": {"state": "", "code": "x"}},
     {"query_string": {"state": "a" * 40, "code": "x"}},
-    {"query_string": {"state": "a" * 41, "code": "x"}},
+    {"query_string": {"state": "a" * 256, "code": "x"}},
     {"query_string": {"state": "é" * 40, "code": "x"}},
     {"method": "POST", "data": b"state=" + b"a" * (1024 * 1024 + 1), "content_type": "application/x-www-form-urlencoded"},
     {"method": "POST", "data": b"--b\r\n" * 5000, "content_type": "multipart/form-data; boundary=b"},
