@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+import re
+import threading
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from flask import Flask
+from werkzeug.serving import make_server
 
 from flask_rtbroker import RealtimeBroker
-from flask_rtbroker.errors import ConfigurationError, NotInitializedError
+from flask_rtbroker.errors import ApiError, ConfigurationError, NotInitializedError
 from flask_rtbroker.oauth2 import AuthResult, OAuth2Login, OAuth2Provider, openid_user
 from flask_rtbroker.oauth2.login import _expiry
 from flask_rtbroker.oauth2.provider import providers_from_config
@@ -149,3 +153,87 @@ def test_userinfo_mapping_and_expiry() -> None:
     github_like = openid_user({"id": 42, "login": "octo", "email": "o@x", "avatar_url": "https://x/o.png"})
     assert (github_like.id, github_like.username, github_like.email) == ("42", "octo", "o@x")
     assert _expiry(0) == "1970-01-01 00:00:00.000Z" and _expiry(None) == "" and _expiry(10 ** 30) == ""
+
+
+# -- against the stand-in provider, served on a loopback port by a thread -----------------------
+
+
+@pytest.fixture
+def stand_in() -> Iterator[str]:
+    """examples/oauth2_provider.py in werkzeug's threaded server; yields its URL."""
+    from examples import oauth2_provider
+
+    server = make_server("127.0.0.1", 0, oauth2_provider.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def code_for(provider_url: str, redirect_uri: str, challenge: str, login: str = "bob") -> str:
+    """Play the popup up to the provider's redirect; return the code it carries."""
+    answer = requests.get(f"{provider_url}/authorize", allow_redirects=False, timeout=5, params={
+        "response_type": "code", "client_id": "rtbroker-example", "redirect_uri": redirect_uri, "state": "s",
+        "code_challenge": challenge, "code_challenge_method": "S256", "login": login})
+    assert answer.status_code == 302, answer.text
+    return parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+
+
+def provider_app(provider_url: str, authenticate: Any, userinfo_path: str = "/userinfo") -> Flask:
+    app = Flask(__name__)
+    app.config.update(RTBROKER_GRACEFUL_SHUTDOWN=False)
+    RealtimeBroker(app)
+    OAuth2Login(app, "users", authenticate=authenticate, timeout=5, providers={"example": {
+        "client_id": "rtbroker-example", "client_secret": "example-secret-not-for-production",
+        "authorize_url": provider_url + "/authorize", "token_url": provider_url + "/token",
+        "userinfo_url": provider_url + userinfo_path}})
+    return app
+
+
+def test_the_hook_gets_the_account_and_create_data_and_its_answer_is_the_response(stand_in: str) -> None:
+    seen: list[Any] = []
+
+    def authenticate(login: Any) -> AuthResult:
+        seen.append(login)
+        return AuthResult("app-token", {"id": "r1", "email": login.user.email}, is_new=False, meta={"plan": "free"})
+
+    http = provider_app(stand_in, authenticate).test_client()
+    methods = http.get("/api/collections/users/auth-methods").get_json()["oauth2"]["providers"][0]
+    redirect_uri = "http://app.test/api/oauth2-redirect"
+    code = code_for(stand_in, redirect_uri, methods["codeChallenge"])
+    answer = http.post("/api/collections/users/auth-with-oauth2", json={
+        "provider": "example", "code": code, "codeVerifier": methods["codeVerifier"], "redirectURL": redirect_uri,
+        "createData": {"name": "Robert"}})
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert (body["token"], body["record"]) == ("app-token", {"id": "r1", "email": "bob@example.test"})
+    meta = body["meta"]
+    assert (meta["id"], meta["username"], meta["isNew"], meta["plan"]) == ("1002", "bob", False, "free")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z", meta["expiry"]) and meta["refreshToken"]
+    (login,) = seen
+    assert (login.collection, login.provider.name, login.create_data) == ("users", "example", {"name": "Robert"})
+    replayed = http.post("/api/collections/users/auth-with-oauth2", json={
+        "provider": "example", "code": code, "codeVerifier": methods["codeVerifier"], "redirectURL": redirect_uri})
+    assert replayed.get_json()["message"] == "Failed to fetch OAuth2 token.", "a code works once"
+
+
+def test_a_wrong_verifier_a_refusing_hook_and_a_failing_userinfo(stand_in: str) -> None:
+    def refuse(login: Any) -> AuthResult:
+        raise ApiError(403, "Sign-ups are closed.")
+
+    http = provider_app(stand_in, refuse).test_client()
+    methods = http.get("/api/collections/users/auth-methods").get_json()["oauth2"]["providers"][0]
+    redirect_uri = "http://app.test/api/oauth2-redirect"
+    body = {"provider": "example", "codeVerifier": methods["codeVerifier"], "redirectURL": redirect_uri}
+    wrong = http.post("/api/collections/users/auth-with-oauth2", json={
+        **body, "code": code_for(stand_in, redirect_uri, methods["codeChallenge"]), "codeVerifier": "x" * 43})
+    assert (wrong.status_code, wrong.get_json()["message"]) == (400, "Failed to fetch OAuth2 token."), "PKCE is checked"
+    refused = http.post("/api/collections/users/auth-with-oauth2", json={
+        **body, "code": code_for(stand_in, redirect_uri, methods["codeChallenge"])})
+    assert refused.status_code == 403 and refused.get_json() == {"data": {}, "message": "Sign-ups are closed.", "status": 403}
+
+    no_userinfo = provider_app(stand_in, refuse, userinfo_path="/no-such-path").test_client()
+    no_user = no_userinfo.post("/api/collections/users/auth-with-oauth2", json={
+        **body, "code": code_for(stand_in, redirect_uri, methods["codeChallenge"])})
+    assert (no_user.status_code, no_user.get_json()["message"]) == (400, "Failed to fetch OAuth2 user.")
