@@ -21,6 +21,7 @@ What is PocketBase's (the shapes the SDK reads) and what is the app's:
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -41,6 +42,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     from ..errors import MissingDependency
 
     raise MissingDependency("flask_rtbroker.oauth2 needs Authlib: pip install 'flask-rtbroker[oauth2]'") from exc
+
+log = logging.getLogger("flask_rtbroker.oauth2")
 
 PROVIDERS_KEY = "RTBROKER_OAUTH2_PROVIDERS"
 """The ``app.config`` key :class:`OAuth2Login` reads its providers from by default."""
@@ -158,10 +161,10 @@ class OAuth2Login:
         """One provider's entry: its authorize URL built by Authlib, ending in ``redirect_uri=``."""
         state = generate_token(30)
         verifier = generate_token(43) if provider.pkce else ""
-        session = OAuth2Session(provider.client_id, scope=" ".join(provider.scopes) or None,
-                                code_challenge_method="S256" if provider.pkce else None)
-        url, _ = session.create_authorization_url(provider.authorize_url, state=state,
-                                                  code_verifier=verifier or None, **provider.authorize_params)
+        with OAuth2Session(provider.client_id, scope=" ".join(provider.scopes) or None,
+                           code_challenge_method="S256" if provider.pkce else None) as session:
+            url, _ = session.create_authorization_url(provider.authorize_url, state=state,
+                                                      code_verifier=verifier or None, **provider.authorize_params)
         url += "&redirect_uri="  # the SDK appends its <base>/api/oauth2-redirect
         return {
             "name": provider.name,
@@ -181,13 +184,27 @@ class OAuth2Login:
         """Exchange the code, fetch the user, let the app sign them in; ``{token, record, meta}``."""
         body = self._read_body()
         provider, code, verifier, redirect_url, create_data = self._validate(body)
-        session = OAuth2Session(provider.client_id, provider.client_secret,
-                                token_endpoint_auth_method=provider.token_endpoint_auth_method,
-                                redirect_uri=redirect_url or None, scope=" ".join(provider.scopes) or None)
+        with OAuth2Session(provider.client_id, provider.client_secret,
+                           token_endpoint_auth_method=provider.token_endpoint_auth_method,
+                           redirect_uri=redirect_url or None, scope=" ".join(provider.scopes) or None) as session:
+            token, user = self._exchange(session, provider, code, verifier)
+        result = self.authenticate(OAuth2SignIn(self.collection, provider, user, dict(token), create_data, request))
+        meta = {
+            "id": user.id, "name": user.name, "username": user.username, "email": user.email,
+            "avatarURL": user.avatar_url, "avatarUrl": user.avatar_url,
+            "accessToken": token.get("access_token") or "", "refreshToken": token.get("refresh_token") or "",
+            "expiry": _expiry(token.get("expires_at")), "rawUser": user.raw, "isNew": result.is_new,
+            **result.meta,
+        }
+        return _json({"token": result.token, "record": result.record, "meta": meta})
+
+    def _exchange(self, session: Any, provider: OAuth2Provider, code: str, verifier: str) -> tuple[Any, OAuth2User]:
+        """The provider's token for *code*, then its account; 400s as PocketBase's when either fails."""
         try:
             extra = {"code_verifier": verifier} if provider.pkce and verifier else {}
             token = session.fetch_token(provider.token_url, code=code, timeout=self.timeout, **extra)
         except Exception as exc:  # noqa: BLE001 - any failure of the exchange is the client's 400
+            log.info("OAuth2 code exchange with %r failed: %r", provider.name, exc)
             raise ApiError(400, TOKEN_FAILED_MESSAGE, {}) from exc
         try:
             answer = session.get(provider.userinfo_url, timeout=self.timeout)
@@ -199,16 +216,9 @@ class OAuth2Login:
             if not user.id:
                 raise ValueError("the userinfo answer has no account id")
         except Exception as exc:  # noqa: BLE001 - as PocketBase: the user could not be fetched
+            log.info("OAuth2 userinfo from %r failed: %r", provider.name, exc)
             raise ApiError(400, USER_FAILED_MESSAGE, {}) from exc
-        result = self.authenticate(OAuth2SignIn(self.collection, provider, user, dict(token), create_data, request))
-        meta = {
-            "id": user.id, "name": user.name, "username": user.username, "email": user.email,
-            "avatarURL": user.avatar_url, "avatarUrl": user.avatar_url,
-            "accessToken": token.get("access_token") or "", "refreshToken": token.get("refresh_token") or "",
-            "expiry": _expiry(token.get("expires_at")), "rawUser": user.raw, "isNew": result.is_new,
-            **result.meta,
-        }
-        return _json({"token": result.token, "record": result.record, "meta": meta})
+        return token, user
 
     def _read_body(self) -> Mapping[str, Any]:
         request.max_content_length = self.state.settings.max_body_size
