@@ -185,7 +185,11 @@ class RedirectEndpoint:
     def view(self) -> Response:
         """Answer one provider redirect: always a redirect to the success or failure page."""
         data = read_redirect(request, self.state.settings.max_body_size)
-        reached = data is not None and self.reach(data, client_ip(request, self.state.settings))
+        try:
+            reached = data is not None and self.reach(data, client_ip(request, self.state.settings))
+        except Exception:  # noqa: BLE001 - e.g. the backplane failing: the popup still gets its page
+            log.exception("OAuth2 redirect could not be delivered")
+            reached = False
         succeeded = reached and data is not None and data.succeeded
         if not succeeded:
             log.debug("OAuth2 redirect failed (state #%s, client reached: %s, error: %.80r)",

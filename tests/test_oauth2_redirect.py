@@ -191,3 +191,15 @@ def test_a_state_no_process_routes_fails_at_once_and_forged_envelopes_change_not
     while a.rejected() == before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert a.rejected() == before + 1 and events(client) == [] and client.has_subscription(OAUTH2_TOPIC)
+
+
+def test_a_failing_backplane_is_a_failure_redirect(make_cluster, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    a, b = make_cluster(2)
+    client = a.connect(OAUTH2_TOPIC)
+
+    def broken(*args: Any) -> None:
+        raise ConnectionError("backplane gone")
+
+    monkeypatch.setattr(b.state.cluster.backplane, "send", broken)
+    assert redirect(b, query_string={"state": client.id, "code": "x"}) == (307, FAILURE)
+    assert events(client) == [] and client.has_subscription(OAUTH2_TOPIC)
