@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from flask_rtbroker import DefaultClient, RealtimeBroker
-from flask_rtbroker.records.capture import CHANNEL, SPILL_TABLE
+from flask_rtbroker.records.capture import CHANGE_TABLE, CHANNEL
 
 from tests.postgres_server import PostgresServer
 from flask_rtbroker.records import install_triggers
@@ -130,7 +130,7 @@ def test_commit_order_across_connections_and_a_row_over_the_notify_limit(
         assert [data["record"]["title"] for _, data in events[:20]] == [f"t{i}" for i in range(1, 21)]
         assert events[20][1]["record"]["body"] == big
         with engine.connect() as connection:
-            assert connection.execute(text(f"SELECT count(*) FROM {SPILL_TABLE}")).scalar_one() == 1
+            assert connection.execute(text(f"SELECT count(*) FROM {CHANGE_TABLE}")).scalar_one() == 21  # every change
     finally:
         other.dispose()
 
@@ -167,7 +167,7 @@ def test_triggers_install_idempotently_print_as_sql_and_remove(
     assert runner.invoke(args=["rtbroker", "install-triggers"]).exit_code == 0  # a second time
     assert trigger_count(engine) == 1
     sql = runner.invoke(args=["rtbroker", "triggers-sql"]).output
-    assert f'CREATE TRIGGER "flask_rtbroker_notify_posts" AFTER INSERT OR UPDATE OR DELETE ON "{schema}"."posts"' in sql
+    assert f'CREATE CONSTRAINT TRIGGER "flask_rtbroker_notify_posts" AFTER INSERT OR UPDATE OR DELETE ON "{schema}"."posts"' in sql
     assert f"pg_notify('{CHANNEL}'" in sql
     client = connect(broker, app, "posts/*")
     assert runner.invoke(args=["rtbroker", "remove-triggers"]).exit_code == 0
