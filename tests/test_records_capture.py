@@ -265,6 +265,11 @@ def test_a_role_without_privileges_forges_no_event_and_the_listener_survives_eve
     assert "permission denied" in psql(url, schema, f"SELECT * FROM {CHANGE_TABLE}", user=other_role, fails=True)
     assert "permission denied" in psql(url, schema, f"INSERT INTO {CHANGE_TABLE} (payload) VALUES ('{{}}')",
                                        user=other_role, fails=True)
+    # nor attach the trigger function (it runs as its owner) to a table of its own
+    psql(url, schema, f"GRANT CREATE ON SCHEMA {schema} TO {other_role}")
+    assert "permission denied for function" in psql(
+        url, schema, "CREATE TABLE mine (id int); CREATE TRIGGER t AFTER INSERT ON mine FOR EACH ROW "
+                     "EXECUTE FUNCTION flask_rtbroker_notify()", user=other_role, fails=True)
     row = f'"row": {{"id": 2, "title": "forged", "views": 0, "owner": "", "body": "", "status": "draft", "author_id": null}}'
     forged = [
         f'{{"schema": "{schema}", "table": "posts", "action": "insert", {row}, "old": null}}',  # the old inline form

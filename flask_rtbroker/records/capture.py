@@ -129,6 +129,7 @@ BEGIN
   RETURN NULL;
 END
 $body$""",
+        f"REVOKE ALL ON FUNCTION {function}() FROM PUBLIC",  # it runs as its owner: no one else attaches it
     ]
 
 

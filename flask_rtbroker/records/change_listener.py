@@ -85,20 +85,20 @@ def parse_reference(payload: str) -> Reference | None:
 
 
 class ThrottledWarning:
-    """A warning logged at most once per *interval*, with the count of those held back."""
+    """A warning logged at most once per *interval*, with how often it happened meanwhile."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._last = -interval
         self._held = 0
 
-    def warn(self, message: str, count: int) -> None:
-        """Log *message* (with ``%d``: how many) for *count* more events, unless one was logged
-        less than the interval ago."""
+    def warn(self, count: int, message: str, *args: Any) -> None:
+        """Log ``message % args`` for *count* more occurrences, unless it was logged less than
+        the interval ago (then they are added to the next one)."""
         self._held += count
         now = time.monotonic()
         if now - self._last >= self.interval:
-            log.warning(message, self._held)
+            log.warning(message + " (%d times since the last such warning)", *args, self._held)
             self._last, self._held = now, 0
 
 
@@ -113,10 +113,10 @@ class ReplayWindow:
 
     def admit(self, key: int, created: float, now: float) -> str:
         """``"new"`` (and remembered), ``"replayed"`` (delivered before) or ``"stale"`` (committed
-        before the window or the floor)."""
+        before the window, or not after the floor)."""
         if key in self._seen:
             return "replayed"
-        if created < max(self._floor, now - self.window):
+        if created <= self._floor or created < now - self.window:
             return "stale"
         self._seen[key] = created
         horizon = now - self.window
@@ -268,8 +268,8 @@ class ChangeListener:
             try:
                 stored[schema] = self._read(schema, {r.change for r in known if r.schema == schema})
             except Exception as exc:  # noqa: BLE001 - e.g. no SELECT on the change table: say so, tell subscribers
-                self._read_warning.warn(f"database capture cannot read {schema}.{CHANGE_TABLE} ({exc}); "
-                                        "%d batches lost, sending a gap", 1)
+                self._read_warning.warn(1, "database capture cannot read %s.%s (%s); sending a gap",
+                                        schema, CHANGE_TABLE, exc)
                 self._note_gap()
         known = [reference for reference in known if reference.schema in stored]
         changes: list[Change] = []
@@ -295,9 +295,9 @@ class ChangeListener:
                     changes.append(change)
         if forged:
             self.forged += forged
-            self._forged_warning.warn(f"database capture dropped %d notifications on {CHANNEL} "
-                                      "that reference no stored change (forged, or sent by an outdated trigger: "
-                                      "run `flask rtbroker install-triggers`)", forged)
+            self._forged_warning.warn(forged, "database capture dropped notifications on %s that reference no "
+                                      "stored change (forged, or sent by an outdated trigger: run "
+                                      "`flask rtbroker install-triggers`)", CHANNEL)
         self._deliver(changes)
 
     def _read(self, schema: str, keys: set[int]) -> tuple[dict[int, tuple[Any, float]], int, float]:
@@ -319,8 +319,9 @@ class ChangeListener:
         for receive, batch in batches.values():
             try:
                 receive(batch)
-            except Exception:  # noqa: BLE001 - one app's failure stays with it
-                log.exception("could not broadcast %d captured changes", len(batch))
+            except Exception:  # noqa: BLE001 - one app's failure stays with it, as a gap
+                log.exception("could not broadcast %d captured changes; sending a gap", len(batch))
+                self._note_gap()
 
     def _note_gap(self) -> None:
         self._gap_pending = True
@@ -340,10 +341,10 @@ class ChangeListener:
 
 def _change(schema: str, payload: Any) -> Change | None:
     """The :class:`Change` a trigger stored, or None when the row is not one (or not of *schema*)."""
-    data = payload if isinstance(payload, dict) else encoding.loads(payload)
     try:
+        data = payload if isinstance(payload, dict) else encoding.loads(payload)
         change = Change(data["schema"], data["table"], data["action"], data["row"], data.get("old"))
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return change if change.schema == schema and change.action in ("insert", "update", "delete") else None
 
