@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -303,8 +303,8 @@ def test_a_role_allowed_only_to_update_writes_a_10_kb_row_and_it_is_seen(
     wait_for(client, 1)
     psql(url, schema, f"GRANT SELECT, UPDATE ON posts TO {other_role}")
     psql(url, schema, "UPDATE posts SET body = repeat('x', 10000) WHERE id = 1", user=other_role)
-    [(_, event)] = wait_for(client, 1)
-    assert event["action"] == "update" and event["record"]["body"] == "x" * 10_000
+    [(_, data)] = wait_for(client, 1)
+    assert data["action"] == "update" and data["record"]["body"] == "x" * 10_000
 
 
 def test_changes_are_stamped_at_commit_and_expire_by_the_trigger_and_an_expired_one_is_a_gap(
@@ -349,14 +349,77 @@ def test_after_a_20000_row_update_from_psql_the_next_insert_arrives_within_2_s_o
         committed = time.monotonic()
         events: list[dict[str, Any]] = []
         while time.monotonic() - committed < 2.0 and not any(
-                event["action"] == "gap" or event["record"].get("id") == "20001" for event in events):
+                data["action"] == "gap" or data["record"].get("id") == "20001" for data in events):
             events += [data for _, data in received(client)]
             time.sleep(0.005)
         elapsed = time.monotonic() - committed
-        actions = [event["action"] for event in events]
+        actions = [data["action"] for data in events]
         assert "gap" in actions or actions[-1:] == ["create"], (elapsed, len(events))
         assert elapsed < 2.0
         assert set(actions) <= {"update", "gap", "create"}
         assert listener.skipped or actions.count("update") == 20_000
+    finally:
+        close_app(app)
+
+
+def test_a_1500_row_update_is_delivered_in_order_decoded_in_batches(pg: tuple[Engine, str, str]) -> None:
+    engine, schema, url = pg
+    psql(url, schema, "INSERT INTO posts (id, title, views, owner, body) "
+                      "SELECT i, 't' || i, 0, '', '' FROM generate_series(1, 1500) AS i")
+    app, broker = captured_app(engine)
+    statements: list[str] = []
+    try:
+        client = connect(broker, app, "posts/*")
+        event.listen(engine, "before_cursor_execute", record_statement := lambda *args: statements.append(args[2]))
+        psql(url, schema, "UPDATE posts SET views = 7")
+        events = wait_for(client, 1500, timeout=15)
+        assert [(data["action"], data["record"]["id"], data["record"]["views"]) for _, data in events] == [
+            ("update", str(i), 7) for i in range(1, 1501)]
+        assert listener_of(engine).skipped == 0
+        assert len(statements) <= 150, len(statements)  # one per change before; two per drained batch (2 here)
+        event.remove(engine, "before_cursor_execute", record_statement)
+    finally:
+        close_app(app)
+
+
+OLD_INSTALLATION = """
+CREATE TABLE flask_rtbroker_changes (id bigserial PRIMARY KEY, payload jsonb NOT NULL,
+  created timestamptz NOT NULL DEFAULT now());
+CREATE FUNCTION flask_rtbroker_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+  PERFORM pg_notify('flask_rtbroker_records', jsonb_build_object('schema', TG_TABLE_SCHEMA,
+    'table', TG_TABLE_NAME, 'action', lower(TG_OP), 'row', to_jsonb(NEW), 'old', NULL)::text);
+  RETURN NULL;
+END
+$body$;
+CREATE TRIGGER flask_rtbroker_notify_posts AFTER INSERT OR UPDATE OR DELETE ON posts
+  FOR EACH ROW EXECUTE FUNCTION flask_rtbroker_notify();
+INSERT INTO flask_rtbroker_changes (payload) VALUES ('{"spilled": "before the upgrade"}');
+"""
+"""What 0.2 installed (its trigger sent the rows themselves), with one spilled change left."""
+
+
+def test_an_installation_of_0_2_is_upgraded_by_installing_again(
+    pg: tuple[Engine, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine, schema, url = pg
+    psql(url, schema, OLD_INSTALLATION)
+    app, broker = make_app()
+    try:
+        with app.app_context():
+            broker.watch(Post, capture="database", engine=engine)
+        assert any("has an outdated capture trigger" in record.getMessage() for record in caplog.records)
+        client = connect(broker, app, "posts/*")
+        psql(url, schema, "INSERT INTO posts (id, title, views, owner, body) VALUES (1, 'old trigger', 0, '', '')")
+        listener = listener_of(engine)
+        wait_until(lambda: listener.forged == 1)  # its unauthenticated rows are dropped
+        assert app.test_cli_runner().invoke(args=["rtbroker", "install-triggers"]).exit_code == 0
+        psql(url, schema, "UPDATE posts SET title = 'new trigger' WHERE id = 1")
+        assert [data["record"]["title"] for _, data in wait_for(client, 1)] == ["new trigger"]
+        assert trigger_count(engine) == 1
+        with engine.connect() as connection:
+            assert connection.execute(text(f"SELECT count(*) FROM {CHANGE_TABLE}")).scalar_one() == 2
+            assert connection.execute(text(
+                f"SELECT has_table_privilege('public', '{CHANGE_TABLE}', 'INSERT')")).scalar_one() is False
     finally:
         close_app(app)
