@@ -16,7 +16,7 @@
   expired change (a ``gap``) from a forged key (dropped).
 - Each process turns the rows into the model's ORM objects in batches
   (:meth:`CapturedTable.serialize_rows`: one ``jsonb_populate_recordset`` of the table's own
-  row type per batch, so values have the column types) and serialises them with the watch's
+  row type per batch of distinct keys, so values have the column types) and serialises them with the watch's
   serializer.
 """
 

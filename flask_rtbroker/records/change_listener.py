@@ -5,7 +5,8 @@ hub or a selector: never blocking the hub). NOTIFY has no access control, so a n
 only a reference (:func:`parse_reference`, length-capped) that the listener resolves itself:
 
 - It drains what has arrived as one batch and reads the referenced changes with one SELECT per
-  schema; the captures decode their rows in batches too. A reference to no stored change above
+  schema; the captures decode their rows in slices of :data:`DELIVER_SLICE` (one SELECT each),
+  yielding between slices. A reference to no stored change above
   the highest expired key is forged: dropped and counted (:attr:`ChangeListener.forged`), with a
   rate-limited warning. A change already delivered is a replay (:attr:`ChangeListener.replayed`);
   one older than :data:`REPLAY_WINDOW` (or than the last skip) is not delivered either, nor is
@@ -45,6 +46,9 @@ REFERENCE_MAX = 256
 """Characters of a notification payload; a longer one is not a reference of ours."""
 BACKLOG = 2000
 """Notifications pending at once past which the listener skips them and sends a ``gap``."""
+DELIVER_SLICE = 200
+"""Changes handed to the captures at once (each decodes a slice with one SELECT per table); the
+listener yields to other greenlets between slices."""
 SKIP_TIME = 1.0
 """Seconds a skip ahead may spend discarding notifications before it decodes again."""
 REPLAY_WINDOW = 60.0
@@ -244,6 +248,7 @@ class ChangeListener:
     def _skip_ahead(self, connection: Any, count: int) -> None:
         deadline = time.monotonic() + SKIP_TIME
         while time.monotonic() < deadline:
+            self.runtime.sleep(0)
             more = sum(1 for _ in connection.notifies(timeout=0))
             if not more:
                 break
@@ -312,6 +317,12 @@ class ChangeListener:
         return rows, through, now
 
     def _deliver(self, changes: list[Change]) -> None:
+        for start in range(0, len(changes), DELIVER_SLICE):
+            if start:
+                self.runtime.sleep(0)  # let the other greenlets run between slices
+            self._deliver_slice(changes[start:start + DELIVER_SLICE])
+
+    def _deliver_slice(self, changes: list[Change]) -> None:
         batches: dict[int, tuple[Callable[[list[Change]], None], list[Change]]] = {}
         for change in changes:
             for owner, name in self._live((change.schema, change.table)):
