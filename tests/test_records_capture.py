@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from flask_rtbroker import DefaultClient, RealtimeBroker
+from flask_rtbroker.stats import prometheus_text
 from flask_rtbroker.records.capture import CHANGE_TABLE, CHANNEL, EXPIRY_TABLE
 from flask_rtbroker.records.change_listener import ChangeListener, _listeners
 
@@ -292,6 +293,11 @@ def test_a_role_without_privileges_forges_no_event_and_the_listener_survives_eve
     assert len(statements) <= 100  # one SELECT per drained batch (3 here), not one per reference
     assert quiet(client) == []  # 0 of them delivered, and no gap either
     assert listener.skipped == 0 and listener.gaps == 0
+    figures = broker.stats()
+    assert {name: figures[name] for name in figures if name.startswith("capture_")} == {
+        "capture_forged_total": len(forged) + 1500, "capture_replayed_total": 1,
+        "capture_skipped_total": 0, "capture_gaps_total": 0}
+    assert f"rtbroker_capture_forged_total {len(forged) + 1500}\n" in prometheus_text(figures)
     assert len([r for r in caplog.records if "forged" in r.getMessage()]) <= 2  # rate-limited
     psql(url, schema, "UPDATE posts SET title = 'still here' WHERE id = 1")
     assert [data["record"]["title"] for _, data in wait_for(client, 2)] == ["still here", "still here"]

@@ -21,7 +21,7 @@ from ..errors import MessageTooLarge, WatchError
 from ..message import Message
 from .broadcast import broadcast
 from .capture import GAP, CapturedTable, Change, remove_sql, trigger_sql, trigger_state
-from .change_listener import listener_for, wait_listening
+from .change_listener import ChangeListener, listener_for, wait_listening
 from .collection import Collection, Rule, collection_name
 from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel
 from .serialize import RecordSerializer, Serializer
@@ -61,6 +61,8 @@ class AppRecords:
         self.collections: dict[str, Collection] = {}
         self.captured: dict[tuple[str, str], tuple[CapturedTable, Collection, RecordSerializer]] = {}
         """Collections captured from the database, by ``(schema, table)``."""
+        self.listeners: list[ChangeListener] = []
+        """The LISTEN connections of the captured collections (one per database)."""
         state.cluster.add_handler(KIND_RECORD, _while_alive(self.receive))
         channels = weakref.WeakMethod(self.channels_of)
         state.cluster.add_interest(lambda topic: (channels() or _no_channels)(topic))
@@ -95,10 +97,20 @@ class AppRecords:
                         "no" if state == "missing" else "an outdated")
         listener = listener_for(engine, self.state.runtime)
         listener.add(self, (captured.schema, captured.table), "receive_changes", "report_gap")
+        if listener not in self.listeners:
+            if not self.listeners:
+                figures = weakref.WeakMethod(self.capture_stats)
+                self.state.stats_sources.append(lambda: (figures() or _no_figures)())
+            self.listeners.append(listener)
         listener.start()
         if not wait_listening(listener, LISTEN_WAIT):
             log.warning("database capture is not listening yet; it keeps trying")
         return captured
+
+    def capture_stats(self) -> dict[str, int]:
+        """The counters of the capture listeners, for ``stats()``."""
+        return {f"capture_{name}_total": sum(getattr(listener, name) for listener in self.listeners)
+                for name in ("forged", "replayed", "skipped", "gaps")}
 
     def _serializer(self, model: type, collection: Collection, serialize: Serializer | None) -> RecordSerializer:
         if collection.name in self.collections:
@@ -208,6 +220,10 @@ def _no_topic(topic: str) -> bool:
 
 def _no_channels(topic: str) -> list[str]:
     return []
+
+
+def _no_figures() -> dict[str, int]:
+    return {}
 
 
 def _keep_compiled_options(app: Flask, client: Any, subscriptions: list[str]) -> None:
