@@ -433,3 +433,16 @@ def test_an_installation_of_0_2_is_upgraded_by_installing_again(
                 f"SELECT has_table_privilege('public', '{CHANGE_TABLE}', 'INSERT')")).scalar_one() is False
     finally:
         close_app(app)
+
+
+def test_one_row_changed_several_times_in_one_transaction_is_each_of_its_values_in_order(
+    pg: tuple[Engine, str, str], app_broker: tuple[Flask, RealtimeBroker]
+) -> None:
+    engine, schema, url = pg
+    app, broker = app_broker
+    client = connect(broker, app, "posts/*")
+    psql(url, schema, "BEGIN; INSERT INTO posts (id, title, views, owner, body) VALUES (5, 'a', 0, '', ''); "
+                      "UPDATE posts SET title = 'b' WHERE id = 5; UPDATE posts SET title = 'c' WHERE id = 5; "
+                      "DELETE FROM posts WHERE id = 5; COMMIT")
+    assert [(data["action"], data["record"]["title"]) for _, data in wait_for(client, 4)] == [
+        ("create", "a"), ("update", "b"), ("update", "c"), ("delete", "c")]  # one batch, one SELECT per run of distinct keys
