@@ -68,6 +68,8 @@ class BrokerState:
         self.counters = Counters()
         self.subscription_validators: list[SubscriptionValidator] = []
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
+        self.stats_sources: list[Callable[[], dict[str, int]]] = []
+        """More figures for :meth:`stats` (database capture adds its counters)."""
         self._clients_per_ip: Counter[str] = Counter()
         self._streams = 0
         self._runtime: Runtime | None = None
@@ -225,6 +227,7 @@ class BrokerState:
             "backplane_received_total": self.cluster.backplane.received,
             "backplane_channels": len(self.cluster.backplane.channels()) if self.cluster.active else 0,
             "backplane_rejected_total": self.cluster.backplane.rejected,
+            **{name: value for source in self.stats_sources for name, value in source().items()},
         }
 
     def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int:

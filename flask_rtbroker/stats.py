@@ -17,6 +17,10 @@ _HELP = {
     "queue_high_water": ("gauge", "Most messages a client had queued at one write, since start."),
     "backplane_received_total": ("counter", "Backplane payloads this process's listener received (what routing saves shows here)."),
     "backplane_channels": ("gauge", "Backplane channels this process listens on (all, its inbox, topics, collections)."),
+    "capture_forged_total": ("counter", "Database capture: notifications dropped as no reference to a stored change (this process, all its apps)."),
+    "capture_replayed_total": ("counter", "Database capture: references to a change already delivered, dropped."),
+    "capture_skipped_total": ("counter", "Database capture: notifications skipped past the backlog (each time a gap event)."),
+    "capture_gaps_total": ("counter", "Database capture: gap events sent to the subscribers of captured collections."),
     "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, not signed with the secret, or refused by this process's checks (line breaks, PB_CONNECT, size)."),
 }
 

@@ -20,7 +20,8 @@ from ..backplane import Envelope
 from ..errors import MessageTooLarge, WatchError
 from ..message import Message
 from .broadcast import broadcast
-from .capture import GAP, CapturedTable, Change, listener_for, remove_sql, trigger_installed, trigger_sql, wait_listening
+from .capture import GAP, CapturedTable, Change, remove_sql, trigger_sql, trigger_state
+from .change_listener import ChangeListener, listener_for, wait_listening
 from .collection import Collection, Rule, collection_name
 from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel
 from .serialize import RecordSerializer, Serializer
@@ -60,6 +61,8 @@ class AppRecords:
         self.collections: dict[str, Collection] = {}
         self.captured: dict[tuple[str, str], tuple[CapturedTable, Collection, RecordSerializer]] = {}
         """Collections captured from the database, by ``(schema, table)``."""
+        self.listeners: list[ChangeListener] = []
+        """The LISTEN connections of the captured collections (one per database)."""
         state.cluster.add_handler(KIND_RECORD, _while_alive(self.receive))
         channels = weakref.WeakMethod(self.channels_of)
         state.cluster.add_interest(lambda topic: (channels() or _no_channels)(topic))
@@ -87,15 +90,27 @@ class AppRecords:
         captured = CapturedTable(model, engine)
         serializer = self._serializer(model, collection, serialize)
         self.captured[(captured.schema, captured.table)] = (captured, collection, serializer)
-        if not trigger_installed(captured):
-            log.warning("%s.%s has no capture trigger yet: run `flask rtbroker install-triggers` (or apply "
-                        "`flask rtbroker triggers-sql` in a migration)", captured.schema, captured.table)
+        state = trigger_state(captured)
+        if state != "installed":
+            log.warning("%s.%s has %s capture trigger: run `flask rtbroker install-triggers` (or apply "
+                        "`flask rtbroker triggers-sql` in a migration)", captured.schema, captured.table,
+                        "no" if state == "missing" else "an outdated")
         listener = listener_for(engine, self.state.runtime)
-        listener.add(self, (captured.schema, captured.table), "receive_change", "report_gap")
+        listener.add(self, (captured.schema, captured.table), "receive_changes", "report_gap")
+        if listener not in self.listeners:
+            if not self.listeners:
+                figures = weakref.WeakMethod(self.capture_stats)
+                self.state.stats_sources.append(lambda: (figures() or _no_figures)())
+            self.listeners.append(listener)
         listener.start()
         if not wait_listening(listener, LISTEN_WAIT):
             log.warning("database capture is not listening yet; it keeps trying")
         return captured
+
+    def capture_stats(self) -> dict[str, int]:
+        """The counters of the capture listeners, for ``stats()``."""
+        return {f"capture_{name}_total": sum(getattr(listener, name) for listener in self.listeners)
+                for name in ("forged", "replayed", "skipped", "gaps")}
 
     def _serializer(self, model: type, collection: Collection, serialize: Serializer | None) -> RecordSerializer:
         if collection.name in self.collections:
@@ -136,21 +151,35 @@ class AppRecords:
             return
         self._broadcast([event])
 
-    def receive_change(self, change: Change) -> None:
-        """Broadcast a committed change that a capture trigger reported (every process gets it
-        from PostgreSQL, so nothing is published)."""
-        entry = self.captured.get((change.schema, change.table))
+    def receive_changes(self, changes: list[Change]) -> None:
+        """Broadcast, in order, committed changes that capture triggers reported (every process
+        gets them from PostgreSQL, so nothing is published); each table's rows are decoded
+        together (:meth:`CapturedTable.serialize_rows`)."""
         app = self._app_ref()
-        if entry is None or app is None:
+        if app is None:
             return
-        captured, collection, serializer = entry
-        with app.app_context(), Session(captured.engine) as session:
-            record = captured.serialize(session, change.row, serializer)
-            previous = None
-            if change.old is not None and collection.transitions:
-                previous = captured.serialize(session, change.old, serializer)
-        event = RecordEvent(collection.name, _ACTIONS[change.action], record, previous)
-        self._broadcast([event])
+        records: list[Any] = [None] * len(changes)
+        previous: list[Any] = [None] * len(changes)
+        by_table: dict[tuple[str, str], list[int]] = {}
+        for index, change in enumerate(changes):
+            by_table.setdefault((change.schema, change.table), []).append(index)
+        with app.app_context():
+            for key, indexes in by_table.items():
+                entry = self.captured.get(key)
+                if entry is None:
+                    continue
+                captured, collection, serializer = entry
+                with Session(captured.engine) as session:
+                    for index, record in zip(indexes, captured.serialize_rows(session, [changes[i].row for i in indexes], serializer)):
+                        records[index] = record
+                    if collection.transitions:
+                        updated = [i for i in indexes if changes[i].old is not None]
+                        olds = captured.serialize_rows(session, [changes[i].old or {} for i in updated], serializer)
+                        for index, record in zip(updated, olds):
+                            previous[index] = record
+        self._broadcast([RecordEvent(self.captured[(change.schema, change.table)][1].name, _ACTIONS[change.action],
+                                     record, old)
+                         for change, record, old in zip(changes, records, previous) if record is not None])
 
     def report_gap(self) -> None:
         """Tell every local subscriber of a captured collection that changes may have been
@@ -191,6 +220,10 @@ def _no_topic(topic: str) -> bool:
 
 def _no_channels(topic: str) -> list[str]:
     return []
+
+
+def _no_figures() -> dict[str, int]:
+    return {}
 
 
 def _keep_compiled_options(app: Flask, client: Any, subscriptions: list[str]) -> None:
