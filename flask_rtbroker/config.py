@@ -113,6 +113,12 @@ DEFAULTS: dict[str, Any] = {
     # False, accepted like RTBROKER_USE_LEFTMOST_IP. Turn it off behind a server that frames the
     # response body other than HTTP/1.1 chunking or HTTP/1.0 (gunicorn's uwsgi protocol).
     "RTBROKER_WRITE_THROUGH": True,
+    # When a topic rule (broker.topic_rule) denies a client a key it subscribed to, queue one
+    # event on that key with the data {"denied": "<topic>"}: at the POST that adds the key, or
+    # when the connection's auth changes (a POST, clear_auth, refresh_auth) and the key becomes
+    # denied. False = the subscription is accepted and simply receives nothing. True or False,
+    # accepted like RTBROKER_USE_LEFTMOST_IP.
+    "RTBROKER_TOPIC_DENIED_EVENT": False,
 }
 
 
@@ -263,6 +269,7 @@ class Settings:
     graceful_shutdown: bool
     metrics_path: str | None
     write_through: bool
+    topic_denied_event: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
@@ -334,6 +341,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,
     "write_through": _flag,
+    "topic_denied_event": _flag,
 }
 
 
