@@ -59,6 +59,7 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "graceful_shutdown": True,
         "metrics_path": None,
         "write_through": True,
+        "topic_denied_event": False,
     }
 
 
