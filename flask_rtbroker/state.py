@@ -296,7 +296,7 @@ class BrokerState:
         rules.forget(client)
         if self.settings.topic_denied_event:
             for key in client.subscriptions():
-                if key not in denied_before and not rules.allows(client, key):
+                if not rules.allows(client, key) and key not in denied_before:  # decided (and kept) for every key
                     client.send(Message(key, {DENIED_KEY: rule_topic(key)}))
 
     def recheck_subscriptions(self, client: DefaultClient) -> list[str]:

@@ -142,6 +142,7 @@ def test_subscription_posts_are_accepted_and_the_denied_event_is_opt_in() -> Non
             with broker.test_client() as rt:
                 assert rt.subscribe("news", "user/bob").status_code == 204
                 assert rt.subscribe("news", "user/bob", "user/alice").status_code == 204, "the SDK re-sends every key"
+                assert rt.subscribe("news", "user/bob", "user/alice", "x").status_code == 204
                 with app.app_context():
                     broker.notify("user/bob", "secret")
                     broker.notify("news", "public")
