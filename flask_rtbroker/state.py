@@ -215,7 +215,7 @@ class BrokerState:
         """Deliver *message* to one local client through the topic rules (its name is the topic)
         and the ``before_send`` hook; return whether it was queued. A hook error propagates
         (nothing was queued)."""
-        if self.topic_rules and not self.topic_rules.allows(client, message.name):
+        if self.topic_rules and not self.topic_rules.allows(client, message.name, keep=False):
             return False
         hook = self.hooks.before_send_hook
         delivered = hook(client, message) if hook is not None else message

@@ -161,10 +161,8 @@ class TopicRules:
             readers = self._remember(topic, decisions)
         if len(readers.decided) > 2 * len(subscribers) + _PRUNE_SLACK:
             self._prune(topic, readers, subscribers)
-        denied = readers.denied
-        if denied and not subscribers.keys().isdisjoint(denied):
-            for client in [client for client in denied if client in subscribers]:
-                del subscribers[client]
+        if readers.denied:
+            denied_now.extend(subscribers.keys() & readers.denied)  # one C pass over the smaller side
         for client in denied_now:
             subscribers.pop(client, None)
         return subscribers
@@ -179,9 +177,9 @@ class TopicRules:
                 if held is not None:
                     held.discard(topic)
 
-    def allows(self, client: DefaultClient, topic: str) -> bool:
-        """Whether *client* may read *topic* (a direct send's name, a key): the kept decision, or
-        the rules asked now (and kept)."""
+    def allows(self, client: DefaultClient, topic: str, *, keep: bool = True) -> bool:
+        """Whether *client* may read *topic* (a key, or a direct send's name): the kept decision,
+        or the rules asked now (and kept, unless not *keep*: a send's name need not be)."""
         topic = rule_topic(topic)
         rules = self.rules_for(topic)
         if not rules:
@@ -193,7 +191,8 @@ class TopicRules:
                 return kept
         auth = client.get(AUTH_KEY)
         allowed = self._decide(rules, client, topic, auth)
-        self._remember(topic, [(client, auth, allowed)])
+        if keep:
+            self._remember(topic, [(client, auth, allowed)])
         return allowed
 
     def denied_keys(self, client: DefaultClient) -> frozenset[str]:
@@ -219,4 +218,5 @@ class TopicRules:
 
     def kept(self) -> int:
         """How many decisions are kept (for tests and stats)."""
-        return sum(len(readers.decided) for readers in self._readers.values())
+        with self._lock:
+            return sum(len(readers.decided) for readers in self._readers.values())

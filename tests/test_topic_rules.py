@@ -207,3 +207,20 @@ def test_a_forged_refresh_auth_cannot_make_a_connection_another_user(make_cluste
     assert alice.get(AUTH_KEY) == ALICE
     intruder.publish(intruder.envelope(kind, {"a": token}, b'{"collectionName":"users","id":"alice","x":1}'))
     wait_until(lambda: alice.get(AUTH_KEY) == {**ALICE, "x": 1})
+
+
+def test_decisions_for_clients_that_left_a_topic_are_pruned_at_its_next_delivery(app: Flask) -> None:
+    broker = broker_of(app)
+    broker.topic_rule("room/*", lambda client, topic, auth: auth is not None)
+    members = [connect(app, "room/1", auth={"id": f"u{i}"}) for i in range(100)]
+    guests = [connect(app, "room/1") for _ in range(10)]
+    state: BrokerState = app.extensions["rtbroker"]
+    with app.app_context():
+        assert broker.notify("room/1", "all") == 100
+        assert state.topic_rules.kept() == 110
+        for client in members[10:]:
+            client.unsubscribe("room/1")  # still connected: only the next delivery can tell
+        assert broker.notify("room/1", "few") == 10
+    assert state.topic_rules.kept() == 20, "the 90 who left are forgotten, the 10 members and 10 guests kept"
+    assert [received(client)[-1] for client in members[:10]] == [("room/1", "few")] * 10
+    assert all(received(guest) == [] for guest in guests)
