@@ -102,6 +102,8 @@ def test_a_stale_token_never_loops_and_the_public_topic_keeps_flowing(make_serve
             publisher.stop()
     sent, stale, healthy = result["sent"], result["window"]["stale"], result["window"]["healthy"]
     refused = [p for p in result["windowPosts"] if p["status"] != 204]
+    print(f"sent {sent}; public received: stale tab {len(stale['seq'])}, healthy tab {len(healthy['seq'])}; "
+          f"refused POSTs {len(refused)} of {len(result['windowPosts'])}; stale tab's private {len(stale['private'])}")
     assert not refused, f"no refused POST (at most 1 allowed), so no loop: {refused}"
     assert stale["connects"] >= 4, "the streams did end every 2 s and the SDK came back each time"
     assert stale["private"] == [], "userA's topic delivers nothing once its token is stale"
