@@ -224,3 +224,26 @@ def test_decisions_for_clients_that_left_a_topic_are_pruned_at_its_next_delivery
     assert state.topic_rules.kept() == 20, "the 90 who left are forgotten, the 10 members and 10 guests kept"
     assert [received(client)[-1] for client in members[:10]] == [("room/1", "few")] * 10
     assert all(received(guest) == [] for guest in guests)
+
+
+def test_record_events_pass_the_topic_rules_on_top_of_the_collection_rules() -> None:
+    from sqlalchemy.orm import Session
+
+    from tests import records_support
+
+    app, broker = records_support.make_app()
+    broker.topic_rule("posts/*", lambda client, topic, auth: auth is not None)
+    try:
+        with app.app_context():
+            broker.watch(records_support.Post)
+        member = records_support.connect(broker, app, "posts/*", "posts", auth=ALICE)
+        guest = records_support.connect(broker, app, "posts/*", "posts")
+        for engine in records_support.database("sqlite"):
+            with Session(engine) as session:
+                session.add(records_support.Post(title="members only"))
+                session.commit()
+        created = {"record": records_support.record(1, title="members only"), "action": "create"}
+        assert records_support.received(member) == [("posts/*", created), ("posts", created)]
+        assert records_support.received(guest) == [("posts", created)], "'posts' is no topic of the rule"
+    finally:
+        records_support.close_app(app)
