@@ -243,7 +243,8 @@ class RealtimeBroker:
         """Drop a user's auth from every connection, in every process; return the local count.
 
         What PocketBase does when a user's password changes or the record is deleted: the
-        connections stay open as guests (the next subscription POST may carry any identity), or,
+        connections stay open as guests (the next subscription POST may carry any identity; the
+        topic rules decide again at the next delivery, ``before_subscribe`` at once), or,
         with ``disconnect=True``, their streams end (reason ``revoked``) and the SDK reconnects.
         Identities match as in the auth-change rule (``id``, plus collection or class).
         """

@@ -176,6 +176,8 @@ class TopicRules:
                 held = self._held.get(client)
                 if held is not None:
                     held.discard(topic)
+            if not readers.decided and self._readers.get(topic) is readers:
+                del self._readers[topic]
 
     def allows(self, client: DefaultClient, topic: str, *, keep: bool = True) -> bool:
         """Whether *client* may read *topic* (a key, or a direct send's name): the kept decision,
