@@ -167,3 +167,20 @@ def test_clear_auth_and_refresh_auth_reach_the_sdk_through_another_process(
         "guest": ["news"],  # clear_auth made it a guest: neither private topic
     }
     assert [p["status"] for p in result["posts"]] == [204] and result["connects"] == 1
+
+
+def test_the_traps_of_a_refused_post_that_topic_rules_avoid(make_server: Callable[..., LiveServer]) -> None:
+    """Why the recipe moved: the same SDK against a before_subscribe that refuses with 403."""
+    server = make_server("gunicorn-gevent", target="tests.refusing_app:app",
+                         env={"RTBROKER_TEST_TOKENS": TOKENS, "RTBROKER_MAX_LIFETIME": "1"})
+
+    def stale(message: dict[str, Any]) -> dict[str, Any]:
+        requests.post(f"{server.url}/test/token", json={"token": "tokA", "user": None}, timeout=10).raise_for_status()
+        return {}
+
+    result = run_node("refused_post_traps.mjs", server.url, steps={"stale": stale}, context=with_log(server))
+    assert result["blocked"] == {"other": 403, "news": 403}, "one refused key fails every later subscribe"
+    assert result["accepted"] == {"news": None, "own": None}
+    watched = result["watched"]
+    print(f"after the token went stale, the SDK's POSTs in 4 s answered {watched}")
+    assert len(watched) >= 3 and set(watched) == {403}, f"a stale token: refused, reconnect, refused... {watched}"
