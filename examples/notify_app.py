@@ -5,12 +5,16 @@
 ``POST /notify {"topic": ..., "data": ..., "to": [client ids]?}`` calls ``broker.notify`` and
 answers ``{"delivered": N}``; ``GET /stats`` answers ``broker.stats()`` (``?cluster=1`` adds
 the cluster-wide count, ``?resources=1`` open fds, greenlets, threads and RSS). Both are test
-hooks: never expose them in production. ``private/*`` and ``user/<id>`` topics show the
-per-topic authorisation recipe (a ``before_subscribe`` hook).
+hooks: never expose them in production. ``private/*``, ``user/<id>`` and ``staff/*`` topics
+show the per-topic authorisation recipe: topic rules, checked at delivery, so a subscription is
+never refused (a refused one traps the JS SDK; see docs/guide.rst, "Private topics").
 
 Settings come from ``RTBROKER_*`` environment variables. ``RTBROKER_TEST_TOKENS`` (a JSON object
 token -> user id) makes the auth loader accept those tokens, raw or as ``Bearer <token>``, so
-external checks can act as different users.
+external checks can act as different users; it also adds two test hooks: ``POST /test/token
+{"token": ..., "user": id or null}`` makes a token valid or stale in this process, and ``POST
+/test/auth {"user": id, "staff": bool, "clear": bool}`` marks a user staff (or not) here and
+calls ``broker.refresh_auth`` (or ``broker.clear_auth``) for every process.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from typing import Any
 import simplejson
 from flask import Flask, Request, jsonify, request
 
-from flask_rtbroker import ApiError, DefaultClient, RealtimeBroker, load_env
+from flask_rtbroker import DefaultClient, RealtimeBroker, load_env
 
 TOKENS: dict[str, str] = simplejson.loads(os.environ.get("RTBROKER_TEST_TOKENS") or "{}")
+STAFF: set[str] = set()
+"""The ids of the users who may read ``staff/*`` (changed through ``POST /test/auth``)."""
 
 
 def create_app() -> Flask:
@@ -38,17 +44,25 @@ def create_app() -> Flask:
     def load_user(req: Request) -> dict[str, Any] | None:
         token = req.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         user_id = TOKENS.get(token)
-        return {"collectionName": "users", "id": user_id} if user_id else None
+        return user_record(user_id) if user_id else None
 
-    @broker.before_subscribe
-    def check_topic_access(client: DefaultClient, subscriptions: list[str], auth: dict[str, Any] | None) -> None:
-        """Per-topic authorisation: ``private/*`` needs a signed-in user, ``user/<id>`` that user."""
-        for subscription in subscriptions:
-            topic = subscription.partition("?")[0]
-            if topic.startswith("private/") and auth is None:
-                raise ApiError(403, "Sign in to subscribe to private topics.", {"topic": subscription})
-            if topic.startswith("user/") and (auth is None or topic != f"user/{auth['id']}"):
-                raise ApiError(403, "You can only subscribe to your own user topic.", {"topic": subscription})
+    @broker.topic_rule("private/*")
+    def signed_in(client: DefaultClient, topic: str, auth: dict[str, Any] | None) -> bool:
+        """``private/*`` is for signed-in users."""
+        return auth is not None
+
+    @broker.topic_rule("user/*")
+    def own_topic(client: DefaultClient, topic: str, auth: dict[str, Any] | None) -> bool:
+        """``user/<id>`` is for that user only."""
+        return auth is not None and topic == f"user/{auth['id']}"
+
+    @broker.topic_rule("staff/*")
+    def staff_only(client: DefaultClient, topic: str, auth: dict[str, Any] | None) -> bool:
+        """``staff/*`` is for users whose record says so (``broker.refresh_auth`` after a change)."""
+        return auth is not None and bool(auth.get("staff"))
+
+    if TOKENS:
+        add_test_hooks(app, broker)
 
     @app.post("/notify")
     def notify() -> Any:
@@ -72,6 +86,36 @@ def create_app() -> Flask:
         return jsonify({**broker.stats(), **counts})
 
     return app
+
+
+def user_record(user_id: str) -> dict[str, Any]:
+    """The identity of *user_id*, shaped like a PocketBase auth record."""
+    return {"collectionName": "users", "id": user_id, "staff": user_id in STAFF}
+
+
+def add_test_hooks(app: Flask, broker: RealtimeBroker) -> None:
+    """``POST /test/token`` and ``POST /test/auth`` (see the module docstring); tests only."""
+
+    @app.post("/test/token")
+    def set_token() -> Any:
+        body = request.get_json(force=True)
+        if body.get("user"):
+            TOKENS[body["token"]] = body["user"]
+        else:
+            TOKENS.pop(body["token"], None)
+        return jsonify({"tokens": len(TOKENS)})
+
+    @app.post("/test/auth")
+    def change_user() -> Any:
+        body = request.get_json(force=True)
+        user_id = body["user"]
+        if body.get("staff"):
+            STAFF.add(user_id)
+        else:
+            STAFF.discard(user_id)
+        if body.get("clear"):
+            return jsonify({"changed": broker.clear_auth(user_record(user_id))})
+        return jsonify({"changed": broker.refresh_auth(user_record(user_id))})
 
 
 def resources() -> dict[str, int]:

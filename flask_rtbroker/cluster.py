@@ -10,7 +10,7 @@
   listens on the channels of its keys (``listen_for``), so nothing published after the 204 is
   missed; channels no local client needs are let go in batches (``Backplane.sweep``).
 - ``notify`` is published first, then delivered locally, so other processes deliver meanwhile.
-- ``count_clients`` and ``clear_auth`` go to every process.
+- ``count_clients``, ``clear_auth`` and ``refresh_auth`` go to every process.
 - A backend that cannot route (PostgreSQL, custom ones) carries everything to every process;
   the receivers keep only what is theirs, as before.
 - What other processes send is checked against this process's own rules before it reaches a
@@ -28,11 +28,12 @@ import weakref
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Sequence
 
-from . import signals, wire
+from . import encoding, signals, wire
 from .backplane import Backplane, Envelope
 from .backplane.base import STATE_UP, route_of
 from .wire import WireItem
-from .errors import InvalidArgument, MessageTooLarge
+from .errors import InvalidArgument, InvalidJSON, MessageTooLarge
+from .identity import identity_token
 from .message import PB_CONNECT, Message, check_event_name, check_size
 
 if TYPE_CHECKING:
@@ -174,6 +175,11 @@ class Cluster:
         """Ask the other processes to downgrade or disconnect an identity's clients."""
         self.publish(wire.ClearAuth(token, disconnect))
 
+    def publish_refresh_auth(self, token: str, identity: bytes) -> None:
+        """Ask the other processes to give an identity's clients *identity* (JSON; empty: keep
+        theirs) and decide their topic rules again."""
+        self.publish(wire.RefreshAuth(token, identity))
+
     def _request(self, request: wire.Post | wire.Count, timeout: float, expected: int | None) -> list[Any]:
         """Publish *request* and collect the replies addressed to this process within *timeout*."""
         self.ensure_started()
@@ -226,6 +232,8 @@ class Cluster:
             wire.publish(self.backplane, wire.CountReply(item.request_id, envelope.origin, self.state.broker.total_clients()))
         elif isinstance(item, wire.ClearAuth):
             self._clear_auth(item)
+        elif isinstance(item, wire.RefreshAuth):
+            self._refresh_auth(item)
         else:
             self._collect_reply(item)
 
@@ -286,6 +294,21 @@ class Cluster:
     def _clear_auth(self, clear: wire.ClearAuth) -> None:
         with self._app_context():  # the before_subscribe re-check runs the app's hook
             self.state.clear_auth(clear.token, None, clear.disconnect)
+
+    def _refresh_auth(self, refresh: wire.RefreshAuth) -> None:
+        """Refresh the identity's local clients; the identity must be the token's (a peer may
+        update a user's connections, not make them another user's)."""
+        identity = None
+        if refresh.body:
+            try:
+                check_size("refresh-auth", refresh.body, self.state.settings.max_message_size)
+                identity = encoding.loads_untrusted(refresh.body)
+            except (MessageTooLarge, InvalidJSON) as exc:
+                raise wire.WireError(f"a refresh-auth identity: {exc}") from None
+            if identity_token(identity) != refresh.token:
+                raise wire.WireError("a refresh-auth whose identity is not its token's")
+        with self._app_context():  # the before_subscribe re-check and the topic rules run app code
+            self.state.refresh_auth(identity, refresh.token, None)
 
     def _collect_reply(self, reply: wire.PostReply | wire.CountReply) -> None:
         if reply.to != self.backplane.origin:

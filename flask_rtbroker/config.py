@@ -101,6 +101,12 @@ DEFAULTS: dict[str, Any] = {
     # auth_loader and before_subscribe read; add "Cookie" for session auth): a list of strings.
     # Nothing else goes: the owner gets the decoded subscriptions, not the body.
     "RTBROKER_FORWARD_HEADERS": ["Authorization"],
+    # When a topic rule (broker.topic_rule) denies a client a key it subscribed to, queue one
+    # event on that key with the data {"denied": "<topic>"}: at the POST that adds the key, or
+    # when the connection's auth changes (a POST, clear_auth, refresh_auth) and the key becomes
+    # denied. False = the subscription is accepted and simply receives nothing. True or False,
+    # accepted like RTBROKER_USE_LEFTMOST_IP.
+    "RTBROKER_TOPIC_DENIED_EVENT": False,
     # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
     # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,
     # accepted like RTBROKER_USE_LEFTMOST_IP.
@@ -284,6 +290,7 @@ class Settings:
     backplane_secret: bytes | None = field(repr=False)
     forward_timeout: float
     forward_headers: tuple[str, ...]
+    topic_denied_event: bool
     graceful_shutdown: bool
     metrics_path: str | None
     write_through: bool
@@ -360,6 +367,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "backplane_secret": _secret,
     "forward_timeout": _seconds,
     "forward_headers": _names,
+    "topic_denied_event": _flag,
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,
     "write_through": _flag,

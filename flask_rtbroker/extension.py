@@ -8,17 +8,18 @@ from typing import Any, Callable, Collection, Mapping, Optional, TypeVar
 
 from flask import Flask, Request, current_app, has_app_context
 
-from . import signals
+from . import encoding, signals
 from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
-from .errors import AlreadyInitializedError, ClientNotFound, InvalidArgument, NotInitializedError
+from .errors import AlreadyInitializedError, ClientNotFound, InvalidArgument, NotInitializedError, NotSerializable
 from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
 from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .oauth2_redirect import register_redirect
 from .state import EXTENSION_KEY, BrokerState
+from .topic_rules import TopicCheck, TopicRule
 from .test_client import RealtimeTestClient
 from .views import create_blueprint, metrics_response
 
@@ -58,6 +59,8 @@ class RealtimeBroker:
         self.before_connect_hook: BeforeConnect | None = None
         self.before_subscribe_hook: BeforeSubscribe | None = None
         self.before_send_hook: BeforeSend | None = None
+        self.topic_rules: list[TopicRule] = []
+        """The registered :meth:`topic_rule` checks, in order (shared by every app of this instance)."""
         self._states: "weakref.WeakKeyDictionary[Flask, BrokerState]" = weakref.WeakKeyDictionary()
         if app is not None:
             self.init_app(app)
@@ -114,6 +117,27 @@ class RealtimeBroker:
         """
         self.before_send_hook = func
         return func
+
+    def topic_rule(self, pattern: str, check: TopicCheck | None = None) -> Any:
+        """Register ``check(client, topic, auth) -> bool``: who may read the topics *pattern*
+        covers (a topic, or a prefix ending in ``*``: ``"user/*"``). Also a decorator:
+        ``@broker.topic_rule("user/*")``.
+
+        Checked when something is delivered, on every path (local and remote notifies, record
+        events, direct sends whose name is the topic), never when subscribing: a subscription
+        to a topic the client may not read is accepted and receives nothing (or, with
+        ``RTBROKER_TOPIC_DENIED_EVENT``, one ``{"denied": topic}`` event on that key). A topic
+        must pass every rule covering it; a check that raises denies. The answer is computed
+        once per identity and topic and kept per connection until its auth changes (a
+        subscription POST, :meth:`clear_auth`, :meth:`refresh_auth`), so it should depend on
+        *auth* and *topic* only; call :meth:`refresh_auth` when what it reads changes.
+        """
+        if check is None:
+            return lambda func: self.topic_rule(pattern, func)
+        self.topic_rules.append(TopicRule(pattern, check))
+        for state in list(self._states.values()):
+            state.topic_rules.reset()
+        return check
 
     # -- state lookup --------------------------------------------------------------------------
 
@@ -221,7 +245,8 @@ class RealtimeBroker:
         """Drop a user's auth from every connection, in every process; return the local count.
 
         What PocketBase does when a user's password changes or the record is deleted: the
-        connections stay open as guests (the next subscription POST may carry any identity), or,
+        connections stay open as guests (the next subscription POST may carry any identity; the
+        topic rules decide again at the next delivery, ``before_subscribe`` at once), or,
         with ``disconnect=True``, their streams end (reason ``revoked``) and the SDK reconnects.
         Identities match as in the auth-change rule (``id``, plus collection or class).
         """
@@ -231,6 +256,29 @@ class RealtimeBroker:
         if token is not None:
             state.cluster.publish_clear_auth(token, disconnect)
         return cleared
+
+    def refresh_auth(self, identity: Any) -> int:
+        """Give every connection of *identity*'s user, in every process, *identity* as its auth
+        and let the topic rules (and ``before_subscribe``) decide again; return the local count.
+
+        PocketBase does this when an auth record changes: call it after a change the rules read
+        (roles, memberships, a ban). Only connections already signed in as that user (same
+        ``id`` plus collection or class) change. Other processes get *identity* as JSON; one
+        that cannot be encoded (or is over ``RTBROKER_MAX_MESSAGE_SIZE``) leaves them the auth
+        they hold, and only their rule decisions are renewed.
+        """
+        if identity is None:
+            raise InvalidArgument("refresh_auth takes a signed-in identity; clear_auth makes connections guests")
+        state = self.state()
+        token = identity_token(identity)
+        refreshed = state.refresh_auth(identity, token, identity_key(identity))
+        if token is not None:
+            try:
+                body = encoding.dumps(identity)
+            except NotSerializable:
+                body = b""
+            state.cluster.publish_refresh_auth(token, body if len(body) <= state.settings.max_message_size else b"")
+        return refreshed
 
     def shutdown(self) -> None:
         """End every open stream of this process cleanly and refuse new ones with 503 (the SDK

@@ -32,6 +32,17 @@ def identity_key(identity: Any) -> Hashable:
     return identity
 
 
+def hashable_identity(identity: Any) -> Hashable:
+    """:func:`identity_key`, or, when that cannot be hashed, the object's own id: what caches of
+    per-identity decisions (record and topic rules) are keyed by."""
+    key = identity_key(identity)
+    try:
+        hash(key)
+    except TypeError:
+        return ("unhashable", id(identity))
+    return key
+
+
 def _class_name(identity: Any) -> str:
     cls = type(identity)
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Protocol
 
 from .backplane import from_url
 from .broker import Broker
@@ -23,6 +23,7 @@ from .identity import identity_key, identity_token
 from .message import Message
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
+from .topic_rules import DENIED_KEY, TopicRule, TopicRules, rule_topic
 
 log = logging.getLogger("flask_rtbroker")
 
@@ -44,6 +45,7 @@ class Hooks(Protocol):
     before_connect_hook: Optional[Callable[[DefaultClient, "Request"], None]]
     before_subscribe_hook: Optional[Callable[[DefaultClient, list[str], Any], None]]
     before_send_hook: Optional[Callable[[DefaultClient, Message], Optional[Message]]]
+    topic_rules: list[TopicRule]
 
 
 SubscriptionValidator = Callable[[DefaultClient, list[str]], Mapping[str, Any]]
@@ -66,6 +68,8 @@ class BrokerState:
         )
         self.cluster = Cluster(self, backplane, app)
         self.counters = Counters()
+        self.topic_rules = TopicRules(hooks.topic_rules)
+        """Who may read what, asked on every delivery path (see :mod:`.topic_rules`)."""
         self.subscription_validators: list[SubscriptionValidator] = []
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
@@ -166,6 +170,7 @@ class BrokerState:
     def disconnected(self, client: DefaultClient, reason: str) -> None:
         """Unregister a stream's client and count why it ended (its slot is released apart)."""
         self.broker.unregister(client.id)
+        self.topic_rules.forget(client)
         counters = self.counters
         counters.disconnects[reason] += 1
         counters.dropped += client.dropped
@@ -187,11 +192,17 @@ class BrokerState:
         What fails for one delivery (building its message, the ``before_send`` hook) skips that
         delivery only; every other one and the counters still happen. The caller surfaces the
         first error: ``notify`` re-raises it, deliveries for other processes and record events
-        log it.
+        log it. The topic rules covering *topic* leave out who may not read it.
         """
+        subscribers = self.broker.subscribers(topic)
+        if self.topic_rules and subscribers:
+            if recipient is not None:  # select first: rules decide only for the recipients
+                subscribers = {client: keys for client, keys in subscribers.items() if recipient(client)}
+                recipient = None
+            subscribers = self.topic_rules.readable(topic, subscribers)
         delivery = fan_out(
             self.runtime,
-            self.broker.subscribers(topic),
+            subscribers,
             messages,
             chunk_size=self.settings.chunk_size if concurrent else sys.maxsize,
             recipient=recipient,
@@ -203,8 +214,11 @@ class BrokerState:
         return delivery
 
     def send_local(self, client: DefaultClient, message: Message) -> bool:
-        """Deliver *message* to one local client through the ``before_send`` hook; return
-        whether it was queued. A hook error propagates (nothing was queued)."""
+        """Deliver *message* to one local client through the topic rules (its name is the topic)
+        and the ``before_send`` hook; return whether it was queued. A hook error propagates
+        (nothing was queued)."""
+        if self.topic_rules and not self.topic_rules.allows(client, message.name, keep=False):
+            return False
         hook = self.hooks.before_send_hook
         delivered = hook(client, message) if hook is not None else message
         if delivered is not None and client.send(delivered):
@@ -230,24 +244,63 @@ class BrokerState:
             **{name: value for source in self.stats_sources for name, value in source().items()},
         }
 
-    def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int:
-        """Downgrade to guest (or disconnect) every local client whose identity matches.
-
-        Matches by *token* (see :func:`identity_token`) when there is one, else by *key*.
-        """
-        cleared = 0
+    def _clients_of(self, token: str | None, key: Any) -> Iterator[DefaultClient]:
+        """The local clients whose identity matches *token* (see :func:`identity_token`) when
+        there is one, else *key*."""
         for client in self.broker:
             auth = client.get(AUTH_KEY)
             if auth is None:
                 continue
             if (identity_token(auth) == token) if token is not None else (identity_key(auth) == key):
-                cleared += 1
-                if disconnect:
-                    client.discard(DisconnectReason.REVOKED)
-                else:
-                    client.unset(AUTH_KEY)
-                    self.recheck_subscriptions(client)
+                yield client
+
+    def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int:
+        """Downgrade to guest (or disconnect) every local client whose identity matches; the
+        ``before_subscribe`` hook and the topic rules decide again for it."""
+        cleared = 0
+        for client in self._clients_of(token, key):
+            cleared += 1
+            if disconnect:
+                client.discard(DisconnectReason.REVOKED)
+            else:
+                denied_before = self.denied_keys(client)
+                client.unset(AUTH_KEY)
+                self.recheck_subscriptions(client)
+                self.auth_changed(client, denied_before)
         return cleared
+
+    def refresh_auth(self, identity: Any, token: str | None, key: Any) -> int:
+        """Give every local client whose identity matches *identity* (None: keep the auth it
+        holds) and let the ``before_subscribe`` hook and the topic rules decide again for it."""
+        refreshed = 0
+        for client in self._clients_of(token, key):
+            refreshed += 1
+            denied_before = self.denied_keys(client)
+            if identity is not None:
+                client.set(AUTH_KEY, identity)
+            self.recheck_subscriptions(client)
+            self.auth_changed(client, denied_before)
+        return refreshed
+
+    def denied_keys(self, client: DefaultClient) -> frozenset[str]:
+        """The keys of *client* the topic rules are known to deny (only tracked, and needed,
+        with ``RTBROKER_TOPIC_DENIED_EVENT``)."""
+        if not (self.topic_rules and self.settings.topic_denied_event):
+            return frozenset()
+        return self.topic_rules.denied_keys(client)
+
+    def auth_changed(self, client: DefaultClient, denied_before: frozenset[str] = frozenset()) -> None:
+        """Let the topic rules decide again for *client* at its next delivery; with
+        ``RTBROKER_TOPIC_DENIED_EVENT``, decide now and queue one ``{"denied": topic}`` event
+        on each key denied now and not in *denied_before*."""
+        rules = self.topic_rules
+        if not rules:
+            return
+        rules.forget(client)
+        if self.settings.topic_denied_event:
+            for key in client.subscriptions():
+                if not rules.allows(client, key) and key not in denied_before:  # decided (and kept) for every key
+                    client.send(Message(key, {DENIED_KEY: rule_topic(key)}))
 
     def recheck_subscriptions(self, client: DefaultClient) -> list[str]:
         """Ask ``before_subscribe`` again, key by key, about what *client* holds under its current

@@ -5,7 +5,7 @@ PocketBase's JSON body. The POST is processed in PocketBase's observable order: 
 validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> then ours: the
 client's subscription budget (400) and the process's (503), the subscription validators (400,
 e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions -> 204.
-A rejected POST changes nothing.
+A rejected POST changes nothing. Topic rules never refuse a POST: they decide at delivery.
 """
 
 from __future__ import annotations
@@ -211,11 +211,13 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     if hooks.before_subscribe_hook is not None:
         hooks.before_subscribe_hook(client, subscriptions, auth)
     state.cluster.listen_for(subscriptions)  # before the 204: what is published after it arrives
+    denied_before = state.denied_keys(client)
     if auth is None:
         client.unset(AUTH_KEY)
     else:
         client.set(AUTH_KEY, auth)
     client.set_subscriptions(subscriptions)
+    state.auth_changed(client, denied_before)  # the topic rules decide with this POST's auth
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     signals.client_subscribed.send(app, client=client, subscriptions=subscriptions)
 

@@ -17,6 +17,7 @@ post-reply     ``rid``, ``to`` origin, ``s`` status            the response body
 count          ``rid``                                         —
 count-reply    ``rid``, ``to`` origin, ``n`` clients           —
 clear-auth     ``a`` identity token, ``d`` disconnect          —
+refresh-auth   ``a`` identity token                            the new identity's JSON, or empty
 =============  ==============================================  =====================================
 
 Extensions add their own kinds with the same three methods (records: :mod:`.records.event`).
@@ -234,6 +235,18 @@ class ClearAuth(_Item):
     channel: ClassVar[str] = ALL
 
 
+@dataclass(frozen=True)
+class RefreshAuth(_Item):
+    """Give the clients of the identity *token* in every process the identity in *body* (its
+    JSON; empty: they keep theirs) and let the topic rules decide again for them."""
+
+    KIND: ClassVar[str] = "refresh-auth"
+    HEADER: ClassVar[tuple[tuple[str, str, Reader], ...]] = (("a", "token", _str),)
+    token: str
+    body: bytes = b""
+    channel: ClassVar[str] = ALL
+
+
 def notifies(topic: str, body: bytes, to: Sequence[str] | None, *, by_route: bool) -> list[Notify]:
     """The envelopes of one notify: one on *topic*'s channel, or for the clients *to* one per
     owning process (*by_route*, on a routing backend) or one for all (an empty *to*: none)."""
@@ -247,8 +260,10 @@ def notifies(topic: str, body: bytes, to: Sequence[str] | None, *, by_route: boo
     return [Notify(topic, body, tuple(ids)) for ids in groups.values()]
 
 
-BuiltIn = Union[Notify, Send, Post, PostReply, Count, CountReply, ClearAuth]
-BUILT_IN_KINDS: dict[str, Any] = {kind.KIND: kind for kind in (Notify, Send, Post, PostReply, Count, CountReply, ClearAuth)}
+BuiltIn = Union[Notify, Send, Post, PostReply, Count, CountReply, ClearAuth, RefreshAuth]
+BUILT_IN_KINDS: dict[str, Any] = {
+    kind.KIND: kind for kind in (Notify, Send, Post, PostReply, Count, CountReply, ClearAuth, RefreshAuth)
+}
 """Kind name -> class, for the built-in kinds."""
 
 

@@ -29,6 +29,7 @@ LIVE_MODULES = frozenset({
     "test_fresh_install",  # git clone, a fresh venv, pip install and the demo server
     "test_js_sdk",  # the official JS SDK in Node against every server mode
     "test_js_sdk_cluster",
+    "test_js_private_topics",  # the JS SDK against topic rules, one process and two on redis-server
     "test_multiprocess",  # two gunicorn processes on a redis-server
     "test_oauth2",  # the SDK's authWithOAuth2 in Node and Chromium, a provider on loopback
     "test_protocol_post",  # raw-socket conformance against every server mode

@@ -56,6 +56,7 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "backplane_secret": None,
         "forward_timeout": 2.0,
         "forward_headers": ("Authorization",),
+        "topic_denied_event": False,
         "graceful_shutdown": True,
         "metrics_path": None,
         "write_through": True,

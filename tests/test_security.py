@@ -33,16 +33,18 @@ def post(server: LiveServer, client_id: str, subs: list[str], token: str | None 
                          headers=headers, timeout=10)
 
 
-def test_subscribe_hook_recipe_guards_private_and_user_topics(secured: LiveServer) -> None:
+def test_topic_rule_recipe_guards_private_and_user_topics_without_refusing_a_post(secured: LiveServer) -> None:
     with secured.stream() as sse:
-        denied = post(secured, sse.client_id, ["public", "private/news"])
-        assert denied.status_code == 403
-        assert denied.json() == {"data": {"topic": "private/news"}, "message": "Sign in to subscribe to private topics.", "status": 403}
-        assert secured.notify("public", 1) == 0  # the rejected POST changed nothing
-        assert post(secured, sse.client_id, ["user/userB"], "tokA").status_code == 403
-        assert post(secured, sse.client_id, ["private/news", "user/userA"], "tokA").status_code == 204
+        assert post(secured, sse.client_id, ["public", "private/news", "user/userB"]).status_code == 204
+        assert secured.notify("private/news", "members") == 0, "a guest may not read it"
+        assert secured.notify("user/userB", "theirs") == 0
+        assert secured.notify("public", 1) == 1
+        assert sse.next_event(timeout=5).json() == 1
+        assert post(secured, sse.client_id, ["private/news", "user/userA", "user/userB"], "tokA").status_code == 204
+        assert secured.notify("user/userB", "theirs") == 0
         assert secured.notify("user/userA", "mine") == 1
-        assert sse.next_event(timeout=5).json() == "mine"
+        assert secured.notify("private/news", "members") == 1
+        assert [sse.next_event(timeout=5).json() for _ in range(2)] == ["mine", "members"]
 
 
 def test_cors_allow_list(secured: LiveServer) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Mapping, Optional
 from ..client import AUTH_KEY, DefaultClient
 from ..errors import MessageTooLarge
 from ..fanout import Delivery
-from ..identity import identity_key
+from ..identity import hashable_identity
 from ..message import Message
 from .collection import Collection, Record
 from .event import CREATE, DELETE, UPDATE, RecordEvent
@@ -50,15 +50,6 @@ def auth_id(auth: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _cache_identity(auth: Any) -> Hashable:
-    key = identity_key(auth)
-    try:
-        hash(key)
-    except TypeError:
-        return ("unhashable", id(auth))
-    return key
-
-
 class _EventView:
     """One event seen by the subscribers of one process, with its per-event caches."""
 
@@ -74,7 +65,7 @@ class _EventView:
         return self.event.previous if which is _PREVIOUS else self.event.record  # type: ignore[return-value]
 
     def _may_see(self, kind: str, which: bool, auth: Any, suffix: str, options: RecordOptions) -> bool:
-        cache_key = (kind, which, _cache_identity(auth), suffix)
+        cache_key = (kind, which, hashable_identity(auth), suffix)
         allowed = self._access.get(cache_key)
         if allowed is None:
             allowed = self._check(kind, self._record(which), auth, options)
@@ -154,7 +145,7 @@ class _TopicMessages:
         compiled = client.get(RECORD_OPTIONS_KEY, _NONE_COMPILED)
         if compiled is not _NONE_COMPILED:
             return _ClientMessages(self.view, self.topic, self.kind, auth, compiled, self.limit)
-        identity = _cache_identity(auth)
+        identity = hashable_identity(auth)
         shared = self._by_identity.get(identity)
         if shared is None:
             shared = self._by_identity[identity] = _ClientMessages(self.view, self.topic, self.kind, auth, compiled, self.limit)
