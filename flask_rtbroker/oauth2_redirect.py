@@ -228,7 +228,8 @@ class RedirectEndpoint:
         if stored_ip and stored_ip != ip:  # from where the stream came (a client the app made has no IP)
             return False
         try:
-            return self.state.send_local(client, Message.raw(OAUTH2_TOPIC, data.event_payload()))
+            # The sign-in handshake, not a topic: PocketBase asks only for the @oauth2 subscription.
+            return self.state.send_local(client, Message.raw(OAUTH2_TOPIC, data.event_payload()), judged=False)
         except Exception:  # noqa: BLE001 - a failing before_send hook fails this sign-in only
             log.exception("before_send failed for an @oauth2 event")
             return False

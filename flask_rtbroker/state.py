@@ -213,11 +213,12 @@ class BrokerState:
         self.counters.deliveries += delivery.queued
         return delivery
 
-    def send_local(self, client: DefaultClient, message: Message) -> bool:
-        """Deliver *message* to one local client through the topic rules (its name is the topic)
-        and the ``before_send`` hook; return whether it was queued. A hook error propagates
-        (nothing was queued)."""
-        if self.topic_rules and not self.topic_rules.allows(client, message.name, keep=False):
+    def send_local(self, client: DefaultClient, message: Message, *, judged: bool = True) -> bool:
+        """Deliver *message* to one local client through the topic rules (its name is the topic;
+        ``judged=False`` skips them for protocol events such as ``@oauth2``) and the
+        ``before_send`` hook; return whether it was queued. A hook error propagates (nothing
+        was queued)."""
+        if judged and self.topic_rules and not self.topic_rules.allows(client, message.name, keep=False):
             return False
         hook = self.hooks.before_send_hook
         delivered = hook(client, message) if hook is not None else message

@@ -62,6 +62,13 @@ def test_a_form_post_redirect_answers_303_and_a_provider_error_is_sent_then_fail
     assert events(client) == [(OAUTH2_TOPIC, {"state": client.id, "code": ""})]
 
 
+def test_a_catch_all_topic_rule_does_not_judge_the_sign_in_event(node: Node) -> None:
+    node.broker.topic_rule("*", lambda client, topic, auth: auth is not None)  # guests read no topic
+    client = node.connect(OAUTH2_TOPIC)
+    assert redirect(node, query_string={"state": client.id, "code": "abc"}) == (307, SUCCESS)
+    assert events(client) == [(OAUTH2_TOPIC, {"state": client.id, "code": "abc"})]
+
+
 def test_a_client_without_oauth2_another_ip_or_discarded_gets_nothing(node: Node) -> None:
     plain = node.connect("posts")
     assert redirect(node, query_string={"state": plain.id, "code": "x"}) == (307, FAILURE)
