@@ -18,6 +18,7 @@ _HELP = {
     "backplane_received_total": ("counter", "Backplane payloads this process's listener received (what routing saves shows here)."),
     "backplane_channels": ("gauge", "Backplane channels this process listens on (all, its inbox, topics, collections)."),
     "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, not signed with the secret, or refused by this process's checks (line breaks, PB_CONNECT, size)."),
+    "backplane_replayed_total": ("counter", "Backplane envelopes dropped as stale, already seen, unstamped (with a secret) or on a channel not theirs."),
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import psycopg
@@ -14,6 +15,8 @@ from flask import Flask
 
 from flask_rtbroker import RealtimeBroker
 from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, from_url
+from flask_rtbroker.backplane.base import ALL
+from flask_rtbroker.backplane.envelope import Stamp
 from flask_rtbroker.backplane.postgres import (
     MAX_CHANNEL_BYTES, MAX_NOTIFY_PAYLOAD, TABLE, PostgresBackplane, channel_name,
 )
@@ -64,8 +67,10 @@ def started(*backplanes: Backplane) -> list[Peer]:
 
 
 def sized(backplane: Backplane, size: int, **fields) -> bytes:
-    """An envelope body that makes *backplane*'s payload exactly *size* bytes."""
-    header = len(backplane.envelope("notify", fields).encode())
+    """An envelope body that makes *backplane*'s payload exactly *size* bytes (for a stamp
+    whose sequence has one digit: the first nine envelopes of a backplane)."""
+    stamp = Stamp(ALL, 1, int(time.time() * 1000))
+    header = len(replace(backplane.envelope("notify", fields), stamp=stamp).encode())
     return bytes(i % 251 for i in range(size - header))
 
 

@@ -15,6 +15,7 @@ from flask import Flask, current_app
 
 from flask_rtbroker import ApiError, DefaultClient, Message, MessageTooLarge, RealtimeBroker, signals, wire
 from flask_rtbroker.backplane import Envelope, MemoryBackplane
+from flask_rtbroker.backplane.envelope import Stamp
 from flask_rtbroker.backplane.base import ALL, ROUTE_LENGTH, SWEEP_INTERVAL, inbox
 from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.client import AUTH_KEY, IP_KEY
@@ -57,6 +58,9 @@ class Node:
     def rejected(self) -> int:
         return self.state.stats()["backplane_rejected_total"]
 
+    def replayed(self) -> int:
+        return self.state.stats()["backplane_replayed_total"]
+
 
 MakeCluster = Callable[..., list[Node]]
 
@@ -88,6 +92,10 @@ def make_cluster(bus_url: str) -> Iterator[MakeCluster]:
     yield make
     for node in nodes:
         node.state.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 3.0) -> None:
@@ -134,8 +142,8 @@ class Intruder:
         """Publish *payload* on *channel* (by default the one every process listens on)."""
         self.backplane.publish_to(channel, payload)
 
-    def envelope(self, kind: str, fields: dict[str, Any], body: bytes = b"") -> bytes:
-        return Envelope("intruder", kind, fields, body).encode()
+    def envelope(self, kind: str, fields: dict[str, Any], body: bytes = b"", stamp: Stamp | None = None) -> bytes:
+        return Envelope("intruder", kind, fields, body, stamp).encode()
 
 
 @dataclass(frozen=True)
@@ -577,9 +585,10 @@ def test_with_a_secret_a_correctly_signed_envelope_from_outside_is_accepted(make
     (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET)
     there = b.connect("t")
     intruder = Intruder(bus_url)
-    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from a job"'), SECRET.encode()))
+    stamp = Stamp(ALL, 1, now_ms())
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from a job"', stamp), SECRET.encode()))
     assert names_and_data(collect(there, 1)) == [("t", "from a job")]
-    assert b.rejected() == 0
+    assert b.rejected() == 0 and b.replayed() == 0
 
 
 # -- size limits -----------------------------------------------------------------------------------
