@@ -153,6 +153,36 @@ def test_notifies_that_are_not_payloads_are_dropped_and_counted(make: Factory, u
     assert b.backplane.rejected == 4
 
 
+def test_a_stored_payload_is_read_only_with_its_token_and_never_twice(make: Factory, url: str, prefix: str) -> None:
+    a, b = started(make(secret=b"postgres-test-secret-0123"), make(secret=b"postgres-test-secret-0123"))
+    with psycopg.connect(url, autocommit=True) as spy:
+        spy.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel_name(prefix))))
+        body = sized(a.backplane, 7_000)
+        assert a.backplane.send(a.backplane.envelope("notify", {}, body))
+        assert b.next().body == body
+        (notify,) = spy.notifies(timeout=5, stop_after=1)
+    key, row_id, token = notify.payload.split(":")
+    forged = [f"k:{row_id}", f"k:{row_id}:{'0' * len(token)}", f"k:{row_id}:{token.upper()}", f"k:{row_id}:{token}:"]
+    for text in [*forged, notify.payload]:
+        query(url, "SELECT pg_notify(%s, %s)", channel_name(prefix), text)
+    assert a.backplane.send(a.backplane.envelope("notify", {"after": True}))
+    assert b.next().fields == {"after": True}, "nothing delivered before it"
+    assert (b.backplane.rejected, b.backplane.replayed) == (len(forged), 1), "the right token, but seen already"
+
+
+def test_no_notify_ends_the_listener_and_no_message_is_lost(make: Factory, url: str, prefix: str) -> None:
+    a, b = started(make(write_only=True), make())
+    hostile = ["k:" + "9" * 5_000, "k:" + "9" * 19 + ":" + "0" * 32, "k:\u00b2:" + "0" * 32, "b:" + "A" * 7_990 + "=",
+               "b:\u00e9", "k:-1:" + "0" * 32, ""]
+    with psycopg.connect(url, autocommit=True) as attacker:
+        for i in range(100):
+            attacker.execute("SELECT pg_notify(%s, %s)", (channel_name(prefix), hostile[i % len(hostile)]))
+            body = sized(a.backplane, 10_000, i=i) if i % 10 == 5 else b""  # some through the table
+            a.backplane.send(a.backplane.envelope("notify", {"i": i}, body))
+    assert [b.next().fields["i"] for _ in range(100)] == list(range(100)), "all of them, in order"
+    assert b.backplane.rejected == 100 and b.backplane.state == STATE_UP
+
+
 def test_a_thousand_messages_from_one_publisher_arrive_in_order(make: Factory) -> None:
     a, b = started(make(write_only=True), make())
     for i in range(1000):

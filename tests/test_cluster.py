@@ -591,6 +591,65 @@ def test_with_a_secret_a_correctly_signed_envelope_from_outside_is_accepted(make
     assert b.rejected() == 0 and b.replayed() == 0
 
 
+def test_with_a_secret_stale_future_unstamped_repeated_or_misdirected_envelopes_are_dropped_and_counted(
+    make_cluster: MakeCluster, bus_url: str
+) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET, RTBROKER_BACKPLANE_MAX_AGE=5)
+    there = b.connect("t")
+    intruder = Intruder(bus_url)
+
+    def signed(stamp: Stamp | None, data: bytes = b'"x"') -> bytes:
+        return sign(intruder.envelope("notify", {"t": "t"}, data, stamp), SECRET.encode())
+
+    fresh = signed(Stamp(ALL, 7, now_ms()), b'"once"')
+    for payload in [
+        signed(Stamp(ALL, 1, now_ms() - 6_000)),  # sent 6 s ago: stale
+        signed(Stamp(ALL, 2, now_ms() + 6_000)),  # 6 s in the future
+        signed(None),  # no stamp: a version before stamps, or forged before them
+        signed(Stamp("t:elsewhere", 3, now_ms())),  # signed for a channel this process does not listen on
+        fresh, fresh, fresh,  # the first one only
+        signed(Stamp(ALL, 7, now_ms()), b'"same sequence"'),
+    ]:
+        intruder.publish(payload)
+    wait_until(lambda: b.replayed() == 7)
+    assert names_and_data(collect(there, 1)) == [("t", "once")]
+    assert there.take() == b"" and b.rejected() == 0
+
+
+def test_accept_unstamped_lets_a_previous_version_through_during_an_upgrade(make_cluster: MakeCluster, bus_url: str) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET, RTBROKER_BACKPLANE_ACCEPT_UNSTAMPED=True)
+    there = b.connect("t")
+    intruder = Intruder(bus_url)
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from 0.2"'), SECRET.encode()))
+    assert names_and_data(collect(there, 1)) == [("t", "from 0.2")]
+    stale = Stamp(ALL, 1, now_ms() - 60_000)
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"old"', stale), SECRET.encode()))
+    wait_until(lambda: b.replayed() == 1)  # a stamped envelope is still checked
+
+
+def test_a_forwarded_post_published_again_is_not_answered_again(make_cluster: MakeCluster, bus_url: str) -> None:
+    a, b = make_cluster(RTBROKER_BACKPLANE_SECRET=SECRET)
+    there = b.connect()
+    captured: list[bytes] = []
+    sender = a.state.cluster.backplane
+    publish_to, b_inbox = sender.publish_to, inbox(b.state.cluster.route)
+
+    def recording(channel: str, payload: bytes) -> int:  # what a listener on b's inbox sees
+        if channel == b_inbox:
+            captured.append(payload)
+        return publish_to(channel, payload)
+
+    sender.publish_to = recording  # type: ignore[method-assign]
+    assert a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": ["x"]}).status_code == 204
+    assert a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": []}).status_code == 204
+    assert len(captured) == 2 and list(there.subscriptions()) == []
+    intruder = Intruder(bus_url)
+    for _ in range(3):
+        intruder.publish(captured[0], b_inbox)
+    wait_until(lambda: b.replayed() == 3)
+    assert list(there.subscriptions()) == [], "still unsubscribed"
+
+
 # -- size limits -----------------------------------------------------------------------------------
 
 
