@@ -177,12 +177,13 @@ def _changed_by_where(
 ) -> tuple[Any, Changes[T]]:
     statement: Any = state.statement
     connection = reader.connection()
-    keys = None if statement.whereclause is not None else _keys_in_parameters(mapper, _parameter_sets(state))
-    if keys is not None and len(keys) > MAX_ROW_EVENTS:
+    given = None if statement.whereclause is not None else _keys_in_parameters(mapper, _parameter_sets(state))
+    if given is not None and len(given) > MAX_ROW_EVENTS:
         return state.invoke_statement(), BULK
     try:
-        if keys is not None:
-            rows: list[Any] | None = _reading(connection, mapper, lambda: _load_keys(reader, mapper, keys, lock=True))
+        if given is not None:
+            by_key = given
+            rows: list[Any] | None = _reading(connection, mapper, lambda: _load_keys(reader, mapper, by_key, lock=True))
         else:  # the statement's WHERE, or none: every row
             rows = _reading(connection, mapper, lambda: _load(reader, mapper, statement.whereclause, lock=True))
     except _ReadFailed:
