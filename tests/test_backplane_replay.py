@@ -6,6 +6,7 @@ the send is delivered once, and every copy is counted in ``backplane_replayed_to
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ import pytest
 import redis
 from flask import Flask
 
-from flask_rtbroker import DefaultClient, RealtimeBroker
+from flask_rtbroker import DefaultClient, Emitter, RealtimeBroker
 from flask_rtbroker.backplane.postgres import channel_name
 from flask_rtbroker.client import IP_KEY
 from flask_rtbroker.testing import parse_events
@@ -182,3 +183,29 @@ def test_a_captured_forwarded_post_and_send_published_again_are_dropped_and_coun
     assert deployment.stat(b, "backplane_rejected_total") == 0
     assert post(a, there.id, ["after"]) == 204, "the deployment works on"
     assert list(there.subscriptions()) == ["after"]
+
+
+def test_processes_forked_after_an_emitter_was_made_are_not_taken_for_replays(deployment: Deployment) -> None:
+    """An Emitter made before a fork (a preloaded app, a prefork job runner) is used by every
+    child: each child sends with an origin and sequence of its own."""
+    there = deployment.connect(deployment.b)
+    there.subscribe("t")
+    deployment.b.extensions["rtbroker"].cluster.listen_for(["t"])
+    emitter = Emitter.from_config(deployment.a.config)
+    emitter.notify("t", "parent")
+    children = []
+    for n in range(2):
+        pid = os.fork()
+        if pid == 0:  # the child: publish, then leave without running the parent's cleanup
+            try:
+                emitter.notify("t", f"child {n}")
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    events: list[Any] = []
+    wait_until(lambda: len(events.__iadd__(parse_events(there.take()))) >= 3)
+    assert sorted(event.json() for event in events) == ["child 0", "child 1", "parent"]
+    assert deployment.stat(deployment.b, "backplane_replayed_total") == 0
+    emitter.close()

@@ -120,6 +120,7 @@ class Backplane:
         self.max_reconnect_delay = max_reconnect_delay
         self.route = new_route()
         self.origin = new_origin(self.route)
+        self._origin_pid = os.getpid()
         self.received = 0
         """Payloads this process's listener has taken off the backplane (its own echoes included)."""
         self.keep_channels: Callable[[], set[str]] | None = None
@@ -249,11 +250,7 @@ class Backplane:
         pid = os.getpid()
         if self._pid == pid:
             return
-        if self._pid is not None:  # a forked child: its own route, and nothing subscribed yet
-            self.route = new_route()
-            self.origin = new_origin(self.route)
-            self._sequence = itertools.count(1)
-            self._connection_lost()
+        self._own_origin()
         self._pid = pid
         self._runtime, self._on_envelope, self._on_state = runtime, on_envelope, on_state
         self._closed = False
@@ -277,6 +274,7 @@ class Backplane:
         """Publish *envelope* on *channel*; return how many processes it reached (:data:`UNKNOWN`
         when the backend cannot tell); on failure report the backplane down and return None.
         The envelope goes out stamped with *channel*, this origin's next sequence number and the time."""
+        self._own_origin()
         stamp = Stamp(channel, next(self._sequence), int(time.time() * 1000))
         payload = replace(envelope, stamp=stamp).encode()
         if self.secret is not None:
@@ -296,6 +294,7 @@ class Backplane:
 
     def envelope(self, kind: str, fields: dict | None = None, body: bytes = b"") -> Envelope:
         """Build an envelope from this process."""
+        self._own_origin()
         return Envelope(self.origin, kind, fields or {}, body)
 
     @property
@@ -306,6 +305,17 @@ class Backplane:
     def close(self) -> None:
         """Stop the listener after its current wait."""
         self._closed = True
+
+    def _own_origin(self) -> None:
+        """In a forked child (an Emitter or app made before a fork, used after it), take a route,
+        origin and sequence of its own, and nothing subscribed yet: the parent's sequence numbers
+        from two processes would look like replays."""
+        if self._origin_pid != os.getpid():
+            self.route = new_route()
+            self.origin = new_origin(self.route)
+            self._origin_pid = os.getpid()
+            self._sequence = itertools.count(1)
+            self._connection_lost()
 
     def _listens_on(self, channel: str) -> bool:
         """True when this process receives what is published on *channel* (every channel, on a
