@@ -97,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_BACKPLANE_SECRET": None,
     # Seconds a backplane envelope stays fresh: one sent longer ago (or stamped as far in the
     # future: the hosts' clocks must agree within it) is dropped, as is any envelope received
-    # twice (stats: backplane_replayed_total). Also how long a forwarded POST may be answered.
+    # twice (stats: backplane_replayed_total). A forwarded POST is answered for
+    # RTBROKER_FORWARD_TIMEOUT (plus 1 s of clock difference) only.
     "RTBROKER_BACKPLANE_MAX_AGE": 30.0,
     # With a secret, envelopes without a stamp (channel, sequence, time: sent by versions before
     # 0.3) are dropped. True accepts them, for the length of a rolling upgrade from 0.2 only.

@@ -650,6 +650,18 @@ def test_a_forwarded_post_published_again_is_not_answered_again(make_cluster: Ma
     assert list(there.subscriptions()) == [], "still unsubscribed"
 
 
+def test_a_forwarded_post_older_than_the_forward_timeout_is_not_answered(make_cluster: MakeCluster, bus_url: str) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET)  # RTBROKER_FORWARD_TIMEOUT=1.0
+    there = b.connect("kept")
+    intruder = Intruder(bus_url)
+    fields = {"rid": "r", "c": there.id, "h": [], "ip": TEST_CLIENT_IP, "s": ["x"]}
+    for sequence, sent_ago in [(1, 2_500), (2, 0)]:  # beyond the timeout and its clock allowance; fresh
+        stamp = Stamp(inbox(b.state.cluster.route), sequence, now_ms() - sent_ago)
+        intruder.publish(sign(intruder.envelope("post", fields, b"", stamp), SECRET.encode()), stamp.channel)
+    wait_until(lambda: list(there.subscriptions()) == ["x"])
+    assert b.replayed() == 1, "the old one was dropped, the fresh one answered"
+
+
 # -- size limits -----------------------------------------------------------------------------------
 
 

@@ -322,8 +322,8 @@ class Backplane:
         backend that does not route)."""
         return not self.routes or channel in (ALL, inbox(self.route)) or channel in self._wanted
 
-    def _replay(self, reason: str) -> None:
-        """Count a stale or replayed envelope; log the first and then every 1000th."""
+    def count_replay(self, reason: str) -> None:
+        """Count a stale or replayed envelope (dropped); log the first and then every 1000th."""
         self.replayed += 1
         if self.replayed % 1000 == 1:
             log.warning("dropping stale or replayed backplane envelopes (%d so far): %s", self.replayed, reason)
@@ -387,11 +387,11 @@ class Backplane:
         if envelope.origin == self.origin or self._on_envelope is None:
             return
         if envelope.stamp is not None and not self._listens_on(envelope.stamp.channel):
-            self._replay(f"an envelope for channel {envelope.stamp.channel[:80]!r}, which this process does not listen on")
+            self.count_replay(f"an envelope for channel {envelope.stamp.channel[:80]!r}, which this process does not listen on")
             return
         refusal = self.guard.refusal(envelope.origin, envelope.stamp, time.time())
         if refusal is not None:
-            self._replay(refusal)
+            self.count_replay(refusal)
             return
         try:
             self._on_envelope(envelope)
