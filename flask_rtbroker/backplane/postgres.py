@@ -25,9 +25,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import os
-import hmac
 import re
 import secrets
 import threading
@@ -81,8 +81,8 @@ _STORE_AND_NOTIFY = (
 _FETCH = f"SELECT payload FROM {TABLE} WHERE id = %s"
 _DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE created_at < now() - %s * interval '1 second'"
 _INLINE, _STORED = "b", "k"
-_STORED_KEY = re.compile(r"k:([0-9]{1,19}):([0-9a-f]{%d})" % (2 * TOKEN_BYTES))
-_BASE64 = re.compile(r"b:([A-Za-z0-9+/]*={0,2})")
+_STORED_KEY = re.compile(r"%s:([0-9]{1,19}):([0-9a-f]{%d})" % (_STORED, 2 * TOKEN_BYTES))
+_BASE64 = re.compile(r"%s:([A-Za-z0-9+/]*={0,2})" % _INLINE)
 
 
 class StoredKey(NamedTuple):
@@ -283,8 +283,8 @@ class PostgresBackplane(Backplane):
 
     def _received(self, connection: "psycopg.Connection[Any]", text: str) -> bytes | None:
         """The payload a NOTIFY carries, inline or by key and token; None (and counted) when it
-        has none. A stored row is read once; a query that fails (the table missing, a privilege
-        taken away) drops this NOTIFY only."""
+        has none. A read of the table that fails (the table missing, a privilege taken away)
+        drops this NOTIFY only."""
         parsed = parse_notify(text)
         if parsed is None:
             self._reject(f"a NOTIFY on {self.channel!r} that is not a backplane payload: {text[:80]!r}")
