@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
+import tracemalloc
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
@@ -253,9 +254,15 @@ def test_the_replay_guard_takes_each_sequence_once_within_its_window_and_bounds_
     assert guard.refusal("o", Stamp(ALL, 6 + WINDOW, sent), now) is None
     assert guard.refusal("o", Stamp(ALL, 6, sent), now) is not None, "too far behind to tell: dropped"
     assert guard.refusal("o", None, now) is not None and ReplayGuard(30.0).refusal("o", None, now) is None
-    for n in range(MAX_ORIGINS + 10):
-        assert guard.refusal(f"origin-{n}", Stamp(ALL, 1, sent), now) is None
-    assert len(guard._origins) == MAX_ORIGINS
+    tracemalloc.start()
+    try:
+        for n in range(MAX_ORIGINS + 10):  # full bitmaps: a sequence far past the first
+            assert guard.refusal(f"origin-{n}@host:{n}", Stamp(ALL, 1, sent), now) is None
+            assert guard.refusal(f"origin-{n}@host:{n}", Stamp(ALL, WINDOW + 1, sent), now) is None
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(guard._origins) == MAX_ORIGINS and held < 1_000_000, f"{held} bytes"
     later = now + 61  # twice the window: every origin silent since then is forgotten
     assert guard.refusal("new", Stamp(ALL, 1, int(later * 1000)), later) is None and len(guard._origins) == 1
 
