@@ -79,6 +79,7 @@ _STORE_AND_NOTIFY = (
     "SELECT pg_notify(%s, 'k:' || id || ':' || %s) FROM stored"
 )
 _FETCH = f"SELECT payload FROM {TABLE} WHERE id = %s"
+_EXISTS = "SELECT to_regclass(%s)"
 _DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE created_at < now() - %s * interval '1 second'"
 _INLINE, _STORED = "b", "k"
 _STORED_KEY = re.compile(r"%s:([0-9]{1,19}):([0-9a-f]{%d})" % (_STORED, 2 * TOKEN_BYTES))
@@ -246,7 +247,10 @@ class PostgresBackplane(Backplane):
             self._cleaned_at = now
 
     def _create_table(self, connection: "psycopg.Connection[Any]") -> None:
-        """Create :data:`TABLE` unless it exists; say how to create it when this user may not."""
+        """Create :data:`TABLE` unless it exists (PostgreSQL checks the privilege to create it
+        even then); say how to create it when this user may not."""
+        if connection.execute(_EXISTS, (TABLE,)).fetchone() != (None,):
+            return
         errors = self._psycopg.errors
         try:
             connection.execute(CREATE_TABLE)
