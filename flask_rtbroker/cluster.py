@@ -18,12 +18,16 @@
   data over this process's ``RTBROKER_MAX_MESSAGE_SIZE`` are rejected like malformed envelopes
   (counted in ``backplane_rejected_total``, logged at most once per 1000), changing nothing.
 - Remote deliveries run in the app context, so ``before_send`` may use ``current_app``.
+- A forwarded POST is answered only while the process that forwarded it still waits: one
+  stamped more than ``RTBROKER_FORWARD_TIMEOUT`` (plus :data:`CLOCK_ALLOWANCE`) ago is dropped
+  and counted in ``backplane_replayed_total`` (the backplane drops any envelope seen before).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 import weakref
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Sequence
@@ -47,6 +51,8 @@ STARTUP_GRACE = 1.0
 """Seconds after a process starts listening during which requests wait for the subscription."""
 SUBSCRIBE_WAIT = 2.0
 """Seconds a subscription POST waits for this process to listen on its keys' channels."""
+CLOCK_ALLOWANCE = 1.0
+"""Seconds by which the clocks of two hosts may differ before forwarded POSTs look too old."""
 
 ForwardedPost = Callable[[wire.Post], tuple[int, bytes]]
 Interest = Callable[[str], Iterable[str]]
@@ -227,7 +233,7 @@ class Cluster:
         elif isinstance(item, wire.Send):
             self._deliver_send(item, envelope.origin)
         elif isinstance(item, wire.Post):
-            self._run_post(item, envelope.origin)
+            self._run_post(item, envelope)
         elif isinstance(item, wire.Count):
             wire.publish(self.backplane, wire.CountReply(item.request_id, envelope.origin, self.state.broker.total_clients()))
         elif isinstance(item, wire.ClearAuth):
@@ -279,10 +285,17 @@ class Cluster:
             except Exception:  # noqa: BLE001 - the hook's failure stays with this one delivery
                 log.exception("before_send failed for a send from another process")
 
-    def _run_post(self, post: wire.Post, origin: str) -> None:
-        """Answer a forwarded POST for an id with this process's route (404 when no such client)."""
+    def _run_post(self, post: wire.Post, envelope: Envelope) -> None:
+        """Answer a forwarded POST for an id with this process's route (404 when no such client),
+        while its sender still waits for the answer."""
         if route_of(post.client_id) != self.route or self.answer_post is None:
             return
+        if envelope.stamp is not None:
+            age = time.time() - envelope.stamp.sent_at / 1000
+            if age > self.state.settings.forward_timeout + CLOCK_ALLOWANCE:
+                self.backplane.count_replay(f"a forwarded POST sent {age:.1f}s ago, no longer awaited")
+                return
+        origin = envelope.origin
         answer = self.answer_post
 
         def run() -> None:

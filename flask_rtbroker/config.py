@@ -95,6 +95,14 @@ DEFAULTS: dict[str, Any] = {
     # backplane_rejected_total). None = envelopes are trusted as they come. From the environment
     # the value is kept as text, digits too (a JSON string is decoded; null means None).
     "RTBROKER_BACKPLANE_SECRET": None,
+    # Seconds a backplane envelope stays fresh: one sent longer ago (or stamped as far in the
+    # future: the hosts' clocks must agree within it) is dropped, as is any envelope received
+    # twice (stats: backplane_replayed_total). A forwarded POST is answered for
+    # RTBROKER_FORWARD_TIMEOUT (plus 1 s of clock difference) only.
+    "RTBROKER_BACKPLANE_MAX_AGE": 30.0,
+    # With a secret, envelopes without a stamp (channel, sequence, time: sent by versions before
+    # 0.3) are dropped. True accepts them, for the length of a rolling upgrade from 0.2 only.
+    "RTBROKER_BACKPLANE_ACCEPT_UNSTAMPED": False,
     # Seconds a POST for a client held by another process waits for that process's answer (then 404).
     "RTBROKER_FORWARD_TIMEOUT": 2.0,
     # Request headers a POST for a client held by another process carries to it (the ones the
@@ -288,6 +296,8 @@ class Settings:
     max_message_size: int
     channel_prefix: str
     backplane_secret: bytes | None = field(repr=False)
+    backplane_max_age: float
+    backplane_accept_unstamped: bool
     forward_timeout: float
     forward_headers: tuple[str, ...]
     topic_denied_event: bool
@@ -365,6 +375,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_message_size": _count,
     "channel_prefix": _channel_prefix,
     "backplane_secret": _secret,
+    "backplane_max_age": _seconds,
+    "backplane_accept_unstamped": _flag,
     "forward_timeout": _seconds,
     "forward_headers": _names,
     "topic_denied_event": _flag,

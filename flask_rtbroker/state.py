@@ -64,7 +64,8 @@ class BrokerState:
         self.hooks = hooks
         self.broker = Broker(on_new_topics=lambda topics: self.cluster.listen_soon(topics))
         backplane = from_url(
-            app.config["RTBROKER_BACKPLANE"], channel_prefix=settings.channel_prefix, secret=settings.backplane_secret
+            app.config["RTBROKER_BACKPLANE"], channel_prefix=settings.channel_prefix, secret=settings.backplane_secret,
+            max_age=settings.backplane_max_age, accept_unstamped=settings.backplane_accept_unstamped,
         )
         self.cluster = Cluster(self, backplane, app)
         self.counters = Counters()
@@ -243,6 +244,7 @@ class BrokerState:
             "backplane_channels": len(self.cluster.backplane.channels()) if self.cluster.active else 0,
             "backplane_rejected_total": self.cluster.backplane.rejected,
             **{name: value for source in self.stats_sources for name, value in source().items()},
+            "backplane_replayed_total": self.cluster.backplane.replayed,
         }
 
     def _clients_of(self, token: str | None, key: Any) -> Iterator[DefaultClient]:

@@ -22,6 +22,7 @@ _HELP = {
     "capture_skipped_total": ("counter", "Database capture: notifications skipped past the backlog (each time a gap event)."),
     "capture_gaps_total": ("counter", "Database capture: gap events sent to the subscribers of captured collections."),
     "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, not signed with the secret, or refused by this process's checks (line breaks, PB_CONNECT, size)."),
+    "backplane_replayed_total": ("counter", "Backplane envelopes dropped as stale, already seen, unstamped (with a secret) or on a channel not theirs."),
 }
 
 

@@ -24,6 +24,7 @@ LIVE_FIXTURES = frozenset({"log_dir", "redis_server", "postgres_url"})
 LIVE_PARAMS = {"make_backplane": "redis", "engine": "postgres"}
 """Parametrized fixtures that start redis-server or PostgreSQL for one case only: name -> case."""
 LIVE_MODULES = frozenset({
+    "test_backplane_replay",  # a redis-server of its own or PostgreSQL, by parameter
     "test_benchmark_smoke",  # benchmarks.run --smoke: gunicorn servers and load generators
     "test_browser",  # Chromium driven by Node against gunicorn
     "test_fresh_install",  # git clone, a fresh venv, pip install and the demo server

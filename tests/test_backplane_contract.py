@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
+import tracemalloc
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from flask_rtbroker import BackplaneUnavailable, Emitter
 from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, Envelope, from_url
 from flask_rtbroker.backplane.base import ALL, SWEEP_INTERVAL, UNKNOWN, inbox
-from flask_rtbroker.backplane.envelope import EnvelopeError
+from flask_rtbroker.backplane.envelope import EnvelopeError, Stamp
+from flask_rtbroker.backplane.freshness import MAX_ORIGINS, WINDOW, ReplayGuard
 from flask_rtbroker.concurrency import ThreadingRuntime
 from flask_rtbroker.errors import ConfigurationError
 from tests.redis_server import RedisServer
@@ -236,6 +238,33 @@ def test_garbage_payloads_are_dropped() -> None:
             Envelope.decode(payload)
     envelope = Envelope("o", "k", {"a": [1]}, b"line1\nline2")
     assert Envelope.decode(envelope.encode()) == envelope
+    stamped = Envelope("o", "k", {"a": [1]}, b"", Stamp("t:x", 3, 1_700_000_000_000))
+    assert Envelope.decode(stamped.encode()) == stamped
+    for stamp in ['"ch":"all"', '"ch":"all","q":1', '"ch":1,"q":1,"ts":1', '"ch":"all","q":true,"ts":1', '"ch":"all","q":1,"ts":"1"']:
+        with pytest.raises(EnvelopeError, match="stamp"):
+            Envelope.decode(b'{"v":1,"o":"x","k":"n",' + stamp.encode() + b"}\n")
+
+
+def test_the_replay_guard_takes_each_sequence_once_within_its_window_and_bounds_its_origins() -> None:
+    guard = ReplayGuard(30.0, accept_unstamped=False)
+    now = time.time()
+    sent = int(now * 1000)
+    accepted = [guard.refusal("o", Stamp(ALL, sequence, sent), now) is None for sequence in [5, 3, 4, 3, 5, 6, 2]]
+    assert accepted == [True, True, True, False, False, True, True], "out of order is fine, twice is not"
+    assert guard.refusal("o", Stamp(ALL, 6 + WINDOW, sent), now) is None
+    assert guard.refusal("o", Stamp(ALL, 6, sent), now) is not None, "too far behind to tell: dropped"
+    assert guard.refusal("o", None, now) is not None and ReplayGuard(30.0).refusal("o", None, now) is None
+    tracemalloc.start()
+    try:
+        for n in range(MAX_ORIGINS + 10):  # full bitmaps: a sequence far past the first
+            assert guard.refusal(f"origin-{n}@host:{n}", Stamp(ALL, 1, sent), now) is None
+            assert guard.refusal(f"origin-{n}@host:{n}", Stamp(ALL, WINDOW + 1, sent), now) is None
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(guard._origins) == MAX_ORIGINS and held < 1_000_000, f"{held} bytes"
+    later = now + 61  # twice the window: every origin silent since then is forgotten
+    assert guard.refusal("new", Stamp(ALL, 1, int(later * 1000)), later) is None and len(guard._origins) == 1
 
 
 @pytest.mark.parametrize("url", ["kafka://x", "redis", 42])

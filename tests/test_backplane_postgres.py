@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import psycopg
@@ -14,6 +15,8 @@ from flask import Flask
 
 from flask_rtbroker import RealtimeBroker
 from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, from_url
+from flask_rtbroker.backplane.base import ALL
+from flask_rtbroker.backplane.envelope import Stamp
 from flask_rtbroker.backplane.postgres import (
     MAX_CHANNEL_BYTES, MAX_NOTIFY_PAYLOAD, TABLE, PostgresBackplane, channel_name,
 )
@@ -64,8 +67,10 @@ def started(*backplanes: Backplane) -> list[Peer]:
 
 
 def sized(backplane: Backplane, size: int, **fields) -> bytes:
-    """An envelope body that makes *backplane*'s payload exactly *size* bytes."""
-    header = len(backplane.envelope("notify", fields).encode())
+    """An envelope body that makes *backplane*'s payload exactly *size* bytes (for a stamp
+    whose sequence has one digit: the first nine envelopes of a backplane)."""
+    stamp = Stamp(ALL, 1, int(time.time() * 1000))
+    header = len(replace(backplane.envelope("notify", fields), stamp=stamp).encode())
     return bytes(i % 251 for i in range(size - header))
 
 
@@ -146,6 +151,77 @@ def test_notifies_that_are_not_payloads_are_dropped_and_counted(make: Factory, u
     assert a.backplane.send(a.backplane.envelope("notify", {"after": True}))
     assert b.next().fields == {"after": True}
     assert b.backplane.rejected == 4
+
+
+def test_a_stored_payload_is_read_only_with_its_token_and_never_twice(make: Factory, url: str, prefix: str) -> None:
+    a, b = started(make(secret=b"postgres-test-secret-0123"), make(secret=b"postgres-test-secret-0123"))
+    with psycopg.connect(url, autocommit=True) as spy:
+        spy.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel_name(prefix))))
+        body = sized(a.backplane, 7_000)
+        assert a.backplane.send(a.backplane.envelope("notify", {}, body))
+        assert b.next().body == body
+        (notify,) = spy.notifies(timeout=5, stop_after=1)
+    key, row_id, token = notify.payload.split(":")
+    forged = [f"k:{row_id}", f"k:{row_id}:{'0' * len(token)}", f"k:{row_id}:{token.upper()}", f"k:{row_id}:{token}:"]
+    for text in [*forged, notify.payload]:
+        query(url, "SELECT pg_notify(%s, %s)", channel_name(prefix), text)
+    assert a.backplane.send(a.backplane.envelope("notify", {"after": True}))
+    assert b.next().fields == {"after": True}, "nothing delivered before it"
+    assert (b.backplane.rejected, b.backplane.replayed) == (len(forged), 1), "the right token, but seen already"
+
+
+@pytest.fixture
+def role_url(url: str) -> Iterator[Callable[[str], str]]:
+    """Factory: ``role_url(grants)`` creates a login role (trust auth) that may connect, as
+    PUBLIC may, runs *grants* (``{role}`` is its name) and returns its URL; dropped afterwards."""
+    names: list[str] = []
+
+    def make(grants: str = "") -> str:
+        name = f"rt_role_{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {name} LOGIN")
+            for statement in filter(None, grants.format(role=name).split(";")):
+                admin.execute(statement)
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{name}@{rest.partition('@')[2]}"
+
+    yield make
+    with psycopg.connect(url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(f"DROP OWNED BY {name}")
+            admin.execute(f"DROP ROLE {name}")
+
+
+def test_no_notify_of_a_role_without_privileges_ends_the_listener_or_loses_a_message(
+    make: Factory, prefix: str, role_url: Callable[[str], str]
+) -> None:
+    a, b = started(make(write_only=True), make())
+    hostile = ["k:" + "9" * 5_000, "k:" + "9" * 19 + ":" + "0" * 32, "k:\u00b2:" + "0" * 32, "b:" + "A" * 7_990 + "=",
+               "b:\u00e9", "k:-1:" + "0" * 32, "k:1:" + "0" * 32, ""]
+    with psycopg.connect(role_url(""), autocommit=True) as attacker:  # no privilege at all: CONNECT from PUBLIC
+        for i in range(100):
+            attacker.execute("SELECT pg_notify(%s, %s)", (channel_name(prefix), hostile[i % len(hostile)]))
+            body = sized(a.backplane, 10_000, i=i) if i % 10 == 5 else b""  # some through the table
+            a.backplane.send(a.backplane.envelope("notify", {"i": i}, body))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            attacker.execute(f"SELECT payload FROM {TABLE}")  # so it cannot learn a stored payload's token
+    assert [b.next().fields["i"] for _ in range(100)] == list(range(100)), "all of them, in order"
+    assert b.backplane.rejected == 100 and b.backplane.state == STATE_UP
+
+
+def test_the_documented_grants_are_enough_for_the_app_role(make: Factory, url: str, role_url: Callable[[str], str]) -> None:
+    installer = make(write_only=True)  # the role that may create the table (here: the superuser)
+    assert installer.send(installer.envelope("notify", {}, b"x" * 10_000))
+    app_role = role_url(f"GRANT SELECT, INSERT, DELETE ON {TABLE} TO {{role}}; "
+                        f"GRANT USAGE ON SEQUENCE {TABLE}_id_seq TO {{role}}")
+    a, b = started(make(app_role, retention=0.01), make(app_role))
+    for i in range(3):
+        body = sized(a.backplane, 10_000, i=i)
+        assert a.backplane.send(a.backplane.envelope("notify", {"i": i}, body))
+        assert b.next().body == body
+        time.sleep(0.01)  # the next publish deletes the expired rows too
+    assert a.backplane.rejected == b.backplane.rejected == 0
 
 
 def test_a_thousand_messages_from_one_publisher_arrive_in_order(make: Factory) -> None:

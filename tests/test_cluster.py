@@ -15,6 +15,7 @@ from flask import Flask, current_app
 
 from flask_rtbroker import ApiError, DefaultClient, Message, MessageTooLarge, RealtimeBroker, signals, wire
 from flask_rtbroker.backplane import Envelope, MemoryBackplane
+from flask_rtbroker.backplane.envelope import Stamp
 from flask_rtbroker.backplane.base import ALL, ROUTE_LENGTH, SWEEP_INTERVAL, inbox
 from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.client import AUTH_KEY, IP_KEY
@@ -57,6 +58,9 @@ class Node:
     def rejected(self) -> int:
         return self.state.stats()["backplane_rejected_total"]
 
+    def replayed(self) -> int:
+        return self.state.stats()["backplane_replayed_total"]
+
 
 MakeCluster = Callable[..., list[Node]]
 
@@ -88,6 +92,10 @@ def make_cluster(bus_url: str) -> Iterator[MakeCluster]:
     yield make
     for node in nodes:
         node.state.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 3.0) -> None:
@@ -134,8 +142,8 @@ class Intruder:
         """Publish *payload* on *channel* (by default the one every process listens on)."""
         self.backplane.publish_to(channel, payload)
 
-    def envelope(self, kind: str, fields: dict[str, Any], body: bytes = b"") -> bytes:
-        return Envelope("intruder", kind, fields, body).encode()
+    def envelope(self, kind: str, fields: dict[str, Any], body: bytes = b"", stamp: Stamp | None = None) -> bytes:
+        return Envelope("intruder", kind, fields, body, stamp).encode()
 
 
 @dataclass(frozen=True)
@@ -577,9 +585,81 @@ def test_with_a_secret_a_correctly_signed_envelope_from_outside_is_accepted(make
     (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET)
     there = b.connect("t")
     intruder = Intruder(bus_url)
-    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from a job"'), SECRET.encode()))
+    stamp = Stamp(ALL, 1, now_ms())
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from a job"', stamp), SECRET.encode()))
     assert names_and_data(collect(there, 1)) == [("t", "from a job")]
-    assert b.rejected() == 0
+    assert b.rejected() == 0 and b.replayed() == 0
+
+
+def test_with_a_secret_stale_future_unstamped_repeated_or_misdirected_envelopes_are_dropped_and_counted(
+    make_cluster: MakeCluster, bus_url: str
+) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET, RTBROKER_BACKPLANE_MAX_AGE=5)
+    there = b.connect("t")
+    intruder = Intruder(bus_url)
+
+    def signed(stamp: Stamp | None, data: bytes = b'"x"') -> bytes:
+        return sign(intruder.envelope("notify", {"t": "t"}, data, stamp), SECRET.encode())
+
+    fresh = signed(Stamp(ALL, 7, now_ms()), b'"once"')
+    for payload in [
+        signed(Stamp(ALL, 1, now_ms() - 6_000)),  # sent 6 s ago: stale
+        signed(Stamp(ALL, 2, now_ms() + 6_000)),  # 6 s in the future
+        signed(None),  # no stamp: a version before stamps, or forged before them
+        signed(Stamp("t:elsewhere", 3, now_ms())),  # signed for a channel this process does not listen on
+        fresh, fresh, fresh,  # the first one only
+        signed(Stamp(ALL, 7, now_ms()), b'"same sequence"'),
+    ]:
+        intruder.publish(payload)
+    wait_until(lambda: b.replayed() == 7)
+    assert names_and_data(collect(there, 1)) == [("t", "once")]
+    assert there.take() == b"" and b.rejected() == 0
+
+
+def test_accept_unstamped_lets_a_previous_version_through_during_an_upgrade(make_cluster: MakeCluster, bus_url: str) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET, RTBROKER_BACKPLANE_ACCEPT_UNSTAMPED=True)
+    there = b.connect("t")
+    intruder = Intruder(bus_url)
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"from 0.2"'), SECRET.encode()))
+    assert names_and_data(collect(there, 1)) == [("t", "from 0.2")]
+    stale = Stamp(ALL, 1, now_ms() - 60_000)
+    intruder.publish(sign(intruder.envelope("notify", {"t": "t"}, b'"old"', stale), SECRET.encode()))
+    wait_until(lambda: b.replayed() == 1)  # a stamped envelope is still checked
+
+
+def test_a_forwarded_post_published_again_is_not_answered_again(make_cluster: MakeCluster, bus_url: str) -> None:
+    a, b = make_cluster(RTBROKER_BACKPLANE_SECRET=SECRET)
+    there = b.connect()
+    captured: list[bytes] = []
+    sender = a.state.cluster.backplane
+    publish_to, b_inbox = sender.publish_to, inbox(b.state.cluster.route)
+
+    def recording(channel: str, payload: bytes) -> int:  # what a listener on b's inbox sees
+        if channel == b_inbox:
+            captured.append(payload)
+        return publish_to(channel, payload)
+
+    sender.publish_to = recording  # type: ignore[method-assign]
+    assert a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": ["x"]}).status_code == 204
+    assert a.app.test_client().post("/api/realtime", json={"clientId": there.id, "subscriptions": []}).status_code == 204
+    assert len(captured) == 2 and list(there.subscriptions()) == []
+    intruder = Intruder(bus_url)
+    for _ in range(3):
+        intruder.publish(captured[0], b_inbox)
+    wait_until(lambda: b.replayed() == 3)
+    assert list(there.subscriptions()) == [], "still unsubscribed"
+
+
+def test_a_forwarded_post_older_than_the_forward_timeout_is_not_answered(make_cluster: MakeCluster, bus_url: str) -> None:
+    (b,) = make_cluster(1, RTBROKER_BACKPLANE_SECRET=SECRET)  # RTBROKER_FORWARD_TIMEOUT=1.0
+    there = b.connect("kept")
+    intruder = Intruder(bus_url)
+    fields = {"rid": "r", "c": there.id, "h": [], "ip": TEST_CLIENT_IP, "s": ["x"]}
+    for sequence, sent_ago in [(1, 2_500), (2, 0)]:  # beyond the timeout and its clock allowance; fresh
+        stamp = Stamp(inbox(b.state.cluster.route), sequence, now_ms() - sent_ago)
+        intruder.publish(sign(intruder.envelope("post", fields, b"", stamp), SECRET.encode()), stamp.channel)
+    wait_until(lambda: list(there.subscriptions()) == ["x"])
+    assert b.replayed() == 1, "the old one was dropped, the fresh one answered"
 
 
 # -- size limits -----------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "max_message_size": 4 * 1024 * 1024,
         "channel_prefix": "flask_rtbroker",
         "backplane_secret": None,
+        "backplane_max_age": 30.0,
+        "backplane_accept_unstamped": False,
         "forward_timeout": 2.0,
         "forward_headers": ("Authorization",),
         "topic_denied_event": False,
@@ -140,6 +142,8 @@ def test_keys_other_than_rtbroker_ones_are_ignored() -> None:
         ("backplane_secret", SECRET, SECRET.encode()),
         ("backplane_secret", SECRET.encode(), SECRET.encode()),
         ("backplane_secret", "é" * 8, ("é" * 8).encode("utf-8")),  # 8 characters, 16 UTF-8 bytes
+        ("backplane_max_age", 5, 5.0),
+        ("backplane_accept_unstamped", True, True),
         ("forward_timeout", 0.5, 0.5),
         ("forward_headers", ["Authorization", "Cookie"], ("Authorization", "Cookie")),
         ("forward_headers", [], ()),

@@ -13,12 +13,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, Integer, String
+from sqlalchemy import Engine, Integer, String, insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flask_rtbroker import DefaultClient, Emitter, RealtimeBroker
 from flask_rtbroker.backplane import Envelope
-from flask_rtbroker.records import KIND_RECORD, emit_changes
+from flask_rtbroker.records import KIND_RECORD, bulk, emit_changes
 
 from tests.records_support import Base, Post, close_app, connect, make_app, received, sqlite_engine, with_options
 
@@ -158,3 +158,18 @@ def test_malformed_and_unknown_row_events_are_dropped(
         emitter.close()
     assert [(name, d["record"]["id"]) for name, d in wait_for(client, 1)] == [("posts/*", "7")]
     assert caplog.text.count("dropping a malformed record event") == 3 * 2, "three, in both processes"
+
+
+def test_a_bulk_statement_past_the_row_limit_is_one_gap_in_the_other_process_too(
+    two_processes: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "MAX_ROW_EVENTS", 2)
+    (app_a, broker_a), (app_b, broker_b) = two_processes
+    there = connect(broker_b, app_b, "posts/*", "posts/2", auth={"id": "alice"})
+    with Session(engine) as session:  # committed through the first process's model
+        session.execute(insert(Post), [{"title": f"p{i}", "owner": "bob"} for i in range(3)])
+        session.commit()
+    gap = {"action": "gap", "record": {"collectionId": "posts", "collectionName": "posts"}}
+    assert sorted(wait_for(there, 2)) == [("posts/*", gap), ("posts/2", gap)], "no rule hides a gap: it shows no record"
+    time.sleep(0.1)
+    assert received(there) == []

@@ -19,7 +19,8 @@ It may also override :attr:`Backplane.has_peers` (False for a bus nobody else ca
 :meth:`Backplane.close` (to wake a listener blocked in ``listen()``), calling the base's.
 
 This base owns the rest: the :class:`Envelope` with this process's origin id (which starts with
-its route), dropping its own echoes, the listener greenlet/thread with reconnect and capped
+its route) and its :class:`~.envelope.Stamp` (channel, sequence, time: see :mod:`.freshness`),
+dropping its own echoes and stale or replayed envelopes, the listener greenlet/thread with reconnect and capped
 exponential backoff, starting lazily (and again after a fork, with a fresh origin and route),
 the up/down state with one log line per change, and a write-only mode for publishers that
 never listen (jobs, scripts).
@@ -27,15 +28,18 @@ never listen (jobs, scripts).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
 import socket
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..client import random_chars
-from .envelope import Envelope, EnvelopeError
+from .envelope import Envelope, EnvelopeError, Stamp
+from .freshness import ReplayGuard
 from .signing import sign, verified
 
 if TYPE_CHECKING:
@@ -61,6 +65,8 @@ SWEEP_INTERVAL = 10.0
 """Seconds between two sweeps of the channels no local client needs any more."""
 UNKNOWN = -1
 """What :meth:`Backplane.send` returns when the backend cannot tell how many processes listen."""
+DEFAULT_MAX_AGE = 30.0
+"""Seconds a stamped envelope stays fresh (see :mod:`.freshness`)."""
 
 
 def new_route() -> str:
@@ -95,6 +101,8 @@ class Backplane:
         *,
         write_only: bool = False,
         secret: bytes | None = None,
+        max_age: float = DEFAULT_MAX_AGE,
+        accept_unstamped: bool = False,
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 2.0,
     ) -> None:
@@ -103,10 +111,16 @@ class Backplane:
         """The shared secret that signs and checks every envelope (see :mod:`.signing`), or None."""
         self.rejected = 0
         """Payloads dropped because they were not envelopes or (with a secret) not signed by a peer."""
+        self.replayed = 0
+        """Envelopes dropped because they were stale, seen already or on a channel not theirs."""
+        self.guard = ReplayGuard(max_age, accept_unstamped=accept_unstamped or secret is None)
+        """Which received envelopes are fresh and new; without a secret, unstamped ones pass too."""
+        self._sequence = itertools.count(1)
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.route = new_route()
         self.origin = new_origin(self.route)
+        self._origin_pid = os.getpid()
         self.received = 0
         """Payloads this process's listener has taken off the backplane (its own echoes included)."""
         self.keep_channels: Callable[[], set[str]] | None = None
@@ -236,10 +250,7 @@ class Backplane:
         pid = os.getpid()
         if self._pid == pid:
             return
-        if self._pid is not None:  # a forked child: its own route, and nothing subscribed yet
-            self.route = new_route()
-            self.origin = new_origin(self.route)
-            self._connection_lost()
+        self._own_origin()
         self._pid = pid
         self._runtime, self._on_envelope, self._on_state = runtime, on_envelope, on_state
         self._closed = False
@@ -261,8 +272,11 @@ class Backplane:
 
     def send(self, envelope: Envelope, channel: str = ALL) -> int | None:
         """Publish *envelope* on *channel*; return how many processes it reached (:data:`UNKNOWN`
-        when the backend cannot tell); on failure report the backplane down and return None."""
-        payload = envelope.encode()
+        when the backend cannot tell); on failure report the backplane down and return None.
+        The envelope goes out stamped with *channel*, this origin's next sequence number and the time."""
+        self._own_origin()
+        stamp = Stamp(channel, next(self._sequence), int(time.time() * 1000))
+        payload = replace(envelope, stamp=stamp).encode()
         if self.secret is not None:
             payload = sign(payload, self.secret)
         try:
@@ -280,6 +294,7 @@ class Backplane:
 
     def envelope(self, kind: str, fields: dict | None = None, body: bytes = b"") -> Envelope:
         """Build an envelope from this process."""
+        self._own_origin()
         return Envelope(self.origin, kind, fields or {}, body)
 
     @property
@@ -290,6 +305,28 @@ class Backplane:
     def close(self) -> None:
         """Stop the listener after its current wait."""
         self._closed = True
+
+    def _own_origin(self) -> None:
+        """In a forked child (an Emitter or app made before a fork, used after it), take a route,
+        origin and sequence of its own, and nothing subscribed yet: the parent's sequence numbers
+        from two processes would look like replays."""
+        if self._origin_pid != os.getpid():
+            self.route = new_route()
+            self.origin = new_origin(self.route)
+            self._origin_pid = os.getpid()
+            self._sequence = itertools.count(1)
+            self._connection_lost()
+
+    def _listens_on(self, channel: str) -> bool:
+        """True when this process receives what is published on *channel* (every channel, on a
+        backend that does not route)."""
+        return not self.routes or channel in (ALL, inbox(self.route)) or channel in self._wanted
+
+    def count_replay(self, reason: str) -> None:
+        """Count a stale or replayed envelope (dropped); log the first and then every 1000th."""
+        self.replayed += 1
+        if self.replayed % 1000 == 1:
+            log.warning("dropping stale or replayed backplane envelopes (%d so far): %s", self.replayed, reason)
 
     def _reject(self, reason: str) -> None:
         """Count a dropped payload; log the first and then every 1000th, so a flood cannot fill the log."""
@@ -348,6 +385,13 @@ class Backplane:
             self._reject(str(exc))
             return
         if envelope.origin == self.origin or self._on_envelope is None:
+            return
+        if envelope.stamp is not None and not self._listens_on(envelope.stamp.channel):
+            self.count_replay(f"an envelope for channel {envelope.stamp.channel[:80]!r}, which this process does not listen on")
+            return
+        refusal = self.guard.refusal(envelope.origin, envelope.stamp, time.time())
+        if refusal is not None:
+            self.count_replay(refusal)
             return
         try:
             self._on_envelope(envelope)

@@ -9,8 +9,15 @@ replayed to it.
 
 A payload travels base64-encoded in the NOTIFY payload (``b:<base64>``). One whose encoding is
 over PostgreSQL's limit (:data:`MAX_NOTIFY_PAYLOAD`) is stored in the table :data:`TABLE`
-(created on first use) and notified by key (``k:<id>``); receivers read the row. Publishers
-delete rows older than the backplane's *retention*, so the table stays small.
+(created on first use) after a random token of :data:`TOKEN_BYTES` bytes, and notified by key
+and token (``k:<id>:<token in hex>``); receivers read the row and use it only when its token
+matches, so a NOTIFY naming a row (ids are sequential) without knowing its token replays
+nothing. Publishers delete rows older than the backplane's *retention*, so the table stays small.
+
+NOTIFY has no access control: any role that can connect to the database can notify the
+channel. Every NOTIFY is parsed on its own, within length caps (:func:`parse_notify`); one
+that is not a payload, names no stored row or fails to be read is dropped and counted
+(:attr:`~.base.Backplane.rejected`, logged at most once per 1000), and the listener goes on.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import os
 import re
+import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 from ..concurrency import gevent_is_active, wait_readable
 from ..errors import BackplaneUnavailable, ConfigurationError, MissingDependency
@@ -45,6 +54,8 @@ MAX_NOTIFY_PAYLOAD = 7999
 """The longest NOTIFY payload PostgreSQL takes (it refuses 8000 bytes and more)."""
 TABLE = "flask_rtbroker_backplane"
 """Where payloads over :data:`MAX_NOTIFY_PAYLOAD` wait for their receivers."""
+TOKEN_BYTES = 16
+"""Random bytes in front of a stored payload, named by its NOTIFY: the row is used only with them."""
 POLL_INTERVAL = 0.5
 """Longest wait for notifications before the listener checks whether it was closed."""
 CONNECT_DEFAULTS = {
@@ -65,11 +76,39 @@ CREATE_TABLE = f"""CREATE UNLOGGED TABLE IF NOT EXISTS {TABLE} (
 _NOTIFY = "SELECT pg_notify(%s, %s)"
 _STORE_AND_NOTIFY = (
     f"WITH stored AS (INSERT INTO {TABLE} (payload) VALUES (%s) RETURNING id) "
-    "SELECT pg_notify(%s, 'k:' || id) FROM stored"
+    "SELECT pg_notify(%s, 'k:' || id || ':' || %s) FROM stored"
 )
 _FETCH = f"SELECT payload FROM {TABLE} WHERE id = %s"
+_EXISTS = "SELECT to_regclass(%s)"
 _DELETE_EXPIRED = f"DELETE FROM {TABLE} WHERE created_at < now() - %s * interval '1 second'"
 _INLINE, _STORED = "b", "k"
+_STORED_KEY = re.compile(r"%s:([0-9]{1,19}):([0-9a-f]{%d})" % (_STORED, 2 * TOKEN_BYTES))
+_BASE64 = re.compile(r"%s:([A-Za-z0-9+/]*={0,2})" % _INLINE)
+
+
+class StoredKey(NamedTuple):
+    """What a NOTIFY names of a payload stored in :data:`TABLE`: its row id and token."""
+
+    id: int
+    token: bytes
+
+
+def parse_notify(text: str) -> bytes | StoredKey | None:
+    """The payload an inline NOTIFY carries, the key of a stored one, or None when *text* is
+    neither; linear in ``len(text)``, which PostgreSQL keeps under :data:`MAX_NOTIFY_PAYLOAD`
+    and this checks again."""
+    if len(text) > MAX_NOTIFY_PAYLOAD:
+        return None
+    inline = _BASE64.fullmatch(text)
+    if inline is not None:
+        try:
+            return base64.b64decode(inline.group(1), validate=True)
+        except binascii.Error:  # a length that is not a multiple of four
+            return None
+    stored = _STORED_KEY.fullmatch(text)
+    if stored is not None and int(stored.group(1)) < 2**63:
+        return StoredKey(int(stored.group(1)), bytes.fromhex(stored.group(2)))
+    return None
 
 
 def next_notifies(connection: Any, runtime: "Runtime", timeout: float) -> list[Any]:
@@ -200,14 +239,18 @@ class PostgresBackplane(Backplane):
         if not self._table_ready:
             self._create_table(connection)
             self._table_ready = True
-        connection.execute(_STORE_AND_NOTIFY, (payload, self.channel))
+        token = secrets.token_bytes(TOKEN_BYTES)
+        connection.execute(_STORE_AND_NOTIFY, (token + payload, self.channel, token.hex()))
         now = time.monotonic()
         if now - self._cleaned_at >= self.retention / 4:
             connection.execute(_DELETE_EXPIRED, (self.retention,))
             self._cleaned_at = now
 
     def _create_table(self, connection: "psycopg.Connection[Any]") -> None:
-        """Create :data:`TABLE` unless it exists; say how to create it when this user may not."""
+        """Create :data:`TABLE` unless it exists (PostgreSQL checks the privilege to create it
+        even then); say how to create it when this user may not."""
+        if connection.execute(_EXISTS, (TABLE,)).fetchone() != (None,):
+            return
         errors = self._psycopg.errors
         try:
             connection.execute(CREATE_TABLE)
@@ -243,21 +286,28 @@ class PostgresBackplane(Backplane):
             connection.close()
 
     def _received(self, connection: "psycopg.Connection[Any]", text: str) -> bytes | None:
-        """The payload a NOTIFY carries, inline or by key; None (and counted) when it has none."""
-        kind, _, value = text.partition(":")
-        if kind == _INLINE:
-            try:
-                return base64.b64decode(value, validate=True)
-            except binascii.Error:
-                pass
-        elif kind == _STORED and value.isdigit():
-            row = connection.execute(_FETCH, (int(value),)).fetchone()
-            if row is not None:
-                return bytes(row[0])
-            self._reject(f"payload {value} of {TABLE} was deleted before it was read (retention {self.retention}s)")
+        """The payload a NOTIFY carries, inline or by key and token; None (and counted) when it
+        has none. A read of the table that fails (the table missing, a privilege taken away)
+        drops this NOTIFY only."""
+        parsed = parse_notify(text)
+        if parsed is None:
+            self._reject(f"a NOTIFY on {self.channel!r} that is not a backplane payload: {text[:80]!r}")
             return None
-        self._reject(f"a NOTIFY on {self.channel!r} that is not a backplane payload: {text[:80]!r}")
-        return None
+        if isinstance(parsed, bytes):
+            return parsed
+        try:
+            row = connection.execute(_FETCH, (parsed.id,)).fetchone()
+        except (self._psycopg.DataError, self._psycopg.ProgrammingError) as exc:
+            self._reject(f"payload {parsed.id} of {TABLE} could not be read: {exc}")
+            return None
+        if row is None:
+            self._reject(f"payload {parsed.id} of {TABLE} was deleted before it was read (retention {self.retention}s)")
+            return None
+        stored = bytes(row[0])
+        if not hmac.compare_digest(stored[:TOKEN_BYTES], parsed.token):
+            self._reject(f"a NOTIFY naming payload {parsed.id} of {TABLE} with a token that is not its own")
+            return None
+        return stored[TOKEN_BYTES:]
 
     def close(self) -> None:
         """Stop the listener (within :data:`POLL_INTERVAL`) and close the publishing connection."""

@@ -4,7 +4,8 @@ With ``RTBROKER_BACKPLANE_SECRET`` set, a payload on the wire is ``s1:<64 hex di
 the envelope; a process drops (and counts) every payload whose signature is missing or wrong,
 so whoever can publish on the channel but lacks the secret cannot make a process deliver, send,
 subscribe or count anything. It authenticates, it does not encrypt: use ``rediss://`` for that.
-A captured payload can be published again; the secret is what keeps strangers out.
+The signed envelope carries its stamp (channel, sequence, time), so a captured payload
+published again is dropped as well (see :mod:`.freshness`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from ..fanout import Delivery
 from ..identity import hashable_identity
 from ..message import Message
 from .collection import Collection, Record
-from .event import CREATE, DELETE, UPDATE, RecordEvent
+from .event import CREATE, DELETE, GAP, UPDATE, RecordEvent
 from .excerpt import PlainTexts
 from .subscription import RecordOptions, record_options
 from .validation import RECORD_OPTIONS_KEY
@@ -158,8 +158,11 @@ def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) 
     Delivered by the broker's one delivery routine, so what goes wrong for one subscription
     stays with it: a message that cannot be built (a rule, filter or field picker that raises),
     is over ``RTBROKER_MAX_MESSAGE_SIZE``, or that ``before_send`` fails on is skipped, and the
-    failures are logged once per event.
+    failures are logged once per event. A :data:`~.event.GAP` goes to every subscription of the
+    collection, as it is: it shows no record.
     """
+    if event.action == GAP:
+        return _broadcast_gap(state, collection, event)
     view = _EventView(collection, event)
     limit = state.settings.max_message_size
     total = Delivery()
@@ -171,3 +174,13 @@ def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) 
             f"{type(total.first_error).__name__}: {total.first_error}"[:200], exc_info=total.first_error,
         )
     return total.queued
+
+
+def _broadcast_gap(state: "BrokerState", collection: Collection, event: RecordEvent) -> int:
+    """Queue the gap *event* for every local subscription of *collection*'s topics."""
+    data = {"action": event.action, "record": event.record}
+    queued = 0
+    for topic in state.broker.topics():
+        if "?" not in topic and collection.owns_topic(topic):  # a key's options follow its topic
+            queued += state.deliver(topic, Message(topic, data)).queued
+    return queued

@@ -1,6 +1,6 @@
-"""ORM bulk statements on a watched model: one record event per affected row.
+"""ORM bulk statements on a watched model: one record event per affected row, or one ``gap``.
 
-:func:`run_with_events` runs the statement of a ``do_orm_execute`` event and reports what it
+:func:`run_with_changes` runs the statement of a ``do_orm_execute`` event and reports what it
 changed, row by row, in the statement's order:
 
 - ``update(Model).where(...)`` and ``delete(Model).where(...)`` (and the by-primary-key forms,
@@ -17,19 +17,28 @@ changed, row by row, in the statement's order:
   was there before. Without ``RETURNING`` (MySQL), only inserts whose values carry the primary
   key are seen.
 
+Statements of any size: rows are selected by key :data:`KEYS_PER_SELECT` keys at a time, and a
+statement that affects more than :data:`MAX_ROW_EVENTS` rows is not followed row by row: it
+runs as it is and is reported as one :data:`BULK` change, which becomes one ``gap`` event per
+subscription of the collection ("refetch"). The app's statement itself runs whatever happens
+to the reading: a read that fails is logged, rolled back to a savepoint on PostgreSQL (where a
+failed statement would abort the transaction) and reported as :data:`BULK` too.
+
 The rows are read by a session of its own on the statement's connection (same transaction), so
 the caller's session, its identity map and its unflushed changes, is left as it was.
 
 Cost: one extra SELECT for an insert or delete, two for an update, each of the affected rows
-only; nothing for statements on models nobody watches.
+only (at most :data:`MAX_ROW_EVENTS` + 1, in chunks); nothing for statements on models nobody
+watches.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generic, Iterable, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, NamedTuple, Sequence, TypeVar, Union
 
 from sqlalchemy import literal_column, select, tuple_
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 
 from .event import CREATE, DELETE, UPDATE
@@ -39,6 +48,23 @@ log = logging.getLogger("flask_rtbroker.records")
 T = TypeVar("T")
 Capture = Callable[[Any], T]
 """Serialises one ORM row now (while it is as the event should show it)."""
+R = TypeVar("R")
+
+MAX_ROW_EVENTS = 10_000
+"""Most rows a bulk statement is followed for, one event each; past it, one :data:`BULK` change."""
+KEYS_PER_SELECT = 500
+"""Primary keys bound in one SELECT (SQLite before 3.32 takes 999 parameters, PostgreSQL 65,535)."""
+
+
+class _Bulk:
+    """The statement's changes are not known row by row (too many, or reading them failed)."""
+
+    def __repr__(self) -> str:
+        return "BULK"
+
+
+BULK = _Bulk()
+"""What :func:`run_with_changes` reports for a statement whose rows are not followed."""
 
 
 class Change(NamedTuple, Generic[T]):
@@ -50,6 +76,19 @@ class Change(NamedTuple, Generic[T]):
     previous: T | None
 
 
+Changes = Union[list[Change[T]], _Bulk]
+"""The rows a statement changed, or :data:`BULK`."""
+
+
+class _ReadFailed(Exception):
+    """Reading the affected rows failed (logged); the statement runs without them."""
+
+
+def _chunks(keys: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...]]]:
+    for start in range(0, len(keys), KEYS_PER_SELECT):
+        yield keys[start : start + KEYS_PER_SELECT]
+
+
 def _key_filter(mapper: Mapper[Any], keys: Sequence[tuple[Any, ...]]) -> Any:
     columns = mapper.primary_key
     if len(columns) == 1:
@@ -57,15 +96,49 @@ def _key_filter(mapper: Mapper[Any], keys: Sequence[tuple[Any, ...]]) -> Any:
     return tuple_(*columns).in_(keys)
 
 
-def _load(reader: Session, mapper: Mapper[Any], where: Any, *, lock: bool = False) -> list[Any]:
-    """The rows of *mapper* matching *where* (None: all), as *reader* (on the statement's own
-    connection and transaction) sees them, in primary key order."""
+def _query(mapper: Mapper[Any], where: Any, *, lock: bool = False, limit: int | None = None) -> Any:
+    """SELECT the rows of *mapper* matching *where* (None: all), in primary key order."""
     query = select(mapper).order_by(*mapper.primary_key).execution_options(populate_existing=True)
     if where is not None:
         query = query.where(where)
-    if lock:
-        query = query.with_for_update()
-    return list(reader.execute(query).scalars())
+    if limit is not None:
+        query = query.limit(limit)
+    return query.with_for_update() if lock else query
+
+
+def _load(reader: Session, mapper: Mapper[Any], where: Any, *, lock: bool = False) -> list[Any] | None:
+    """The rows matching *where*; None when there are more than :data:`MAX_ROW_EVENTS` (counted
+    by their keys first, so a statement of millions of rows costs one SELECT of that many keys)."""
+    probe = select(*mapper.primary_key).limit(MAX_ROW_EVENTS + 1)
+    if len(reader.execute(probe if where is None else probe.where(where)).all()) > MAX_ROW_EVENTS:
+        return None
+    rows = list(reader.execute(_query(mapper, where, lock=lock, limit=MAX_ROW_EVENTS + 1)).scalars())
+    return None if len(rows) > MAX_ROW_EVENTS else rows  # rows added since the probe
+
+
+def _load_keys(reader: Session, mapper: Mapper[Any], keys: Sequence[tuple[Any, ...]], *, lock: bool = False) -> list[Any]:
+    """The rows with primary keys *keys*, :data:`KEYS_PER_SELECT` keys per SELECT."""
+    rows: list[Any] = []
+    for chunk in _chunks(keys):
+        rows += reader.execute(_query(mapper, _key_filter(mapper, chunk), lock=lock)).scalars()
+    return rows
+
+
+def _reading(connection: Connection, mapper: Mapper[Any], read: Callable[[], R]) -> R:
+    """*read*'s rows; :class:`_ReadFailed` (logged) when it raises. On PostgreSQL the read runs
+    in a savepoint, so its failure leaves the app's transaction usable."""
+    savepoint = connection.begin_nested() if connection.dialect.name == "postgresql" else None
+    try:
+        rows = read()
+    except Exception as exc:  # noqa: BLE001 - the app's statement runs whatever happens here
+        if savepoint is not None:
+            savepoint.rollback()
+        log.exception("could not read the rows a bulk statement on %s changes: its subscribers get a gap event",
+                      mapper.class_.__name__)
+        raise _ReadFailed from exc
+    if savepoint is not None:
+        savepoint.commit()
+    return rows
 
 
 def _identity(mapper: Mapper[Any], row: Any) -> tuple[Any, ...]:
@@ -101,35 +174,53 @@ def _parameter_sets(state: ORMExecuteState) -> list[Any]:
 
 def _changed_by_where(
     state: ORMExecuteState, reader: Session, mapper: Mapper[Any], capture: Capture[T]
-) -> tuple[Any, list[Change[T]]]:
+) -> tuple[Any, Changes[T]]:
     statement: Any = state.statement
-    keys = None if statement.whereclause is not None else _keys_in_parameters(mapper, _parameter_sets(state))
-    if statement.whereclause is None and keys is None:
-        rows = _load(reader, mapper, None, lock=True)  # no WHERE: every row
-    elif keys is not None:
-        rows = _load(reader, mapper, _key_filter(mapper, keys), lock=True) if keys else []
-    else:
-        rows = _load(reader, mapper, statement.whereclause, lock=True)
+    connection = reader.connection()
+    given = None if statement.whereclause is not None else _keys_in_parameters(mapper, _parameter_sets(state))
+    if given is not None and len(given) > MAX_ROW_EVENTS:
+        return state.invoke_statement(), BULK
+    try:
+        if given is not None:
+            by_key = given
+            rows: list[Any] | None = _reading(connection, mapper, lambda: _load_keys(reader, mapper, by_key, lock=True))
+        else:  # the statement's WHERE, or none: every row
+            rows = _reading(connection, mapper, lambda: _load(reader, mapper, statement.whereclause, lock=True))
+    except _ReadFailed:
+        return state.invoke_statement(), BULK
+    if rows is None:
+        return state.invoke_statement(), BULK
     before = [capture(row) for row in rows]
     if state.is_delete:
         result = state.invoke_statement()
         return result, [Change(DELETE, old, None) for old in before]
     keys = [_identity(mapper, row) for row in rows]
     result = state.invoke_statement()
-    after = {_identity(mapper, row): row for row in _load(reader, mapper, _key_filter(mapper, keys))} if keys else {}
+    try:
+        after_rows = _reading(connection, mapper, lambda: _load_keys(reader, mapper, keys))
+    except _ReadFailed:
+        return result, BULK
+    after = {_identity(mapper, row): row for row in after_rows}
     return result, [Change(UPDATE, capture(after[key]), old) for key, old in zip(keys, before) if key in after]
 
 
 def _inserted(
     state: ORMExecuteState, reader: Session, mapper: Mapper[Any], capture: Capture[T]
-) -> tuple[Any, list[Change[T]]]:
+) -> tuple[Any, Changes[T]]:
     statement: Any = state.statement
-    dialect = state.session.get_bind(mapper=mapper).dialect
+    connection = reader.connection()
+    dialect = connection.dialect
     upsert = getattr(statement, "_post_values_clause", None) is not None
-    given = _keys_in_parameters(mapper, _parameter_sets(state))
+    parameter_sets = _parameter_sets(state)
+    if len(parameter_sets) > MAX_ROW_EVENTS:
+        return state.invoke_statement(), BULK
+    given = _keys_in_parameters(mapper, parameter_sets)
     existed: set[tuple[Any, ...]] = set()
     if upsert and dialect.name != "postgresql" and given:
-        existed = {_identity(mapper, row) for row in _load(reader, mapper, _key_filter(mapper, given))}
+        try:
+            existed = {_identity(mapper, row) for row in _reading(connection, mapper, lambda: _load_keys(reader, mapper, given))}
+        except _ReadFailed:
+            return state.invoke_statement(), BULK
     if dialect.insert_returning and not statement._returning:
         columns = list(mapper.primary_key)
         if upsert and dialect.name == "postgresql":
@@ -148,14 +239,20 @@ def _inserted(
             log.warning("a bulk INSERT into %s on %s gives no record events: the database has no RETURNING and the "
                         "values carry no primary key", mapper.class_.__name__, dialect.name)
         keys = given or []
-    rows = {_identity(mapper, row): row for row in _load(reader, mapper, _key_filter(mapper, keys))} if keys else {}
+    if len(keys) > MAX_ROW_EVENTS:  # an INSERT ... SELECT
+        return result, BULK
+    try:
+        loaded = _reading(connection, mapper, lambda: _load_keys(reader, mapper, keys))
+    except _ReadFailed:
+        return result, BULK
+    rows = {_identity(mapper, row): row for row in loaded}
     return result, [Change(UPDATE if key in existed else CREATE, capture(rows[key]), None) for key in keys if key in rows]
 
 
-def run_with_changes(state: ORMExecuteState, capture: Capture[T]) -> tuple[Any, list[Change[T]]]:
+def run_with_changes(state: ORMExecuteState, capture: Capture[T]) -> tuple[Any, Changes[T]]:
     """Run *state*'s bulk INSERT/UPDATE/DELETE (``state.bind_mapper`` is its model) and return
-    ``(its result, the rows it changed)``, each row passed through *capture* at the moment the
-    event should show it."""
+    ``(its result, the rows it changed or BULK)``, each row passed through *capture* at the
+    moment the event should show it."""
     mapper = state.bind_mapper
     assert mapper is not None and (state.is_insert or state.is_update or state.is_delete)
     # The rows are read by a session of our own on the statement's connection: same transaction,

@@ -15,12 +15,16 @@ from .. import encoding
 from ..backplane import Envelope
 from ..errors import EnvelopeError
 from ..message import check_size
+from .collection import Collection
 
 KIND_RECORD = "record"
 CREATE = "create"
 UPDATE = "update"
 DELETE = "delete"
 ACTIONS = (CREATE, UPDATE, DELETE)
+GAP = "gap"
+"""Not a row change: changes were made that are not sent one by one (refetch). Its record is
+``{"collectionId", "collectionName"}``, and it goes to every subscription of the collection."""
 
 
 def collection_channel(collection: str) -> str:
@@ -54,6 +58,11 @@ class RecordEvent:
         return RecordWire(self.collection, body)
 
 
+def gap_event(collection: Collection) -> RecordEvent:
+    """The :data:`GAP` event of *collection*."""
+    return RecordEvent(collection.name, GAP, {"collectionId": collection.id, "collectionName": collection.name})
+
+
 @dataclass(frozen=True)
 class RecordWire:
     """A :class:`RecordEvent` on the backplane (a :class:`~flask_rtbroker.wire.WireItem` of kind
@@ -79,9 +88,9 @@ class RecordWire:
         if (
             not isinstance(collection, str)
             or not isinstance(data, dict)
-            or data.get("action") not in ACTIONS
+            or data.get("action") not in (*ACTIONS, GAP)
             or not isinstance(data.get("record"), dict)
-            or "id" not in data["record"]
+            or ("id" not in data["record"] and data["action"] != GAP)
             or not isinstance(data.get("previous"), (dict, type(None)))
         ):
             raise EnvelopeError("not a record event")

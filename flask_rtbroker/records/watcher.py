@@ -15,7 +15,9 @@ Flask-SQLAlchemy's ``db.session``):
 
 - ORM bulk statements on a watched model (``session.execute(update(Model).where(...))``,
   ``delete``, ``insert`` with many rows, upserts) are run through :mod:`.bulk`, which reports
-  each affected row; their events join the same per-transaction log.
+  each affected row; their events join the same per-transaction log. A statement of more than
+  :data:`~.bulk.MAX_ROW_EVENTS` rows is one ``gap`` event instead, and a commit with a ``gap``
+  for a watch delivers only that one (the subscribers refetch).
 
 Not seen (nothing is emitted for them): Core statements on tables (``update(table)``,
 ``connection.execute``), the legacy ``bulk_save_objects`` family, and changes made outside
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction,
 
 from .bulk import run_with_changes
 from .collection import Record
-from .event import CREATE, DELETE, UPDATE, RecordEvent
+from .event import CREATE, DELETE, GAP, UPDATE, RecordEvent, gap_event
 from .serialize import RecordSerializer
 
 log = logging.getLogger("flask_rtbroker.records")
@@ -201,6 +203,9 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     for _, watch, record_event in session_log.pending:
         by_watch.setdefault(watch, []).append(record_event)
     for watch, events in by_watch.items():
+        gaps = [record_event for record_event in events if record_event.action == GAP]
+        if gaps:
+            events = gaps[:1]  # the subscribers refetch: the rest would only repeat what they read
         try:
             watch.sink(events)
         except Exception:  # noqa: BLE001 - the commit already happened; never fail it
@@ -237,6 +242,10 @@ def _do_orm_execute(state: ORMExecuteState) -> Any:
     session_log = _log(session)
     transaction = session.get_nested_transaction() or session.get_transaction()
     assert transaction is not None  # the statement ran in it
+    if not isinstance(changes, list):  # BULK: not followed row by row
+        for watch in watches:
+            session_log.pending.append((transaction, watch, gap_event(watch.serializer.collection)))
+        return result
     for change in changes:
         for index, watch in enumerate(watches):
             record = change.row[index]
