@@ -48,7 +48,6 @@ CLEANUP_EVERY = 1000
 """The trigger deletes expired changes when a change's key is a multiple of this."""
 CLEANUP_LOCK = 0x72746273
 """The advisory lock one cleaning transaction holds (the others skip their turn)."""
-GAP = "gap"
 
 
 _SEPARATOR = ";\n\n"

@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 from .. import signals
 from ..backplane import Envelope
 from ..errors import MessageTooLarge, WatchError
-from ..message import Message
 from .broadcast import broadcast
-from .capture import GAP, CapturedTable, Change, remove_sql, trigger_sql, trigger_state
+from .capture import CapturedTable, Change, remove_sql, trigger_sql, trigger_state
 from .change_listener import ChangeListener, listener_for, wait_listening
 from .collection import Collection, Rule, collection_name
-from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel
+from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel, gap_event
 from .serialize import RecordSerializer, Serializer
 from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
@@ -183,17 +182,13 @@ class AppRecords:
 
     def report_gap(self) -> None:
         """Tell every local subscriber of a captured collection that changes may have been
-        missed: one ``gap`` message per subscription key, through the state's delivery routine."""
+        missed: one ``gap`` message per subscription, as a bulk statement's (see :func:`broadcast`)."""
         app = self._app_ref()
         if app is None:
             return
-        topics = [topic for topic in self.state.broker.topics() if "?" not in topic]  # a key's options follow its topic
         with app.app_context():
             for _, collection, _ in self.captured.values():
-                data = {"action": GAP, "record": {"collectionId": collection.id, "collectionName": collection.name}}
-                for topic in topics:
-                    if collection.owns_topic(topic):
-                        self.state.deliver(topic, Message(topic, data))
+                broadcast(self.state, collection, gap_event(collection))
 
     def trigger_sql(self, *, remove: bool = False) -> list[tuple[Engine, str]]:
         """For each database with captured tables: the SQL installing (or removing) their triggers."""
