@@ -34,7 +34,9 @@ from .signals import (
     message_notified,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
+"""The one place the version is written (setup.cfg and docs/conf.py read it); a ``.devN`` while
+CHANGELOG.rst's newest section is unreleased."""
 
 __all__ = [
     "AUTH_KEY",
