@@ -234,7 +234,7 @@ def test_the_quickstart_install_line_runs_the_quickstart_app_and_its_node_snippe
 def test_the_git_url_install_line_builds_the_package(clone: Path, tmp_path: Path) -> None:
     pip, requirement = quickstart_git_line()[:2], quickstart_git_line()[2:]
     assert pip == ["pip", "install"] and len(requirement) == 1
-    requirement = [requirement[0].replace("<repository URL>", f"file://localhost{clone}")  # old pip wants a host]
+    requirement = [requirement[0].replace("<repository URL>", f"file://localhost{clone}")]  # pip 23 wants a host
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), *requirement],
         capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
