@@ -26,6 +26,8 @@ from .errors import (
 from .extension import RealtimeBroker
 from .message import PB_CONNECT, Message
 from .options import SubscriptionOptions
+from .test_client import RealtimeEvent, RealtimeTestClient, StreamRefused
+from .testing import ReadTimeout, StreamEnded
 from .signals import (
     backplane_state_changed,
     client_connected,
@@ -63,8 +65,13 @@ __all__ = [
     "MissingDependency",
     "NotInitializedError",
     "NotSerializable",
+    "ReadTimeout",
     "RealtimeBroker",
+    "RealtimeEvent",
+    "RealtimeTestClient",
     "RtBrokerError",
+    "StreamEnded",
+    "StreamRefused",
     "SubscriptionOptions",
     "WatchError",
     "backplane_state_changed",
