@@ -11,16 +11,17 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
-from .backplane import from_url
+from .backplane import Backplane, MemoryBackplane, from_url
 from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason, new_client_id
 from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
 from .fanout import Delivery, Messages, Recipient, fan_out
 from .config import Settings
-from .errors import ApiError
+from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
 from .message import Message
+from .server_limits import server_workers
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
 
@@ -50,6 +51,19 @@ SubscriptionValidator = Callable[[DefaultClient, list[str]], Mapping[str, Any]]
 """``(client, submitted keys) -> {index: field error}``: rejects a POST with a 400 when not empty."""
 
 
+def refuse_local_backplane_with_workers(backplane: Backplane, workers: int | None) -> None:
+    """Raise :class:`ConfigurationError` when a process-local backplane would serve a server of
+    several *workers* (gunicorn's ``-w``): each worker would know only its own streams, and the
+    subscription POSTs that reach another worker would answer 404 "Missing or invalid client id."."""
+    if isinstance(backplane, MemoryBackplane) and workers is not None and workers > 1:
+        raise ConfigurationError(
+            f"RTBROKER_BACKPLANE is {backplane.url!r}, which reaches this process only, and gunicorn runs "
+            f"{workers} workers: a subscription POST reaching another worker than its stream's would answer "
+            "404. Set RTBROKER_BACKPLANE to a shared backplane (redis://..., postgresql://...), run one "
+            "worker (-w 1), or set RTBROKER_ALLOW_LOCAL_BACKPLANE=True to start anyway."
+        )
+
+
 class BrokerState:
     """The settings, hooks, client registry, cluster link, counters and runtime of one app.
 
@@ -64,6 +78,8 @@ class BrokerState:
         backplane = from_url(
             app.config["RTBROKER_BACKPLANE"], channel_prefix=settings.channel_prefix, secret=settings.backplane_secret
         )
+        if not settings.allow_local_backplane:
+            refuse_local_backplane_with_workers(backplane, server_workers())
         self.cluster = Cluster(self, backplane, app)
         self.counters = Counters()
         self.subscription_validators: list[SubscriptionValidator] = []
