@@ -242,3 +242,31 @@ def test_garbage_payloads_are_dropped() -> None:
 def test_bad_backplane_urls(url: object) -> None:
     with pytest.raises(ConfigurationError, match="RTBROKER_BACKPLANE"):
         from_url(url)
+
+
+def test_a_process_forked_after_the_backplane_was_made_starts_with_its_own_route() -> None:
+    """gunicorn ``--preload``: the app (and its backplane) is made in the master, which never
+    starts it; each worker must still get a route of its own, or a POST reaching the sibling of
+    a stream's worker would take the id for its own and answer 404 at once."""
+    import os
+
+    backplane = from_url("memory://forked")
+    parent_route = backplane.route
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: start (as a worker's first request does), report the route, leave
+        try:
+            backplane.start(ThreadingRuntime(2), lambda envelope: None, lambda state, error: None)
+            os.write(write_end, backplane.route.encode() + b" " + backplane.origin.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        child_route, child_origin = os.read(read_end, 1000).decode().split(" ")
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert child_route != parent_route and child_origin.startswith(child_route) and str(pid) in child_origin
+    backplane.start(ThreadingRuntime(2), lambda envelope: None, lambda state, error: None)
+    assert backplane.route == parent_route  # the process that made it keeps it
+    backplane.close()

@@ -107,6 +107,8 @@ class Backplane:
         self.max_reconnect_delay = max_reconnect_delay
         self.route = new_route()
         self.origin = new_origin(self.route)
+        self._route_pid = os.getpid()
+        """The process the route was made in: a process forked after it makes its own on start."""
         self.received = 0
         """Payloads this process's listener has taken off the backplane (its own echoes included)."""
         self.keep_channels: Callable[[], set[str]] | None = None
@@ -236,9 +238,11 @@ class Backplane:
         pid = os.getpid()
         if self._pid == pid:
             return
-        if self._pid is not None:  # a forked child: its own route, and nothing subscribed yet
-            self.route = new_route()
+        if self._route_pid != pid:  # a forked child (made before the fork, started or not,
+            self.route = new_route()  # e.g. gunicorn --preload): its own route, not its siblings'
             self.origin = new_origin(self.route)
+            self._route_pid = pid
+        if self._pid is not None:  # started before the fork: nothing is subscribed here yet
             self._connection_lost()
         self._pid = pid
         self._runtime, self._on_envelope, self._on_state = runtime, on_envelope, on_state
