@@ -11,7 +11,8 @@ These tests clone the repository's committed HEAD into a temporary folder and ru
   ``eventsource`` line) as the subscriber, and ``POST /hello`` reaching it; its git URL form;
 - the published form: ``python -m build`` makes the wheel and sdist, ``twine check`` passes, the
   wheel alone (with its declared dependencies, not editable) in a new venv serves the Quickstart
-  under ``gunicorn -k gevent`` and passes the README's in-process test sample.
+  under ``gunicorn -k gevent`` and passes the README's in-process test sample; then, with its
+  ``sqlalchemy`` extra and pytest added, the tutorial's chat (examples/chat) passes its tests.
 
 They take a minute or two (pip installs into new virtualenvs, from pip's cache once warm) and
 belong in CI.
@@ -24,6 +25,7 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -281,3 +283,12 @@ def test_the_built_wheel_alone_serves_the_quickstart_and_passes_its_test_sample(
     assert sample.returncode == 0, sample.stderr[-4000:]
     module_file, result = sample.stdout.split()
     assert module_file.startswith(str(tmp_path / "venv")) and result == "passed"
+
+    # The tutorial's chat and its tests, as a project of its own on the installed wheel.
+    pip_install(python, f"{wheel}[sqlalchemy]", "pytest", cwd=tmp_path)
+    shutil.copytree(clone / "examples" / "chat", tmp_path / "chat")
+    chat_tests = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path / "chat",
+        capture_output=True, text=True, timeout=120,
+    )
+    assert chat_tests.returncode == 0 and "5 passed" in chat_tests.stdout, chat_tests.stdout[-3000:] + chat_tests.stderr[-2000:]
