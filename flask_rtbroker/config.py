@@ -114,7 +114,8 @@ DEFAULTS: dict[str, Any] = {
     # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,
     # accepted like RTBROKER_USE_LEFTMOST_IP.
     "RTBROKER_GRACEFUL_SHUTDOWN": True,
-    # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off.
+    # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off. This process's
+    # figures; every worker's with prometheus_client and PROMETHEUS_MULTIPROC_DIR (docs/deployment.rst).
     "RTBROKER_METRICS_PATH": None,
     # Under gevent, where the stream's socket is known (gunicorn -k gevent, gevent.pywsgi), write
     # a delivery straight to the socket with one non-blocking send when nothing is queued for the

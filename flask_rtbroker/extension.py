@@ -19,7 +19,8 @@ from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .state import EXTENSION_KEY, BrokerState
 from .test_client import RealtimeTestClient
-from .views import create_blueprint, metrics_response
+from .metrics import metrics_response
+from .views import create_blueprint
 
 
 AuthLoader = Callable[[Request], Any]

@@ -307,6 +307,11 @@ class BrokerState:
         if chain_shutdown_handlers(self.shutdown, lambda task: self.runtime.spawn(task)):
             self._shutdown_pid = os.getpid()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
     def close(self) -> None:
         """Unregister every client (their streams end), stop the backplane, release the pool."""
         self._closed = True

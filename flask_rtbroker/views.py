@@ -33,7 +33,7 @@ from .http import (
     stream_response,
 )
 from .identity import may_switch_auth
-from .stats import prometheus_text
+from .metrics import start_exporting
 from .stream import StreamBody, event_stream
 from .options import subscription_cost
 from .state import SUBSCRIPTION_MEMORY_MESSAGE
@@ -103,6 +103,7 @@ def create_blueprint(state: "BrokerState") -> Blueprint:
 def open_stream(state: "BrokerState") -> Response:
     """Create the client, let ``before_connect`` veto it, and return the streaming response."""
     state.cluster.ensure_started()
+    start_exporting(state)
     ip = client_ip(request, state.settings)
     state.admit(ip)
     try:
@@ -283,8 +284,3 @@ def http_exception_response(exc: HTTPException) -> Response:
     """Any werkzeug HTTP error raised while serving the endpoint, as PocketBase-shaped JSON."""
     code = exc.code or 500
     return error_response(ApiError(code, GENERIC_MESSAGE if code == 400 else (exc.description or exc.name)))
-
-
-def metrics_response(state: "BrokerState") -> Response:
-    """The process's broker figures in the Prometheus text format."""
-    return Response(prometheus_text(state.stats()), content_type="text/plain; version=0.0.4; charset=utf-8")
