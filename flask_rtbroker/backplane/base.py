@@ -119,7 +119,7 @@ class Backplane:
         """Channels a SUBSCRIBE was sent for on the live connection (or will be on the next)."""
         self._listening: set[str] = set()
         self._confirmations: dict[str, Any] = {}
-        self._channels_lock = threading.Lock()
+        self._make_locks()
         self._next_sweep = 0.0
         self.state: str | None = None
         self._pid: int | None = None
@@ -129,6 +129,13 @@ class Backplane:
         self._on_state: StateHandler | None = None
         self._ready: Any = None
         self._started_at = 0.0
+
+    def _make_locks(self) -> None:
+        """Make the locks of this process: at construction, and again on the first start in a
+        process forked after it (gunicorn's workers with ``--preload``). The parent's would be
+        OS locks made before gevent patched ``threading``: a greenlet waiting on one that another
+        greenlet holds across I/O (a Redis SUBSCRIBE while connecting) stalls the whole worker."""
+        self._channels_lock = threading.Lock()
 
     # -- implemented by backends ---------------------------------------------------------------
 
@@ -242,6 +249,7 @@ class Backplane:
             self.route = new_route()  # e.g. gunicorn --preload): its own route, not its siblings'
             self.origin = new_origin(self.route)
             self._route_pid = pid
+            self._make_locks()
         if self._pid is not None:  # started before the fork: nothing is subscribed here yet
             self._connection_lost()
         self._pid = pid
