@@ -26,6 +26,8 @@ from .errors import (
 from .extension import RealtimeBroker
 from .message import PB_CONNECT, Message
 from .options import SubscriptionOptions
+from .test_client import RealtimeEvent, RealtimeTestClient, StreamRefused
+from .testing import ReadTimeout, StreamEnded
 from .signals import (
     backplane_state_changed,
     client_connected,
@@ -34,7 +36,9 @@ from .signals import (
     message_notified,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
+"""The one place the version is written (setup.cfg and docs/conf.py read it); a ``.devN`` while
+CHANGELOG.rst's newest section is unreleased."""
 
 __all__ = [
     "AUTH_KEY",
@@ -61,8 +65,13 @@ __all__ = [
     "MissingDependency",
     "NotInitializedError",
     "NotSerializable",
+    "ReadTimeout",
     "RealtimeBroker",
+    "RealtimeEvent",
+    "RealtimeTestClient",
     "RtBrokerError",
+    "StreamEnded",
+    "StreamRefused",
     "SubscriptionOptions",
     "WatchError",
     "backplane_state_changed",

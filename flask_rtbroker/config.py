@@ -11,6 +11,8 @@ naming the key.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -20,6 +22,8 @@ from . import encoding
 from .concurrency import CONCURRENCY_CHOICES
 from .errors import ConfigurationError
 from .server_limits import server_connections
+
+log = logging.getLogger("flask_rtbroker")
 
 DEFAULTS: dict[str, Any] = {
     # Where the blueprint answers: GET = SSE stream, POST = set subscriptions.
@@ -86,6 +90,11 @@ DEFAULTS: dict[str, Any] = {
     # "redis+cluster://host:port,host:port" (Redis Cluster, sharded pub/sub),
     # "postgresql://user:password@host/db" (LISTEN/NOTIFY), or a Backplane instance.
     "RTBROKER_BACKPLANE": "memory://",
+    # Let a process-local backplane ("memory://" or a MemoryBackplane) start in a gunicorn server
+    # with several workers: True or False, accepted like RTBROKER_USE_LEFTMOST_IP. By default
+    # that start fails with ConfigurationError, because each worker would then know only its
+    # own streams and a subscription POST that reaches another worker answers 404.
+    "RTBROKER_ALLOW_LOCAL_BACKPLANE": False,
     # Namespace of the backplane's channels: on Redis "<prefix>:<database number>:<channel>", so
     # apps on one Redis server stay apart by database; apps sharing a database (or a Redis
     # Cluster, or a PostgreSQL database, whose channel is the prefix itself) need distinct prefixes.
@@ -119,7 +128,8 @@ DEFAULTS: dict[str, Any] = {
     # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,
     # accepted like RTBROKER_USE_LEFTMOST_IP.
     "RTBROKER_GRACEFUL_SHUTDOWN": True,
-    # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off.
+    # Path of an opt-in Prometheus text endpoint (e.g. "/metrics"), None = off. This process's
+    # figures; every worker's with prometheus_client and PROMETHEUS_MULTIPROC_DIR (docs/deployment.rst).
     "RTBROKER_METRICS_PATH": None,
     # Under gevent, where the stream's socket is known (gunicorn -k gevent, gevent.pywsgi), write
     # a delivery straight to the socket with one non-blocking send when nothing is queued for the
@@ -295,6 +305,7 @@ class Settings:
     max_body_size: int
     max_message_size: int
     channel_prefix: str
+    allow_local_backplane: bool
     backplane_secret: bytes | None = field(repr=False)
     backplane_max_age: float
     backplane_accept_unstamped: bool
@@ -310,7 +321,9 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
-        """Read and check every key; raise :class:`ConfigurationError` naming a bad one."""
+        """Read and check every key; raise :class:`ConfigurationError` naming a bad one. An
+        ``RTBROKER_*`` key that is not a setting is logged as a warning naming the nearest one."""
+        warn_unknown_keys(config)
         values: dict[str, Any] = {}
         for f in fields(cls):
             key = "RTBROKER_" + f.name.upper()
@@ -327,6 +340,18 @@ class Settings:
             values["max_clients"], values["max_clients_per_ip"], server_connections()
         )
         return cls(**values)
+
+
+def warn_unknown_keys(config: Mapping[str, Any]) -> list[str]:
+    """Log a warning for each ``RTBROKER_*`` key of *config* that is no setting (a misspelling
+    would otherwise leave the default in force silently), naming the nearest known key; return them."""
+    unknown = sorted(key for key in config if isinstance(key, str) and key.startswith("RTBROKER_") and key not in DEFAULTS)
+    for key in unknown:
+        names = [known.removeprefix("RTBROKER_") for known in DEFAULTS]
+        nearest = difflib.get_close_matches(key.removeprefix("RTBROKER_"), names, n=1, cutoff=0.6)
+        hint = f"; did you mean RTBROKER_{nearest[0]}?" if nearest else ""
+        log.warning("%s is not a flask_rtbroker setting and is ignored%s", key, hint)
+    return unknown
 
 
 FALLBACK_MAX_CLIENTS = 10_000
@@ -374,6 +399,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_body_size": _count,
     "max_message_size": _count,
     "channel_prefix": _channel_prefix,
+    "allow_local_backplane": _flag,
     "backplane_secret": _secret,
     "backplane_max_age": _seconds,
     "backplane_accept_unstamped": _flag,

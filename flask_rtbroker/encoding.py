@@ -78,14 +78,22 @@ def utf8(text: str) -> bytes:
     return text.encode("utf-8", _SURROGATE_ERRORS)
 
 
+def _encode(encoder: simplejson.JSONEncoder, value: Any) -> bytes:
+    try:
+        return utf8(encoder.encode(value))
+    except ValueError as exc:  # NaN or infinity (JSON has neither), a circular reference
+        raise NotSerializable(str(exc)) from exc
+
+
 def dumps(value: Any) -> bytes:
-    """Encode *value* as compact UTF-8 JSON bytes."""
-    return utf8(_encoder.encode(value))
+    """Encode *value* as compact UTF-8 JSON bytes; :class:`NotSerializable` for what JSON cannot
+    hold (an object without a JSON form, NaN or infinity, a circular reference)."""
+    return _encode(_encoder, value)
 
 
 def dumps_sorted(value: Any) -> bytes:
     """Encode *value* like :func:`dumps`, with object keys sorted (Go's map order)."""
-    return utf8(_sorted_encoder.encode(value))
+    return _encode(_sorted_encoder, value)
 
 
 def loads(data: str | bytes) -> Any:

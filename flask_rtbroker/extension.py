@@ -21,7 +21,8 @@ from .oauth2_redirect import register_redirect
 from .state import EXTENSION_KEY, BrokerState
 from .topic_rules import TopicCheck, TopicRule
 from .test_client import RealtimeTestClient
-from .views import create_blueprint, metrics_response
+from .metrics import metrics_response
+from .views import create_blueprint
 
 
 AuthLoader = Callable[[Request], Any]
@@ -223,11 +224,31 @@ class RealtimeBroker:
         raise ClientNotFound(client_id)
 
     def watch(self, model: type, **options: Any) -> Any:
-        """Broadcast a SQLAlchemy *model*'s committed creates/updates/deletes as record events.
+        """Broadcast a SQLAlchemy *model*'s committed creates/updates/deletes as record events
+        and return the collection.
 
         ``broker.watch(Post, collection="posts", list_rule=..., view_rule=...)`` makes
-        ``pb.collection("posts").subscribe("*", cb)`` work. Needs the ``sqlalchemy`` extra; the
-        options and the returned collection are described at :func:`flask_rtbroker.records.watch`.
+        ``pb.collection("posts").subscribe("*", cb)`` work. Needs the ``sqlalchemy`` extra. The
+        options, all keywords:
+
+        - *collection*: the name in topics and records (default: the table name); *collection_id*
+          another name it answers to, shown as ``collectionId`` (default: the name).
+        - *list_rule* / *view_rule*: ``(record, auth, options) -> bool`` for ``<collection>/*`` and
+          ``<collection>/<id>``; None is public (like an empty PocketBase rule).
+        - *serialize*: ``row -> dict`` with an ``id``; default: the columns, see
+          :mod:`flask_rtbroker.records.serialize`.
+        - *transitions*: an update that makes a record visible to a subscription arrives as
+          ``create``, one that hides it as ``delete`` (with the record as it was).
+        - *capture*: ``"session"`` (default) sees what SQLAlchemy sessions commit, bulk statements
+          included; ``"database"`` (PostgreSQL) sees every committed change to the table, whoever
+          makes it, through triggers (:mod:`flask_rtbroker.records.capture`; install them with
+          ``flask rtbroker install-triggers``) and not the session path, so nothing arrives twice.
+          *engine* is the database to listen to (default: Flask-SQLAlchemy's engine of the model).
+
+        Call it while setting the app up (it adds a subscription validator that rejects unusable
+        ``filter``/``fields`` options with a 400). With ``capture="database"`` it waits (up to
+        ``records.registry.LISTEN_WAIT``, 5 seconds) until it listens, so changes committed after
+        it returns are seen.
         """
         from .records import watch
 

@@ -20,7 +20,10 @@ the stream itself sends it (a direct send of it, local or from the backplane, is
 
 
 def check_event_name(name: str) -> None:
-    """Raise :class:`InvalidArgument` if *name* cannot be an SSE event name (it holds a line break)."""
+    """Raise :class:`InvalidArgument` if *name* cannot be an SSE event name (not a string, or it
+    holds a line break)."""
+    if not isinstance(name, str):
+        raise InvalidArgument(f"a topic or event name must be a string, not {type(name).__name__} {name!r}")
     if any(c in name for c in _LINE_BREAKS):
         raise InvalidArgument(f"event name {name!r} contains a line break, which would break SSE framing")
 

@@ -1,4 +1,5 @@
-"""How many connections the WSGI server serving this process accepts, when that can be read.
+"""How many connections the WSGI server serving this process accepts, and how many worker
+processes it runs, when that can be read.
 
 Only gunicorn's event-loop workers (gevent, eventlet) have such a number: ``worker_connections``,
 the most connections one worker serves at once. Its config is not passed to the app, so it is
@@ -43,3 +44,15 @@ def server_connections() -> int | None:
     if not any(name in worker_class for name in _EVENT_LOOP_WORKERS) or connections <= 0:
         return None
     return connections
+
+
+def server_workers() -> int | None:
+    """The number of worker processes of the gunicorn server starting up (``-w``), or None when
+    this is not gunicorn starting a worker or loading the app."""
+    if "gunicorn" not in sys.modules:
+        return None
+    config = _gunicorn_config()
+    try:
+        return None if config is None else int(config.workers)
+    except (AttributeError, TypeError, ValueError):
+        return None

@@ -11,16 +11,17 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Protocol
 
-from .backplane import from_url
+from .backplane import Backplane, MemoryBackplane, from_url
 from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason, new_client_id
 from .cluster import Cluster
 from .concurrency import Runtime, select_runtime
 from .fanout import Delivery, Messages, Recipient, fan_out
 from .config import Settings
-from .errors import ApiError
+from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
 from .message import Message
+from .server_limits import server_workers
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
 from .topic_rules import DENIED_KEY, TopicRule, TopicRules, rule_topic
@@ -52,6 +53,19 @@ SubscriptionValidator = Callable[[DefaultClient, list[str]], Mapping[str, Any]]
 """``(client, submitted keys) -> {index: field error}``: rejects a POST with a 400 when not empty."""
 
 
+def refuse_local_backplane_with_workers(backplane: Backplane, workers: int | None) -> None:
+    """Raise :class:`ConfigurationError` when a process-local backplane would serve a server of
+    several *workers* (gunicorn's ``-w``): each worker would know only its own streams, and the
+    subscription POSTs that reach another worker would answer 404 "Missing or invalid client id."."""
+    if isinstance(backplane, MemoryBackplane) and workers is not None and workers > 1:
+        raise ConfigurationError(
+            f"RTBROKER_BACKPLANE is {backplane.url!r}, which reaches this process only, and gunicorn runs "
+            f"{workers} workers: a subscription POST reaching another worker than its stream's would answer "
+            "404. Set RTBROKER_BACKPLANE to a shared backplane (redis://..., postgresql://...), run one "
+            "worker (-w 1), or set RTBROKER_ALLOW_LOCAL_BACKPLANE=True to start anyway."
+        )
+
+
 class BrokerState:
     """The settings, hooks, client registry, cluster link, counters and runtime of one app.
 
@@ -67,6 +81,8 @@ class BrokerState:
             app.config["RTBROKER_BACKPLANE"], channel_prefix=settings.channel_prefix, secret=settings.backplane_secret,
             max_age=settings.backplane_max_age, accept_unstamped=settings.backplane_accept_unstamped,
         )
+        if not settings.allow_local_backplane:
+            refuse_local_backplane_with_workers(backplane, server_workers())
         self.cluster = Cluster(self, backplane, app)
         self.counters = Counters()
         self.topic_rules = TopicRules(hooks.topic_rules)
@@ -349,6 +365,11 @@ class BrokerState:
             return
         if chain_shutdown_handlers(self.shutdown, lambda task: self.runtime.spawn(task)):
             self._shutdown_pid = os.getpid()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
 
     def close(self) -> None:
         """Unregister every client (their streams end), stop the backplane, release the pool."""

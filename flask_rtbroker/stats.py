@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-_HELP = {
+HELP = {
+    # name: (Prometheus type, help text), the figures of BrokerState.stats() but disconnects_total
     "clients": ("gauge", "Open realtime streams."),
     "subscriptions": ("gauge", "Subscription keys held by open streams."),
     "topics": ("gauge", "Distinct topics with at least one subscriber."),
@@ -58,6 +59,6 @@ def prometheus_text(stats: dict[str, Any], prefix: str = "rtbroker_") -> str:
             lines += [f"# HELP {prefix}{name} Streams ended, by reason.", f"# TYPE {prefix}{name} counter"]
             lines += [f'{prefix}{name}{{reason="{reason}"}} {count}' for reason, count in sorted(value.items())]
             continue
-        kind, text = _HELP[name]
+        kind, text = HELP[name]
         lines += [f"# HELP {prefix}{name} {text}", f"# TYPE {prefix}{name} {kind}", f"{prefix}{name} {value}"]
     return "\n".join(lines) + "\n"

@@ -5,8 +5,12 @@
     with broker.test_client(app) as rt:                     # GET /api/realtime, PB_CONNECT read
         assert rt.subscribe("example").status_code == 204   # the real POST view and its hooks
         broker.notify("example", {"test": 123})
-        assert rt.next_event().data == {"test": 123}
+        assert rt.get_received()[0].data == {"test": 123}   # what the server queued so far
     # closed like a browser tab: the stream ends and ``client_disconnected`` fires
+
+Auth is sticky, like the SDK's ``authStore``: ``rt.auth = token`` (or ``headers=`` given to the
+constructor) goes with the GET and every POST, so an :meth:`~RealtimeTestClient.unsubscribe`
+carries the same authorization as the subscribe before it.
 
 The stream is opened through Flask's test client (``app.test_client()``), so ``before_connect``,
 ``auth_loader``, ``before_subscribe``, validation and PocketBase's error bodies all run as they
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 from . import encoding
 from .client import DisconnectReason
 from .errors import NotInitializedError, RtBrokerError
-from .message import PB_CONNECT
+from .message import PB_CONNECT, Message
 from .state import EXTENSION_KEY
 from .testing import ReadTimeout, StreamEnded, parse_event, split_event
 
@@ -37,6 +41,10 @@ if TYPE_CHECKING:
 
 _END = object()
 """Put on the event queue by the reader when the stream has ended."""
+
+_MARK = "@flask_rtbroker.test_client/mark"
+"""The name of the event :meth:`RealtimeTestClient.get_received` queues behind everything the
+server has queued, to know when the reader has read all of it; never returned."""
 
 
 class StreamRefused(RtBrokerError):
@@ -63,9 +71,11 @@ class RealtimeTestClient:
     """One realtime connection to *app*, made in process; see the module doc.
 
     ``RealtimeTestClient(app)`` opens one to an app with a :class:`RealtimeBroker` (also
-    :meth:`RealtimeBroker.test_client`, for the broker's current app). *headers* go with the stream's GET
-    (e.g. for ``before_connect``); each :meth:`subscribe` may carry its own (e.g.
-    ``Authorization`` for ``auth_loader``). Several may be open at once.
+    :meth:`RealtimeBroker.test_client`, for the broker's current app). *headers* go with the
+    stream's GET (e.g. for ``before_connect``) and with every subscription POST, as
+    :attr:`headers`; :attr:`auth` sets their ``Authorization`` (the SDK's ``authStore`` token).
+    The *headers* of one :meth:`subscribe` call add to them for that call only. Several clients
+    may be open at once.
     """
 
     def __init__(self, app: "Flask", headers: Mapping[str, str] | None = None) -> None:
@@ -76,12 +86,17 @@ class RealtimeTestClient:
         self.http: "FlaskClient" = app.test_client()
         """The Flask test client the realtime requests go through."""
         self.url = state.settings.url_prefix
+        self.headers: dict[str, str] = dict(headers or {})
+        """Sent with every request of this client (the GET and each POST)."""
         self.subscriptions: list[str] = []
         """The keys the server holds for this client, as the SDK keeps them."""
+        self._runtime = state.runtime
         self._events = state.runtime.queue()
         self._ended = state.runtime.event()
+        self._marks: dict[int, Any] = {}
+        self._last_mark = 0
         self._closed = False
-        response = self.http.get(self.url, headers=dict(headers or {}), buffered=False)
+        response = self.http.get(self.url, headers=self.headers, buffered=False)
         if response.status_code != 200:
             raise StreamRefused(response)
         self._response = response
@@ -97,6 +112,19 @@ class RealtimeTestClient:
         self.client: "DefaultClient" = state.broker.get_client(self.client_id)
         """The server side of this connection (its store holds ``auth`` after a subscribe)."""
         state.runtime.spawn(lambda: self._read(chunks))
+
+    @property
+    def auth(self) -> str | None:
+        """The ``Authorization`` header sent with every request (the SDK's ``authStore.token``;
+        PocketBase takes the bare token or ``Bearer <token>``). Set it to sign in, None to sign out."""
+        return self.headers.get("Authorization")
+
+    @auth.setter
+    def auth(self, token: str | None) -> None:
+        if token is None:
+            self.headers.pop("Authorization", None)
+        else:
+            self.headers["Authorization"] = token
 
     # -- the stream ------------------------------------------------------------------------------
 
@@ -117,11 +145,16 @@ class RealtimeTestClient:
     def _read(self, chunks: Iterator[bytes]) -> None:
         try:
             while (event := self._read_until_event(chunks)) is not None:
-                self._events.put(event)
+                if event.name == _MARK:
+                    self._marks.pop(event.data).set()
+                else:
+                    self._events.put(event)
         finally:
             self._response.close()
             self._events.put(_END)
             self._ended.set()
+            for mark in list(self._marks.values()):
+                mark.set()
 
     def next_event(self, timeout: float = 2.0) -> RealtimeEvent:
         """Wait at most *timeout* seconds for the next event. Raises :class:`ReadTimeout`, or
@@ -135,8 +168,16 @@ class RealtimeTestClient:
             raise StreamEnded("the realtime stream ended")
         return event  # type: ignore[no-any-return]
 
-    def get_received(self) -> list[RealtimeEvent]:
-        """Every event received and not yet returned, oldest first, without waiting."""
+    def get_received(self, timeout: float = 5.0) -> list[RealtimeEvent]:
+        """Every event the server has queued for this client by the time of the call and not
+        yet returned, oldest first (e.g. right after a ``notify``): a marker is queued behind
+        them and this returns once the reader has read up to it, within *timeout* seconds
+        (else :class:`ReadTimeout`). Use :meth:`next_event` to wait for an event still to come."""
+        if not self._ended.wait(0) and not self.client.is_discarded:
+            self._last_mark += 1
+            mark = self._marks[self._last_mark] = self._runtime.event()
+            if self.client.send(Message(_MARK, self._last_mark)) and not mark.wait(timeout):
+                raise ReadTimeout(f"the stream did not deliver what was queued within {timeout} s")
         received = []
         while not self._events.empty():
             event = self._events.get()
@@ -155,7 +196,8 @@ class RealtimeTestClient:
 
     def subscribe(self, *keys: str, headers: Mapping[str, str] | None = None) -> "TestResponse":
         """Add *keys* to this client's subscriptions the way the SDK does (a POST with the whole
-        list) and return the answer: 204, or PocketBase's error with nothing changed."""
+        list, :attr:`headers` and *headers*) and return the answer: 204, or PocketBase's error
+        with nothing changed."""
         return self.set_subscriptions(self.subscriptions + [k for k in keys if k not in self.subscriptions], headers=headers)
 
     def unsubscribe(self, *keys: str, headers: Mapping[str, str] | None = None) -> "TestResponse":
@@ -164,11 +206,13 @@ class RealtimeTestClient:
         return self.set_subscriptions(kept, headers=headers)
 
     def set_subscriptions(self, keys: Iterable[str], headers: Mapping[str, str] | None = None) -> "TestResponse":
-        """POST exactly *keys* as this client's subscriptions; return the answer (204 or the
-        error). On 204 :attr:`subscriptions` becomes *keys*."""
+        """POST exactly *keys* as this client's subscriptions, with :attr:`headers` and *headers*
+        (for this call only); return the answer (204 or the error). On 204 :attr:`subscriptions`
+        becomes *keys*."""
         wanted = list(keys)
         response = self.http.post(
-            self.url, json={"clientId": self.client_id, "subscriptions": wanted}, headers=dict(headers or {})
+            self.url, json={"clientId": self.client_id, "subscriptions": wanted},
+            headers={**self.headers, **(headers or {})},
         )
         if response.status_code == 204:
             self.subscriptions = wanted

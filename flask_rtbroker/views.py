@@ -11,6 +11,7 @@ A rejected POST changes nothing. Topic rules never refuse a POST: they decide at
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from .http import (
     stream_response,
 )
 from .identity import may_switch_auth
-from .stats import prometheus_text
+from .metrics import start_exporting
 from .stream import StreamBody, event_stream
 from .options import subscription_cost
 from .state import SUBSCRIPTION_MEMORY_MESSAGE
@@ -44,6 +45,8 @@ from .subscription_request import (
     is_form,
     validate,
 )
+
+log = logging.getLogger("flask_rtbroker")
 
 if TYPE_CHECKING:
     from flask.blueprints import BlueprintSetupState
@@ -100,6 +103,7 @@ def create_blueprint(state: "BrokerState") -> Blueprint:
 def open_stream(state: "BrokerState") -> Response:
     """Create the client, let ``before_connect`` veto it, and return the streaming response."""
     state.cluster.ensure_started()
+    start_exporting(state)
     ip = client_ip(request, state.settings)
     state.admit(ip)
     try:
@@ -138,7 +142,9 @@ def read_subscription_request(max_body_size: int) -> SubscriptionRequest:
         if request.content_length is not None and request.content_length <= max_body_size:
             raise bad_request() from None  # too many multipart fields
         raise ApiError(413, BODY_TOO_LARGE_MESSAGE) from None
-    except DecodeError:
+    except DecodeError as exc:
+        # PocketBase's answer is the generic 400 (no field errors); why is kept for the app's log.
+        log.debug("subscription POST refused with 400: %s (Content-Type %r)", exc, content_type)
         raise bad_request() from None
 
 
@@ -280,8 +286,3 @@ def http_exception_response(exc: HTTPException) -> Response:
     """Any werkzeug HTTP error raised while serving the endpoint, as PocketBase-shaped JSON."""
     code = exc.code or 500
     return error_response(ApiError(code, GENERIC_MESSAGE if code == 400 else (exc.description or exc.name)))
-
-
-def metrics_response(state: "BrokerState") -> Response:
-    """The process's broker figures in the Prometheus text format."""
-    return Response(prometheus_text(state.stats()), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -271,3 +271,67 @@ def test_the_replay_guard_takes_each_sequence_once_within_its_window_and_bounds_
 def test_bad_backplane_urls(url: object) -> None:
     with pytest.raises(ConfigurationError, match="RTBROKER_BACKPLANE"):
         from_url(url)
+
+
+def test_a_process_forked_after_the_backplane_was_made_starts_with_its_own_route() -> None:
+    """gunicorn ``--preload``: the app (and its backplane) is made in the master, which never
+    starts it; each worker must still get a route of its own, or a POST reaching the sibling of
+    a stream's worker would take the id for its own and answer 404 at once."""
+    import os
+
+    backplane = from_url("memory://forked")
+    parent_route = backplane.route
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: start (as a worker's first request does), report the route, leave
+        try:
+            backplane.start(ThreadingRuntime(2), lambda envelope: None, lambda state, error: None)
+            os.write(write_end, backplane.route.encode() + b" " + backplane.origin.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        child_route, child_origin = os.read(read_end, 1000).decode().split(" ")
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert child_route != parent_route and child_origin.startswith(child_route) and str(pid) in child_origin
+    backplane.start(ThreadingRuntime(2), lambda envelope: None, lambda state, error: None)
+    assert backplane.route == parent_route  # the process that made it keeps it
+    backplane.close()
+
+
+FORKED_LOCKS = """\
+import os, sys
+from flask_rtbroker.backplane import from_url
+backplane = from_url(sys.argv[1])  # made before gevent patches, as in gunicorn's master with --preload
+pid = os.fork()
+if pid == 0:
+    from gevent import monkey
+    monkey.patch_all()  # what gunicorn's gevent worker does after the fork
+    import threading
+    from flask_rtbroker.concurrency import GeventRuntime
+    patched = type(threading.Lock())
+    backplane.start(GeventRuntime(2), lambda envelope: None, lambda state, error: None)
+    locks = [backplane._channels_lock, backplane._pubsub_lock, backplane._publisher._lock]
+    print(all(type(lock) is patched for lock in locks), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_worker_makes_its_own_locks_after_gevent_patched_threading() -> None:
+    """With ``--preload`` the backplane's locks were OS locks made before the worker's monkey
+    patching; a greenlet waiting on one held by another greenlet across I/O (the listener's
+    SUBSCRIBE while it connects) stalled the whole worker, and a subscription POST forwarded to
+    it timed out as a 404. The forked worker's first start makes gevent's locks."""
+    import subprocess
+    import sys
+
+    from tests.live import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_LOCKS, f"redis://127.0.0.1:{free_port()}/0"],  # nobody listens: never connects
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.stdout.strip() == "True", result.stdout + result.stderr[-3000:]

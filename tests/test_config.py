@@ -53,6 +53,7 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "max_body_size": 1024 * 1024,
         "max_message_size": 4 * 1024 * 1024,
         "channel_prefix": "flask_rtbroker",
+        "allow_local_backplane": False,
         "backplane_secret": None,
         "backplane_max_age": 30.0,
         "backplane_accept_unstamped": False,

@@ -40,7 +40,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_site_builds_without_warnings_and_has_every_page(built: Path) -> None:
     pages = {path.stem for path in DOCS.glob("*.rst")}
     assert {"quickstart", "configuration", "deployment", "records", "scaling", "limits", "security",
-            "protocol", "testing", "api", "changelog"} <= pages
+            "protocol", "testing", "api", "changelog", "tutorial"} <= pages
     assert all((built / f"{page}.html").is_file() for page in pages)
     api = (built / "api.html").read_text()
     for name in ("RealtimeBroker.notify", "RealtimeBroker.test_client", "DefaultClient.take", "RealtimeTestClient",

@@ -18,7 +18,8 @@ def test_public_api_is_pinned() -> None:
         "ClientNotFound", "ConfigurationError", "DefaultClient", "DisconnectReason", "Emitter", "EnvelopeError",
         "FieldsSyntaxError", "FilterSyntaxError", "IP_KEY", "InvalidArgument", "InvalidJSON",
         "MemoryBackplane", "Message", "MessageTooLarge", "MissingDependency", "NotInitializedError",
-        "NotSerializable", "PB_CONNECT", "RealtimeBroker", "RtBrokerError", "SubscriptionOptions", "WatchError",
+        "NotSerializable", "PB_CONNECT", "ReadTimeout", "RealtimeBroker", "RealtimeEvent", "RealtimeTestClient",
+        "RtBrokerError", "StreamEnded", "StreamRefused", "SubscriptionOptions", "WatchError",
         "backplane_state_changed", "client_connected", "client_disconnected", "client_subscribed", "load_env",
         "message_notified",
     ]

@@ -72,6 +72,26 @@ def test_auth_comes_from_the_subscription_post_and_may_not_change_user(notify_ap
         assert rt.subscriptions == ["user/alice", "private/plans"]
 
 
+def test_auth_is_sticky_like_the_sdks_auth_store_so_unsubscribe_is_not_refused(notify_app: Flask) -> None:
+    with RealtimeTestClient(notify_app) as rt:
+        rt.auth = "Bearer alice-token"
+        assert rt.subscribe("user/alice", "private/plans").status_code == 204
+        assert rt.client.get("auth") == {"collectionName": "users", "id": "alice", "staff": False}
+        assert rt.unsubscribe("private/plans").status_code == 204  # sent with the same token
+        assert rt.subscriptions == ["user/alice"]
+        rt.auth = None
+        assert rt.auth is None and "Authorization" not in rt.headers
+        signed_out = rt.unsubscribe()
+        assert signed_out.status_code == 403  # PocketBase's rule: the auth may not change
+        assert signed_out.json["message"] == "The current and the previous request authorization don't match."
+    with RealtimeTestClient(notify_app, headers=bearer("bob-token")) as bob:  # the constructor's
+        assert bob.auth == "Bearer bob-token"
+        assert bob.subscribe("user/bob").status_code == 204
+        assert bob.unsubscribe().status_code == 204 and bob.subscriptions == []
+        once = bob.subscribe("user/alice", headers=bearer("alice-token"))  # per call: added for that call
+        assert once.status_code == 403 and bob.auth == "Bearer bob-token"
+
+
 def test_a_notify_from_a_request_reaches_exactly_its_subscribers(notify_app: Flask) -> None:
     app = notify_app
     http = app.test_client()
@@ -150,6 +170,26 @@ def test_notify_in_test_code_and_several_events_in_order(app_broker: tuple[Flask
         assert rt.unsubscribe("a").status_code == 204 and rt.subscriptions == ["b"]
         broker.notify("a", "gone")
         assert_nothing_received(rt)
+
+
+def test_get_received_returns_what_the_server_queued_by_the_time_of_the_call(
+    app_broker: tuple[Flask, RealtimeBroker],
+) -> None:
+    app, broker = app_broker
+    with broker.test_client() as rt, broker.test_client() as other:
+        rt.subscribe("a")
+        other.subscribe("a")
+        for round_ in range(20):  # no sleep, no wait: each call sees the notify made just before it
+            assert broker.notify("a", round_) == 2
+            assert [(e.name, e.data) for e in rt.get_received()] == [("a", round_)]
+        assert rt.get_received() == []
+        for i in range(5):
+            broker.notify("a", i)
+        assert [e.data for e in rt.get_received()] == [0, 1, 2, 3, 4]
+        assert [e.data for e in other.get_received()][-5:] == [0, 1, 2, 3, 4]
+        broker.notify("a", "later")
+        assert rt.next_event().data == "later"  # next_event still waits for what is to come
+    assert rt.get_received() == []  # closed: nothing is queued, nothing waited for
 
 
 def test_before_connect_refusal_raises_with_the_response(app_broker: tuple[Flask, RealtimeBroker]) -> None:

@@ -121,6 +121,7 @@ class Backplane:
         self.route = new_route()
         self.origin = new_origin(self.route)
         self._origin_pid = os.getpid()
+        """The process route, origin and locks were made in: a process forked after it makes its own."""
         self.received = 0
         """Payloads this process's listener has taken off the backplane (its own echoes included)."""
         self.keep_channels: Callable[[], set[str]] | None = None
@@ -131,7 +132,7 @@ class Backplane:
         """Channels a SUBSCRIBE was sent for on the live connection (or will be on the next)."""
         self._listening: set[str] = set()
         self._confirmations: dict[str, Any] = {}
-        self._channels_lock = threading.Lock()
+        self._make_locks()
         self._next_sweep = 0.0
         self.state: str | None = None
         self._pid: int | None = None
@@ -141,6 +142,13 @@ class Backplane:
         self._on_state: StateHandler | None = None
         self._ready: Any = None
         self._started_at = 0.0
+
+    def _make_locks(self) -> None:
+        """Make the locks of this process: at construction, and again on the first start in a
+        process forked after it (gunicorn's workers with ``--preload``). The parent's would be
+        OS locks made before gevent patched ``threading``: a greenlet waiting on one that another
+        greenlet holds across I/O (a Redis SUBSCRIBE while connecting) stalls the whole worker."""
+        self._channels_lock = threading.Lock()
 
     # -- implemented by backends ---------------------------------------------------------------
 
@@ -307,14 +315,17 @@ class Backplane:
         self._closed = True
 
     def _own_origin(self) -> None:
-        """In a forked child (an Emitter or app made before a fork, used after it), take a route,
-        origin and sequence of its own, and nothing subscribed yet: the parent's sequence numbers
-        from two processes would look like replays."""
+        """In a forked child (an Emitter or app made before a fork, used after it, e.g. gunicorn
+        --preload), take a route, origin, sequence and locks of its own, and nothing subscribed
+        yet: siblings sharing a route take each other's clients for their own, the parent's
+        sequence numbers from two processes would look like replays, and locks made before
+        gevent patched threading stall the worker."""
         if self._origin_pid != os.getpid():
             self.route = new_route()
             self.origin = new_origin(self.route)
             self._origin_pid = os.getpid()
             self._sequence = itertools.count(1)
+            self._make_locks()
             self._connection_lost()
 
     def _listens_on(self, channel: str) -> bool:

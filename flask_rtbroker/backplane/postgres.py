@@ -191,7 +191,6 @@ class PostgresBackplane(Backplane):
             url, **{key: value for key, value in CONNECT_DEFAULTS.items() if key not in params}
         )
         self._listen_sql = self._psycopg.sql.SQL("LISTEN {}").format(self._psycopg.sql.Identifier(self.channel))
-        self._lock = threading.Lock()
         self._publisher: psycopg.Connection[Any] | None = None
         self._listener_connection: psycopg.Connection[Any] | None = None
         """The listener's connection while it is up; publishing shares it."""
@@ -204,6 +203,10 @@ class PostgresBackplane(Backplane):
                 "psycopg was imported before gevent monkey-patching: its queries block the gevent hub "
                 "(patch first, e.g. gunicorn -k gevent does); the backplane's listener waits cooperatively"
             )
+
+    def _make_locks(self) -> None:
+        super()._make_locks()
+        self._lock = threading.Lock()
 
     def _connect(self) -> "psycopg.Connection[Any]":
         """A new autocommit connection: each NOTIFY is sent as its statement ends."""

@@ -81,11 +81,14 @@ class RedisBackplane(Backplane):
         self.channel = f"{channel_prefix}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
         """The namespace of this app's channels on the Redis server."""
         self._pubsub: Any = None
-        self._pubsub_lock = threading.Lock()
-        self._publisher = PipelinedPublisher(self._publish_batch, self._event, PUBLISH_TIMEOUT)
         self._publishing: tuple[int, Any] | None = None
         """(pid, connection): the publishing connection of this process, made on first use."""
         self._connection_lost_error: type[Exception] = redis.ConnectionError
+
+    def _make_locks(self) -> None:
+        super()._make_locks()
+        self._pubsub_lock = threading.Lock()
+        self._publisher = PipelinedPublisher(self._publish_batch, self._event, PUBLISH_TIMEOUT)
 
     def physical(self, channel: str) -> str:
         """The Redis channel of the logical *channel*."""

@@ -186,17 +186,20 @@ class RedisClusterBackplane(Backplane):
         """The namespace of this app's channels on the cluster."""
         self._slots: list[str | None] | None = None
         self._refreshed_at = 0.0
-        self._topology_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._clients_lock = threading.Lock()
         self._wake_fd: int | None = None
-        self._wake_lock = threading.Lock()
         self._dirty = False
         # the listener's own state, touched by it alone
         self._shards: dict[str, _Shard] = {}
         self._placed: dict[str, _Shard] = {}
         self._live: set[str] = set()
         self._lost = False
+
+    def _make_locks(self) -> None:
+        super()._make_locks()
+        self._topology_lock = threading.Lock()
+        self._clients_lock = threading.Lock()
+        self._wake_lock = threading.Lock()
 
     def physical(self, channel: str) -> str:
         """The cluster channel of the logical *channel*."""

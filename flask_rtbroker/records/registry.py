@@ -239,27 +239,8 @@ def watch(
     capture: str = "session",
     engine: Engine | None = None,
 ) -> Collection:
-    """Broadcast *model*'s committed creates, updates and deletes as record events of *collection*.
-
-    - *collection*: the name in topics and records (default: the table name); *collection_id*
-      another name it answers to, shown as ``collectionId`` (default: the name).
-    - *list_rule* / *view_rule*: ``(record, auth, options) -> bool`` for ``<collection>/*`` and
-      ``<collection>/<id>``; None is public (like an empty PocketBase rule).
-    - *serialize*: ``row -> dict`` with an ``id``; default: the columns, see
-      :mod:`flask_rtbroker.records.serialize`.
-    - *transitions*: an update that makes a record visible to a subscription arrives as
-      ``create``, one that hides it as ``delete`` (with the record as it was).
-
-    - *capture*: ``"session"`` (default) sees what SQLAlchemy sessions commit, bulk statements
-      included; ``"database"`` (PostgreSQL) sees every committed change to the table, whoever
-      makes it, through triggers (:mod:`flask_rtbroker.records.capture`; install them with
-      ``flask rtbroker install-triggers``) and not the session path, so nothing arrives twice.
-      *engine* is the database to listen to (default: Flask-SQLAlchemy's engine of the model).
-
-    Call it while setting the app up (it adds a subscription validator that rejects unusable
-    ``filter``/``fields`` options with a 400). With ``capture="database"`` it waits (up to
-    :data:`LISTEN_WAIT` seconds) until it listens, so changes committed after it returns are seen.
-    """
+    """What :meth:`RealtimeBroker.watch() <flask_rtbroker.RealtimeBroker.watch>` does for *app*
+    (its options are described there): register *model* as *collection*; return the collection."""
     if capture not in CAPTURES:
         raise WatchError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
     name = collection_name(model, collection)
