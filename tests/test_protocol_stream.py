@@ -429,6 +429,25 @@ def test_abrupt_close_unregisters_within_one_second(pool: ServerPool, mode: str)
     assert srv.subscribe(cid, ["x"]).status_code == 404
 
 
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_close_after_an_extra_byte_unregisters_within_two_seconds(pool: ServerPool, mode: str) -> None:
+    """A byte after the request (the start of a pipelined one, which a stream never answers)
+    keeps the socket readable: the stream goes on, and still notices the close."""
+    srv = pool(mode)
+    srv.wait_clients(0, timeout=3)
+    stream, cid = open_connected(srv)
+    topic = unique("quiet")
+    subscribe_ok(srv, cid, [topic])
+    stream.sock.sendall(b"G")
+    time.sleep(0.7)  # the stream has seen the byte, and a poll slice has passed
+    assert srv.total_clients() == 1
+    assert srv.notify(topic, 1) == 1
+    assert stream.next_event_bytes(timeout=5) == event(cid, topic, b"1")
+    stream.close()
+    assert srv.wait_clients(0, timeout=2.0) <= 2.0
+    assert srv.subscribe(cid, ["x"]).status_code == 404
+
+
 @pytest.mark.parametrize("mode", TIMING_MODES)
 def test_idle_timeout_ends_a_silent_stream_with_the_last_chunk(pool: ServerPool, mode: str) -> None:
     srv = pool(mode, "idle")
