@@ -26,6 +26,7 @@ LIVE_PARAMS = {"make_backplane": "redis", "engine": "postgres"}
 LIVE_MODULES = frozenset({
     "test_benchmark_smoke",  # benchmarks.run --smoke: gunicorn servers and load generators
     "test_browser",  # Chromium driven by Node against gunicorn
+    "test_channel_churn",  # two gunicorn processes on a redis-server and on a Redis Cluster
     "test_fresh_install",  # git clone, a fresh venv, pip install and the demo server
     "test_js_sdk",  # the official JS SDK in Node against every server mode
     "test_js_sdk_cluster",
