@@ -246,7 +246,6 @@ class Backplane:
         if due:
             self._next_sweep = now + SWEEP_INTERVAL
         self._next_prompt_sweep = now + PROMPT_SWEEP_INTERVAL
-        self._sweep_soon = False
         keep = self.keep_channels()
         with self._channels_lock:
             wanted = self._wanted
@@ -262,6 +261,7 @@ class Backplane:
             new = [channel for channel in lost if channel not in self._subscribed]
             self._subscribed.update(new)
             self._kept = len(wanted) - (len(unneeded) - len(gone))
+            self._sweep_soon = len(unneeded) - len(gone) > MAX_UNSWEPT_CHANNELS  # kept by the grace: again soon
         if gone:
             self.unsubscribe_now(gone)
         if new and self.state == STATE_UP:
