@@ -119,7 +119,7 @@ class DisconnectWatch:
         ``POLLRDHUP``, stop watching (failed writes still end the stream)."""
         sock = self._sock
         self.stop()
-        if not _HANG_UP:
+        if not _HANG_UP or sock is None:
             return
         try:
             fileno = sock.fileno()
