@@ -66,7 +66,8 @@ MAX_UNSWEPT_CHANNELS = 1000
 most every :data:`PROMPT_SWEEP_INTERVAL` seconds) and drops those not asked for in the last
 :data:`PROMPT_GRACE` seconds: the slack a churning client can leave behind."""
 PROMPT_SWEEP_INTERVAL = 0.25
-"""Least seconds between two sweeps made because :data:`MAX_UNSWEPT_CHANNELS` was passed."""
+"""Least seconds between two sweeps made because :data:`MAX_UNSWEPT_CHANNELS` was passed; also
+at least nine times what the last sweep took, so they take at most a tenth of the listener's time."""
 PROMPT_GRACE = 0.5
 """Seconds a channel is kept after :meth:`Backplane.want` returned, by a prompt sweep: time for
 the POST that asked to hand its keys to its client."""
@@ -245,7 +246,7 @@ class Backplane:
             return
         if due:
             self._next_sweep = now + SWEEP_INTERVAL
-        self._next_prompt_sweep = now + PROMPT_SWEEP_INTERVAL
+        started = time.monotonic()
         keep = self.keep_channels()
         with self._channels_lock:
             wanted = self._wanted
@@ -266,6 +267,7 @@ class Backplane:
             self.unsubscribe_now(gone)
         if new and self.state == STATE_UP:
             self.subscribe_now(new)
+        self._next_prompt_sweep = now + max(PROMPT_SWEEP_INTERVAL, 9 * (time.monotonic() - started))
 
     def _event(self) -> Any:
         if self._runtime is not None:
