@@ -216,7 +216,7 @@ def _added_keys(state: "BrokerState", client: DefaultClient, subscriptions: list
 
 
 def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: list[str], ip: str) -> None:
-    """Check IP, auth rule, budgets, validators and hook for a local *client*, make sure this
+    """Check IP, auth rule, budgets, added keys, validators and hook for a local *client*, make sure this
     process listens on the keys' backplane channels, then replace its subscriptions."""
     if client.get(IP_KEY) != ip:
         raise bad_request(message=INVALID_CLIENT_MESSAGE)
