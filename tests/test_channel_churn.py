@@ -157,7 +157,7 @@ def test_a_churning_client_gets_429_and_the_channels_stay_bounded(
     holder, publisher = two_processes(make_server, url)
     with holder.stream() as hostile, holder.stream() as normal:
         assert holder.subscribe(normal.client_id, ["normal"]).status_code == 204
-        answers, latencies, channels, accepted = churn(holder, hostile.client_id, normal.client_id, 2.5, count)
+        answers, latencies, channels, accepted = churn(holder, hostile.client_id, normal.client_id, 1.5, count)
         statuses = [answer.status_code for answer in answers]
         assert statuses[:2] == [204, 204] and len(statuses) > 3, statuses  # 2,000 added keys, then 429
         assert set(statuses[2:]) == {429}
@@ -175,7 +175,7 @@ def test_unneeded_channels_go_at_once_past_the_cap(make_server: Any, backplane: 
     holder, publisher = two_processes(make_server, url, RTBROKER_MAX_SUBSCRIPTION_CHANGES="0")  # no bucket
     with holder.stream() as hostile, holder.stream() as normal:
         assert holder.subscribe(normal.client_id, ["normal"]).status_code == 204
-        answers, latencies, channels, accepted = churn(holder, hostile.client_id, normal.client_id, 2.0, count)
+        answers, latencies, channels, accepted = churn(holder, hostile.client_id, normal.client_id, 1.5, count)
         assert {answer.status_code for answer in answers} == {204}
         rounds = len(answers)
         assert rounds >= 4, rounds
