@@ -10,14 +10,19 @@ on which a peek returns no bytes (or an error) means the peer closed it.
 - bytes waiting after the request (pipelined, or sent to keep the stream from noticing): the
   socket stays readable, so from then on it is polled every ``RTBROKER_DISCONNECT_POLL``
   seconds for the peer's hang-up alone (``POLLRDHUP``, Linux), which the waiting bytes do not
-  hide; elsewhere the watch stops and failed writes (or the idle timeout) end the stream.
+  hide; past :data:`MAX_PIPELINED_BYTES` of them the stream ends (a full receive window would
+  hold the peer's close back); elsewhere the watch stops and failed writes (or the idle
+  timeout) end the stream.
 - no socket reachable from the WSGI environ: neither; heartbeats (or the idle timeout) end it.
 """
 
 from __future__ import annotations
 
+import array
+import fcntl
 import select
 import socket
+import termios
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .concurrency import ReadWatch, Runtime, system_poll
@@ -29,6 +34,19 @@ _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _HANG_UP = getattr(select, "POLLRDHUP", 0)
 """The poll event of a peer that closed (or shut down writing), reported even while unread
 bytes wait; 0 where the platform has none."""
+MAX_PIPELINED_BYTES = 64 * 1024
+"""Unread bytes after a stream's request past which the stream ends: no HTTP client sends that
+much ahead of a response that never ends, and a full receive window keeps the peer's FIN out."""
+
+
+def unread_bytes(fileno: int) -> int:
+    """How many received bytes wait unread on the socket *fileno* (0 when it cannot be told)."""
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(fileno, termios.FIONREAD, count)
+    except OSError:
+        return 0
+    return count[0]
 
 
 def find_socket(environ: Mapping[str, Any]) -> Any | None:
@@ -102,7 +120,8 @@ class DisconnectWatch:
             return False
         if self._hang_up_only:
             assert self._poll is not None
-            return bool(self._poll.poll(0))  # POLLRDHUP, POLLHUP or POLLERR: the peer is gone
+            # POLLRDHUP, POLLHUP or POLLERR: the peer is gone; a flood: it may be gone behind it
+            return bool(self._poll.poll(0)) or unread_bytes(self._sock.fileno()) > MAX_PIPELINED_BYTES
         if self._poll is not None:
             self.readable = bool(self._poll.poll(0))
         if not self.readable:

@@ -448,6 +448,29 @@ def test_close_after_an_extra_byte_unregisters_within_two_seconds(pool: ServerPo
     assert srv.subscribe(cid, ["x"]).status_code == 404
 
 
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_a_flood_after_the_request_ends_the_stream_within_two_seconds(pool: ServerPool, mode: str) -> None:
+    """Megabytes after the GET fill the server's receive window, which would hold the peer's
+    close back: past MAX_PIPELINED_BYTES unread the stream ends, whether the peer closes or not."""
+    srv = pool(mode)
+    srv.wait_clients(0, timeout=3)
+    stream, cid = open_connected(srv)
+    subscribe_ok(srv, cid, [unique("flood")])
+    stream.sock.setblocking(False)
+    sent, deadline = 0, time.monotonic() + 2
+    try:
+        while time.monotonic() < deadline and sent < 16 * 1024 * 1024:
+            try:
+                sent += stream.sock.send(b"x" * 65536)
+            except BlockingIOError:
+                time.sleep(0.02)
+    except OSError:  # reset: the server ended the stream and closed the socket
+        pass
+    assert sent > 64 * 1024
+    assert srv.wait_clients(0, timeout=2.0) <= 2.0
+    stream.close()
+
+
 @pytest.mark.parametrize("mode", TIMING_MODES)
 def test_idle_timeout_ends_a_silent_stream_with_the_last_chunk(pool: ServerPool, mode: str) -> None:
     srv = pool(mode, "idle")
