@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import queue
+import select
 import selectors
 import sys
 import threading
@@ -289,6 +290,17 @@ def wait_readable(runtime: Runtime, fileno: int, timeout: float) -> None:
     finally:
         watch.stop()
         watch.close()
+
+
+def system_poll() -> "select.poll":
+    """The operating system's ``select.poll`` object even where gevent patched ``select`` (its
+    poll knows reads and writes only, not ``POLLRDHUP``); for ``poll(0)``, which never blocks."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("select"):
+            return monkey.get_original("select", "poll")()
+    return select.poll()
 
 
 def gevent_is_active() -> bool:

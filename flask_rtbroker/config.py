@@ -65,6 +65,13 @@ DEFAULTS: dict[str, Any] = {
     # Bytes of subscription keys all clients of the process may hold together; past it new
     # streams and POSTs that add subscriptions answer 503, existing subscriptions keep working.
     "RTBROKER_SUBSCRIPTION_MEMORY": 256 * 1024 * 1024,
+    # Keys one client may add to its subscriptions (keys it did not hold: each is a backplane
+    # channel its process listens on, then sweeps) at once, and again per minute: a bucket of
+    # this many that refills evenly over 60 s. A POST adding more than the bucket holds answers
+    # 429, one adding more than this at all 400; both change nothing. A whole number, 0 or
+    # None = no limit. The SDK adds one key per subscribe() call (all of them on a reconnect,
+    # as a new client with a full bucket).
+    "RTBROKER_MAX_SUBSCRIPTION_CHANGES": 2000,
     # "auto" (gevent when monkey-patched or inside a greenlet, else threads), "gevent", "threading".
     "RTBROKER_CONCURRENCY": "auto",
     # Threaded servers: seconds between checks of a silent stream's socket for a disconnect.
@@ -198,6 +205,15 @@ def _auto_limit(key: str, value: Any) -> int | None:
     return value
 
 
+def _optional_limit(key: str, value: Any) -> int:
+    """A limit, 0 or None for none (returned as 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{key} must be a whole number >= 0 (0 or None = no limit), not {value!r}")
+    return value
+
+
 def _path(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigurationError(f"{key} must be a path starting with '/', not {value!r}")
@@ -297,6 +313,7 @@ class Settings:
     max_clients_per_ip: int
     max_subscription_bytes: int
     subscription_memory: int
+    max_subscription_changes: int
     concurrency: str
     disconnect_poll: float
     trusted_proxy_headers: tuple[str, ...]
@@ -391,6 +408,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_clients_per_ip": _auto_limit,
     "max_subscription_bytes": _count,
     "subscription_memory": _count,
+    "max_subscription_changes": _optional_limit,
     "concurrency": _choice,
     "disconnect_poll": _seconds,
     "trusted_proxy_headers": _names,

@@ -148,6 +148,8 @@ def event_stream(
                 continue
             if sweeping:
                 client.deadline = min(lifetime_end, idle_end, next_heartbeat)
+                if watch.poll_interval is not None:  # bytes wait on the socket: look for the hang-up
+                    client.deadline = min(client.deadline, now + watch.poll_interval)
                 if client.waker.wait(None):
                     client.waker.clear()
                 if watch.readable and watch.closed():

@@ -3,7 +3,8 @@
 Every response carries PocketBase's default headers (and CORS when allowed); every error is
 PocketBase's JSON body. The POST is processed in PocketBase's observable order: decode ->
 validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> then ours: the
-client's subscription budget (400) and the process's (503), the subscription validators (400,
+client's subscription budget (400) and the process's (503), the client's rate of added keys
+(429, see :mod:`.change_rate`), the subscription validators (400,
 e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions -> 204.
 A rejected POST changes nothing. Topic rules never refuse a POST: they decide at delivery.
 """
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import encoding, signals
+from . import change_rate, encoding, signals
 from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .errors import ApiError, ClientNotFound
 from .http import (
@@ -61,6 +62,8 @@ INVALID_CLIENT_MESSAGE = "Invalid realtime client."
 AUTH_MISMATCH_MESSAGE = "The current and the previous request authorization don't match."
 BODY_TOO_LARGE_MESSAGE = "The request body is too large."
 SUBSCRIPTIONS_TOO_LARGE_CODE = "validation_subscriptions_too_large"
+TOO_MANY_CHANGES_CODE = "validation_too_many_subscription_changes"
+TOO_MANY_CHANGES_MESSAGE = "Too many subscription changes; try again later."
 
 MAX_FORM_FIELDS = 2 * MAX_SUBSCRIPTIONS + 64
 """Form fields a subscription POST may have: room for PocketBase's own too-many-items answer."""
@@ -199,8 +202,27 @@ def _check_budgets(state: "BrokerState", client: DefaultClient, subscriptions: l
         raise ApiError(503, SUBSCRIPTION_MEMORY_MESSAGE)
 
 
+def _added_keys(state: "BrokerState", client: DefaultClient, subscriptions: list[str]) -> int:
+    """How many of *subscriptions* the client does not hold yet (0 without a limit); 400 when
+    more than a bucket holds at all, 429 when more than the client's holds now
+    (``RTBROKER_MAX_SUBSCRIPTION_CHANGES``)."""
+    limit = state.settings.max_subscription_changes
+    if not limit:
+        return 0
+    added = sum(1 for sub in subscriptions if not client.has_subscription(sub))
+    if added > limit:
+        raise bad_request({"subscriptions": {
+            "code": TOO_MANY_CHANGES_CODE,
+            "message": f"A request must not add more than {limit} subscriptions (RTBROKER_MAX_SUBSCRIPTION_CHANGES).",
+            "params": {"max": limit},
+        }})
+    if added and added > change_rate.available(client, limit):
+        raise ApiError(429, TOO_MANY_CHANGES_MESSAGE)
+    return added
+
+
 def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted: list[str], ip: str) -> None:
-    """Check IP, auth rule, budgets, validators and hook for a local *client*, make sure this
+    """Check IP, auth rule, budgets, added keys, validators and hook for a local *client*, make sure this
     process listens on the keys' backplane channels, then replace its subscriptions."""
     if client.get(IP_KEY) != ip:
         raise bad_request(message=INVALID_CLIENT_MESSAGE)
@@ -210,6 +232,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
         raise ApiError(403, AUTH_MISMATCH_MESSAGE)
     subscriptions = list(dict.fromkeys(sub for sub in submitted if sub))
     _check_budgets(state, client, subscriptions)
+    added = _added_keys(state, client, subscriptions)
     for validator in state.subscription_validators:
         errors = validator(client, submitted)
         if errors:
@@ -223,6 +246,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     else:
         client.set(AUTH_KEY, auth)
     client.set_subscriptions(subscriptions)
+    change_rate.spend(client, added, state.settings.max_subscription_changes)
     state.auth_changed(client, denied_before)  # the topic rules decide with this POST's auth
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     signals.client_subscribed.send(app, client=client, subscriptions=subscriptions)

@@ -27,6 +27,7 @@ LIVE_MODULES = frozenset({
     "test_backplane_replay",  # a redis-server of its own or PostgreSQL, by parameter
     "test_benchmark_smoke",  # benchmarks.run --smoke: gunicorn servers and load generators
     "test_browser",  # Chromium driven by Node against gunicorn
+    "test_channel_churn",  # two gunicorn processes on a redis-server and on a Redis Cluster
     "test_chat_example",  # the tutorial's tests in a pytest of their own; gunicorn, redis-server, nginx, Node
     "test_fresh_install",  # git clone, a fresh venv, pip install and the demo server
     "test_js_sdk",  # the official JS SDK in Node against every server mode

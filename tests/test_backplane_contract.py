@@ -12,7 +12,7 @@ import pytest
 
 from flask_rtbroker import BackplaneUnavailable, Emitter
 from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, Envelope, from_url
-from flask_rtbroker.backplane.base import ALL, SWEEP_INTERVAL, UNKNOWN, inbox
+from flask_rtbroker.backplane.base import ALL, MAX_UNSWEPT_CHANNELS, PROMPT_GRACE, SWEEP_INTERVAL, UNKNOWN, inbox
 from flask_rtbroker.backplane.envelope import EnvelopeError, Stamp
 from flask_rtbroker.backplane.freshness import MAX_ORIGINS, WINDOW, ReplayGuard
 from flask_rtbroker.concurrency import ThreadingRuntime
@@ -183,6 +183,39 @@ def test_a_sweep_lets_go_of_channels_no_longer_needed(make_backplane: Factory) -
     while fields[-1] != {"kept": 1} and len(fields) < 10_000:  # the t:x ones sent before the sweep landed, then it
         fields.append(b.next().fields)
     assert fields[-1] == {"kept": 1} and all(f == {} for f in fields[:-1])
+
+
+def test_a_sweep_listens_again_on_a_needed_channel_it_does_not_hold(make_backplane: Factory) -> None:
+    """A client that got its key after a sweep dropped the channel (a POST slower than the
+    grace): the next sweep subscribes it again, so the client is not cut off for good."""
+    a, b = started(make_backplane, 2)
+    if not b.backplane.routes:
+        pytest.skip("no channels: every process gets every payload")
+    b.backplane.keep_channels = lambda: {"t:late"}
+    b.backplane.sweep(now=time.monotonic() + SWEEP_INTERVAL + 1)
+    deadline = time.monotonic() + 5
+    while a.backplane.send(a.backplane.envelope("notify", {"late": 1}), "t:late") != 1:
+        assert time.monotonic() < deadline, "the needed channel was not subscribed again"
+        time.sleep(0.02)
+    assert b.next().fields == {"late": 1}
+
+
+def test_unneeded_channels_past_the_cap_go_without_waiting_for_the_timer(make_backplane: Factory) -> None:
+    a, b = started(make_backplane, 2)
+    if not b.backplane.routes:
+        pytest.skip("no channels: every process gets every payload")
+    backplane = b.backplane
+    backplane.keep_channels = lambda: {"t:kept"}
+    start = time.monotonic()
+    backplane.sweep(now=start)  # the timer's sweep: the next one is SWEEP_INTERVAL away
+    churned = [f"t:churn-{i}" for i in range(MAX_UNSWEPT_CHANNELS + 1)]
+    assert backplane.want(["t:kept", *churned], timeout=10)
+    backplane.sweep(now=start + PROMPT_GRACE / 2)  # asked for too lately: kept
+    assert backplane.listening_to(churned[0])
+    backplane.sweep(now=time.monotonic() + PROMPT_GRACE + 0.01)  # long before the timer's next one
+    assert not any(map(backplane.listening_to, churned)) and backplane.listening_to("t:kept")
+    assert a.backplane.send(a.backplane.envelope("notify", {"kept": 1}), "t:kept") == 1
+    assert b.next().fields == {"kept": 1}
 
 
 def test_redis_listener_reconnects_after_redis_comes_back(redis_server: RedisServer) -> None:

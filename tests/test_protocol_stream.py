@@ -429,6 +429,48 @@ def test_abrupt_close_unregisters_within_one_second(pool: ServerPool, mode: str)
     assert srv.subscribe(cid, ["x"]).status_code == 404
 
 
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_close_after_an_extra_byte_unregisters_within_two_seconds(pool: ServerPool, mode: str) -> None:
+    """A byte after the request (the start of a pipelined one, which a stream never answers)
+    keeps the socket readable: the stream goes on, and still notices the close."""
+    srv = pool(mode)
+    srv.wait_clients(0, timeout=3)
+    stream, cid = open_connected(srv)
+    topic = unique("quiet")
+    subscribe_ok(srv, cid, [topic])
+    stream.sock.sendall(b"G")
+    time.sleep(0.7)  # the stream has seen the byte, and a poll slice has passed
+    assert srv.total_clients() == 1
+    assert srv.notify(topic, 1) == 1
+    assert stream.next_event_bytes(timeout=5) == event(cid, topic, b"1")
+    stream.close()
+    assert srv.wait_clients(0, timeout=2.0) <= 2.0
+    assert srv.subscribe(cid, ["x"]).status_code == 404
+
+
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_a_flood_after_the_request_ends_the_stream_within_two_seconds(pool: ServerPool, mode: str) -> None:
+    """Megabytes after the GET fill the server's receive window, which would hold the peer's
+    close back: past MAX_PIPELINED_BYTES unread the stream ends, whether the peer closes or not."""
+    srv = pool(mode)
+    srv.wait_clients(0, timeout=3)
+    stream, cid = open_connected(srv)
+    subscribe_ok(srv, cid, [unique("flood")])
+    stream.sock.setblocking(False)
+    sent, deadline = 0, time.monotonic() + 2
+    try:
+        while time.monotonic() < deadline and sent < 16 * 1024 * 1024:
+            try:
+                sent += stream.sock.send(b"x" * 65536)
+            except BlockingIOError:
+                time.sleep(0.02)
+    except OSError:  # reset: the server ended the stream and closed the socket
+        pass
+    assert sent > 64 * 1024
+    assert srv.wait_clients(0, timeout=2.0) <= 2.0
+    stream.close()
+
+
 @pytest.mark.parametrize("mode", TIMING_MODES)
 def test_idle_timeout_ends_a_silent_stream_with_the_last_chunk(pool: ServerPool, mode: str) -> None:
     srv = pool(mode, "idle")

@@ -13,7 +13,9 @@ A backend implements:
   :meth:`Backplane.confirmed`, and ``subscribe_now``/``unsubscribe_now`` change the live
   subscription. Every process listens on :data:`ALL` and its own inbox (``p:<route>``); the
   cluster asks for more (``t:<topic>``, ``c:<collection>``) with :meth:`Backplane.want` as its
-  clients subscribe, and lets go of them, in batches, with :meth:`Backplane.sweep`.
+  clients subscribe, and lets go of them, in batches, with :meth:`Backplane.sweep`, which the
+  listener calls on every turn of its loop (it acts on a timer, and promptly while more than
+  :data:`MAX_UNSWEPT_CHANNELS` channels are held that no client needs).
 
 It may also override :attr:`Backplane.has_peers` (False for a bus nobody else can join) and
 :meth:`Backplane.close` (to wake a listener blocked in ``listen()``), calling the base's.
@@ -63,6 +65,16 @@ ALL = "all"
 """The channel every process listens on: counts, clear-auth and unrouted kinds."""
 SWEEP_INTERVAL = 10.0
 """Seconds between two sweeps of the channels no local client needs any more."""
+MAX_UNSWEPT_CHANNELS = 1000
+"""Channels a process may hold that no local client needs before a sweep comes at once (at
+most every :data:`PROMPT_SWEEP_INTERVAL` seconds) and drops those not asked for in the last
+:data:`PROMPT_GRACE` seconds: the slack a churning client can leave behind."""
+PROMPT_SWEEP_INTERVAL = 0.25
+"""Least seconds between two sweeps made because :data:`MAX_UNSWEPT_CHANNELS` was passed; also
+at least nine times what the last sweep took, so they take at most a tenth of the listener's time."""
+PROMPT_GRACE = 0.5
+"""Seconds a channel is kept after :meth:`Backplane.want` returned, by a prompt sweep: time for
+the POST that asked to hand its keys to its client."""
 UNKNOWN = -1
 """What :meth:`Backplane.send` returns when the backend cannot tell how many processes listen."""
 DEFAULT_MAX_AGE = 30.0
@@ -134,6 +146,11 @@ class Backplane:
         self._confirmations: dict[str, Any] = {}
         self._make_locks()
         self._next_sweep = 0.0
+        self._next_prompt_sweep = 0.0
+        self._sweep_soon = False
+        """Set by :meth:`want` when more than :data:`MAX_UNSWEPT_CHANNELS` may be unneeded."""
+        self._kept = 0
+        """How many of the wanted channels the last sweep found needed by local clients."""
         self.state: str | None = None
         self._pid: int | None = None
         self._closed = False
@@ -210,36 +227,69 @@ class Backplane:
             new = [channel for channel in missing if channel not in self._subscribed]
             self._subscribed.update(new)
             waits = [self._confirmations.setdefault(channel, self._event()) for channel in missing]
+            if new and len(self._wanted) - self._kept > MAX_UNSWEPT_CHANNELS:
+                self._sweep_soon = True
         if new and self.state == STATE_UP:
             try:
                 self.subscribe_now(new)
             except Exception as exc:  # noqa: BLE001 - the listener reconnects and subscribes them all
                 log.warning("could not subscribe to %d backplane channel(s): %s", len(new), exc)
+                self._asked(channels)
                 return False
-        if self.state != STATE_UP:
-            return False
-        deadline = time.monotonic() + timeout
-        return all(wait.wait(max(0.0, deadline - time.monotonic())) for wait in waits)
+        try:
+            if self.state != STATE_UP:
+                return False
+            deadline = time.monotonic() + timeout
+            return all(wait.wait(max(0.0, deadline - time.monotonic())) for wait in waits)
+        finally:
+            self._asked(channels)
+
+    def _asked(self, channels: list[str]) -> None:
+        """Date *channels* as asked for now (a :meth:`want` returns): no sweep drops them for a while."""
+        now = time.monotonic()
+        with self._channels_lock:
+            wanted = self._wanted
+            for channel in channels:
+                if channel in wanted:
+                    wanted[channel] = now
 
     def sweep(self, now: float | None = None) -> None:
         """Stop listening on the channels :attr:`keep_channels` no longer lists and nobody asked
         for in the last :data:`SWEEP_INTERVAL` seconds (a POST asks before its client holds the
-        keys); batched, at most every :data:`SWEEP_INTERVAL` seconds. Called by routing
-        backends' ``listen()``; *now* (a ``time.monotonic()`` value) runs it as of that time."""
+        keys); batched, every :data:`SWEEP_INTERVAL` seconds, and while more than
+        :data:`MAX_UNSWEPT_CHANNELS` are unneeded, at most every :data:`PROMPT_SWEEP_INTERVAL`
+        seconds with a grace of :data:`PROMPT_GRACE` only; a needed channel a sweep dropped
+        (its client got it later than the grace) is subscribed again. Called by routing
+        backends' ``listen()`` on every turn; *now* (a ``time.monotonic()`` value) runs it as
+        of that time."""
         now = time.monotonic() if now is None else now
-        if now < self._next_sweep or self.keep_channels is None:
+        due = now >= self._next_sweep
+        if not (due or (self._sweep_soon and now >= self._next_prompt_sweep)) or self.keep_channels is None:
             return
-        self._next_sweep = now + SWEEP_INTERVAL
+        if due:
+            self._next_sweep = now + SWEEP_INTERVAL
+        started = time.monotonic()
         keep = self.keep_channels()
-        recent = now - SWEEP_INTERVAL
         with self._channels_lock:
-            gone = [channel for channel, asked in self._wanted.items() if channel not in keep and asked < recent]
+            wanted = self._wanted
+            unneeded = [channel for channel in wanted if channel not in keep]
+            recent = now - (PROMPT_GRACE if len(unneeded) > MAX_UNSWEPT_CHANNELS else SWEEP_INTERVAL)
+            gone = [channel for channel in unneeded if wanted[channel] < recent]
             for channel in gone:
-                del self._wanted[channel]
+                del wanted[channel]
             self._subscribed.difference_update(gone)
             self._listening.difference_update(gone)
+            lost = [channel for channel in keep if channel not in wanted]  # a client got it after a sweep dropped it
+            wanted.update(dict.fromkeys(lost, now))
+            new = [channel for channel in lost if channel not in self._subscribed]
+            self._subscribed.update(new)
+            self._kept = len(wanted) - (len(unneeded) - len(gone))
+            self._sweep_soon = len(unneeded) - len(gone) > MAX_UNSWEPT_CHANNELS  # kept by the grace: again soon
         if gone:
             self.unsubscribe_now(gone)
+        if new and self.state == STATE_UP:
+            self.subscribe_now(new)
+        self._next_prompt_sweep = now + max(PROMPT_SWEEP_INTERVAL, 9 * (time.monotonic() - started))
 
     def _event(self) -> Any:
         if self._runtime is not None:

@@ -65,10 +65,10 @@ class MemoryBackplane(Backplane):
         self.subscribe_now(sorted(self.channels()))
         yield READY
         while True:
+            self.sweep()  # due on a timer, or promptly: busy or idle
             try:
                 payload = self._inbox.get(timeout=SWEEP_CHECK)
             except queue.Empty:
-                self.sweep()
                 continue
             if payload is _STOP:
                 return

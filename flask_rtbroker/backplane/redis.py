@@ -18,7 +18,8 @@ from .base import ALL, READY, Backplane, inbox
 from .pipelined import PipelinedPublisher
 
 IDLE_WAIT = 1.0
-"""Seconds the listener waits for the socket before it checks for a sweep (and health)."""
+"""Seconds the listener waits for the socket before it checks for a sweep (and health); a busy
+listener checks before each reply it reads."""
 
 DEFAULT_CHANNEL_PREFIX = "flask_rtbroker"
 
@@ -149,10 +150,10 @@ class RedisBackplane(Backplane):
                 pubsub.subscribe(*map(self.physical, sorted(self.channels())))
                 self._pubsub = pubsub
             while not self.closed:
+                self.sweep()  # due on a timer, or promptly past MAX_UNSWEPT_CHANNELS: busy or idle
                 with self._pubsub_lock:
                     message = pubsub.get_message(timeout=0.0)
                 if message is None:
-                    self.sweep()
                     wait_readable(self._runtime, pubsub.connection._sock.fileno(), IDLE_WAIT)
                     continue
                 kind = message.get("type")

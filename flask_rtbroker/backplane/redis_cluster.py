@@ -165,7 +165,8 @@ class RedisClusterBackplane(Backplane):
     Publishing sends ``SPUBLISH`` to the master of the channel's slot (from a slot map asked of
     the cluster with ``CLUSTER SLOTS``, renewed after ``MOVED`` or a failure). The listener holds
     one connection per master that serves some of its channels and waits on all of them at once;
-    it alone uses them: requests only mark the channel set changed and wake it.
+    it alone uses them: requests only note which channels changed and wake it, and it handles
+    those (and the ones a lost connection or a moved slot left unplaced), never the whole set.
     """
 
     routes = True
@@ -189,9 +190,14 @@ class RedisClusterBackplane(Backplane):
         self._clients: dict[str, Any] = {}
         self._wake_fd: int | None = None
         self._dirty = False
+        self._touched: set[str] = set()
+        """Channels :meth:`want` or :meth:`sweep` changed since the listener last looked."""
+        self._touched_lock = threading.Lock()
         # the listener's own state, touched by it alone
         self._shards: dict[str, _Shard] = {}
         self._placed: dict[str, _Shard] = {}
+        self._unplaced: set[str] = set()
+        """Wanted (physical) channels not subscribed on any shard yet."""
         self._live: set[str] = set()
         self._lost = False
 
@@ -277,11 +283,16 @@ class RedisClusterBackplane(Backplane):
             raise
 
     def subscribe_now(self, channels: list[str]) -> None:
-        """Wake the listener: it subscribes every wanted channel it does not hold yet."""
-        self._changed()
+        """Note *channels* and wake the listener: it subscribes those still wanted."""
+        self._touch(channels)
 
     def unsubscribe_now(self, channels: list[str]) -> None:
-        """Wake the listener: it unsubscribes every channel no longer wanted."""
+        """Note *channels* and wake the listener: it unsubscribes those no longer wanted."""
+        self._touch(channels)
+
+    def _touch(self, channels: list[str]) -> None:
+        with self._touched_lock:
+            self._touched.update(channels)
         self._changed()
 
     def _changed(self) -> None:
@@ -310,6 +321,9 @@ class RedisClusterBackplane(Backplane):
         retry_at: float | None = None
         hurried_at = float("-inf")  # the last retry made at once after a loss: the next waits its turn
         self._shards, self._placed, self._live, self._lost = {}, {}, set(), False
+        with self._touched_lock:
+            self._touched = set()  # what changes from now on is noted again
+        self._unplaced = {self.physical(channel) for channel in self.channels()}
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
@@ -360,32 +374,23 @@ class RedisClusterBackplane(Backplane):
             os.close(wake_write)
             for shard in self._shards.values():
                 shard.close()
-            self._shards, self._placed, self._live = {}, {}, set()
+            self._shards, self._placed, self._unplaced, self._live = {}, {}, set(), set()
 
     def _reconcile(self, refresh: bool) -> bool:
-        """Unsubscribe the channels no longer wanted, subscribe the wanted ones not held (after
-        asking the cluster for its slot map when *refresh*); True when every wanted one is held."""
+        """Bring the channels changed since the last call up to date (unsubscribe those no
+        longer wanted, note the wanted ones not held), then subscribe every wanted channel not
+        held (after asking the cluster for its slot map when *refresh*); True when all are held.
+        Costs what changed and what is unplaced, not the whole set."""
         self._dirty = False
-        wanted = {self.physical(channel) for channel in self.channels()}
-        stale: dict[_Shard, list[str]] = defaultdict(list)
-        for name, shard in self._placed.items():
-            if name not in wanted:
-                stale[shard].append(name)
-        for shard, names in stale.items():
-            self._unplace(names)
-            if not shard.channels:
-                self._close(shard)
-            else:
-                self._send(shard, "SUNSUBSCRIBE", names)
-        for name in wanted & self._live:  # wanted again after a sweep, still subscribed
-            if not self.listening_to(self._logical(name)):
-                self.confirmed(self._logical(name))
-        missing = [name for name in wanted if name not in self._placed]
-        if not missing:
+        with self._touched_lock:
+            touched, self._touched = self._touched, set()
+        if touched:
+            self._settle(touched)
+        if not self._unplaced:
             return True
         slots = self._refresh() if refresh or self._slots is None else self._slots
         by_node: dict[str, list[str]] = defaultdict(list)
-        for name in missing:
+        for name in self._unplaced:
             owner = slots[self._key_slot(name.encode())]
             if owner is not None:
                 by_node[owner].append(name)
@@ -394,7 +399,34 @@ class RedisClusterBackplane(Backplane):
             if target is not None and self._send(target, "SSUBSCRIBE", names):
                 target.channels.update(names)
                 self._placed.update(dict.fromkeys(names, target))
-        return all(name in self._placed for name in missing)
+                self._unplaced.difference_update(names)
+        return not self._unplaced
+
+    def _settle(self, touched: set[str]) -> None:
+        """Compare the *touched* (logical) channels with what is wanted now: unsubscribe the
+        unwanted ones, mark the wanted ones not held unplaced, confirm again the wanted ones
+        still subscribed (wanted again after a sweep, before it was carried out)."""
+        permanent = (ALL, inbox(self.route))
+        with self._channels_lock:
+            wanted = {channel for channel in touched if channel in self._wanted or channel in permanent}
+        stale: dict[_Shard, list[str]] = defaultdict(list)
+        for channel in touched:
+            name = self.physical(channel)
+            shard = self._placed.get(name)
+            if channel not in wanted:
+                self._unplaced.discard(name)
+                if shard is not None:
+                    stale[shard].append(name)
+            elif shard is None:
+                self._unplaced.add(name)
+            elif name in self._live and not self.listening_to(channel):
+                self.confirmed(channel)
+        for shard, names in stale.items():
+            self._unplace(names)
+            if not shard.channels:
+                self._close(shard)
+            else:
+                self._send(shard, "SUNSUBSCRIBE", names)
 
     def _open(self, node: str) -> _Shard | None:
         """A subscriber connection to *node*, or None when it cannot be reached now."""
@@ -463,6 +495,7 @@ class RedisClusterBackplane(Backplane):
     def _misplaced(self, shard: _Shard, names: list[str]) -> None:
         """*names* are not (or no longer) served by *shard*'s master: subscribe them where they are now."""
         self._unplace(names)
+        self._unplaced.update(names)
         if not shard.channels:
             self._close(shard)
         self._lost = True
@@ -479,7 +512,9 @@ class RedisClusterBackplane(Backplane):
             "backplane %s lost %s (%s); re-subscribing its %d channel(s)", self.url, shard.node, error, len(shard.channels)
         )
         self._close(shard)
-        self._unplace(list(shard.channels))
+        names = list(shard.channels)
+        self._unplace(names)
+        self._unplaced.update(names)
         self._lost = True
 
     def _check_health(self, now: float) -> None:
