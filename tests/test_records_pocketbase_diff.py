@@ -157,7 +157,7 @@ def sdk_keys(cases: list[dict[str, Any]]) -> list[Case]:
 
 def _canonical(value: Any) -> Any:
     """*value* with integral floats as ints (PocketBase writes ``10``, Python ``10.0``) and keys sorted."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+    if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
         return {key: _canonical(item) for key, item in sorted(value.items())}
