@@ -35,7 +35,7 @@ from sqlalchemy import JSON, Boolean, Float, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flask_rtbroker import IP_KEY
-from flask_rtbroker.testing import SSEClient
+from flask_rtbroker.testing import ReadTimeout, SSEClient
 
 from tests.jsrun import JS_DIR, require_node
 from tests.live import HOST, free_port
@@ -46,9 +46,8 @@ POCKETBASE = Path(sys.prefix) / "bin" / "pocketbase"
 POCKETBASE_VERSION = "0.40.6"
 KEYS_PER_STREAM = 150
 REFUSED = "refused"
-SEPARATOR = "separator"
-"""A second collection: a record of it is created after each record of ``d``, so that each
-stream's messages can be told apart by record even when ``fields`` leaves the id out."""
+QUIET = 0.15
+"""Seconds without a message that end a record's event on a PocketBase stream."""
 MIGRATION = """
 migrate((app) => {
     app.save(new Collection({
@@ -58,9 +57,8 @@ migrate((app) => {
             { name: "meta", type: "json" }, { name: "body", type: "text" },
         ],
     }));
-    app.save(new Collection({ type: "base", name: "%s", listRule: "", viewRule: "", createRule: "" }));
 }, (app) => {});
-""" % (COLLECTION, SEPARATOR)
+""" % COLLECTION
 
 
 class DiffBase(DeclarativeBase):
@@ -229,35 +227,43 @@ class PocketBase:
                 batch = cases[start : start + KEYS_PER_STREAM]
                 stream = SSEClient.connect(HOST, self.port, timeout=10)
                 streams.append((stream, batch))
-                keys = [case.key for case in batch] + [f"{SEPARATOR}/*"]
+                keys = [case.key for case in batch] + [f"{COLLECTION}/*"]
                 response = requests.post(self.url + "/api/realtime", json={"clientId": stream.client_id, "subscriptions": keys}, timeout=10)
                 assert response.status_code == 204, response.text
             collection_id = ""
+            seen: list[dict[str, dict[str, str]]] = [{} for _ in streams]
             for record in RECORDS:
                 collection_id = self.create(COLLECTION, record)["collectionId"]
-                self.create(SEPARATOR, {})
-            for stream, batch in streams:
-                seen = self._read_records(stream)
+                for (stream, _), stream_seen in zip(streams, seen):
+                    self._read_record(stream, record["id"], stream_seen)
+            for (_, batch), stream_seen in zip(streams, seen):
                 for case in batch:
-                    case.pocketbase = seen.get(case.key, {})
+                    case.pocketbase = stream_seen.get(case.key, {})
             return collection_id
         finally:
             for stream, _ in streams:
                 stream.close()
 
     @staticmethod
-    def _read_records(stream: SSEClient, timeout: float = 20.0) -> dict[str, dict[str, str]]:
-        """``{key: {record id: record shown}}``: a record's messages all come before its separator's."""
-        seen: dict[str, dict[str, str]] = {}
-        deadline = time.monotonic() + timeout
-        index = 0
-        while index < len(RECORDS):
-            event = stream.next_event(max(0.01, deadline - time.monotonic()))
-            if event.name == f"{SEPARATOR}/*":
-                index += 1
-                continue
-            seen.setdefault(event.name, {})[RECORDS[index]["id"]] = _shown(event.json())
-        return seen
+    def _read_record(stream: SSEClient, record_id: str, seen: dict[str, dict[str, str]]) -> None:
+        """Read the messages of one record's event into ``{key: {record id: record shown}}``: until
+        the option-less key got it, then until the stream is quiet for :data:`QUIET` seconds
+        (PocketBase sends an event's messages from a goroutine: no order to rely on)."""
+        deadline = time.monotonic() + 20.0
+        plain_seen = False
+        while True:
+            try:
+                event = stream.next_event(QUIET if plain_seen else max(0.01, deadline - time.monotonic()))
+            except ReadTimeout:
+                if plain_seen:
+                    return
+                raise
+            data = event.json()
+            assert data["record"].get("id", record_id) == record_id, f"a message of another record came late: {data}"
+            if event.name == f"{COLLECTION}/*":
+                plain_seen = True
+            else:
+                seen.setdefault(event.name, {})[record_id] = _shown(data)
 
 
 def run_library(cases: list[Case], collection_id: str) -> None:

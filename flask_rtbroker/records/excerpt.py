@@ -1,9 +1,17 @@
 """The ``:excerpt(max, withEllipsis?)`` field modifier: plain text from HTML, cut to *max* characters.
 
-Like PocketBase: tags are stripped (the content of scripts, styles, forms, media and the like is
-dropped), block elements separate words, whitespace runs collapse to one space, character
-references are decoded, the text is cut to *max* characters and, when *withEllipsis* is true and
-something was cut, ``...`` is appended. Values other than strings are left as they are.
+Like PocketBase, which parses the value as an HTML5 document: tags are stripped (the content of
+the head, scripts, styles, forms, media and the like is dropped), block elements separate words,
+runs of Go's ``\\s`` whitespace (space, tab, LF, FF, CR; not NBSP or other Unicode spaces)
+collapse to one space, character references are decoded, the text is cut to *max* characters
+and, when *withEllipsis* is true and something was cut, ``...`` is appended. Values other than
+strings are left as they are.
+
+What an HTML5 parser does that matters here is followed: elements that open the document before
+any content (``title``, ``style``, ``meta``...) go into the head and are dropped, and so is an
+explicit ``<head>`` until content starts the body; the content of raw-text elements (``xmp``,
+``noscript``, ``noembed``, ``noframes``, ``title`` and ``textarea`` with character references
+decoded) is text, tags included, up to their end tag, and after ``<plaintext>`` everything is text.
 
 Record values are often written by users, so the markup is read by :class:`_PlainText`, a single
 left-to-right scan in the spirit of an HTML tokenizer: every search starts where the last one
@@ -31,12 +39,19 @@ _INLINE_TAGS = frozenset({
 _VOID_TAGS = frozenset({
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
 })
-_RAW_TEXT_TAGS = frozenset({"script", "style"})
-"""Excluded elements whose content is text up to their own end tag, whatever it contains."""
+_RAW_TEXT_TAGS = frozenset({"script", "style", "xmp", "iframe", "noembed", "noframes", "noscript", "title", "textarea"})
+"""Elements whose content is text up to their own end tag, whatever it contains."""
+_ESCAPABLE_RAW_TEXT_TAGS = frozenset({"title", "textarea"})
+"""Raw-text elements whose character references are decoded."""
+_HEAD_TAGS = frozenset({"base", "basefont", "bgsound", "link", "meta", "noframes", "noscript", "script", "style", "template", "title"})
+"""Elements that, before the body starts, go into the (dropped) head."""
+_BEFORE_BODY_TAGS = frozenset({"html", "head"})
+"""Tags that leave the parser before the body."""
 _TAG_NAME = re.compile(r"[a-zA-Z][^\s/>]*")
 _SIMPLE_TAG = re.compile(r"<(/?)([a-z][a-z0-9]*)\s*/?>")
 """A tag without attributes (read from the lowered source): the common case, in one match."""
-_WHITESPACE = re.compile(r"\s+")
+_WHITESPACE = re.compile(r"[ \t\n\f\r]+")
+_HTML_SPACE = " \t\n\f\r"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
@@ -53,6 +68,7 @@ class _PlainText:
         self.size = 0
         self.skipping = 0
         self.after_space = False
+        self.in_body = False
 
     def _find(self, needle: str, position: int, text: str | None = None) -> int:
         """``text.find(needle, position)`` (*text* defaults to the source), remembered per needle.
@@ -110,10 +126,18 @@ class _PlainText:
         if closing:
             self._end_tag(tag)
             return end
-        self._start_tag(tag)
-        if tag in _RAW_TEXT_TAGS and end < len(self.source):
-            content_end = self._find("</" + tag, end, self.lowered)  # the content is excluded: skip to its end tag
-            return len(self.source) if content_end < 0 else content_end
+        shown = self._start_tag(tag)
+        size = len(self.source)
+        if tag == "plaintext":
+            if shown:
+                self._data(self.source[end:], decode=False)
+            return size
+        if tag in _RAW_TEXT_TAGS and end < size:
+            content_end = self._find("</" + tag, end, self.lowered)  # its content is text up to its end tag
+            stop = size if content_end < 0 else content_end
+            if shown:
+                self._data(self.source[end:stop], decode=tag in _ESCAPABLE_RAW_TEXT_TAGS)
+            return stop
         return end
 
     def _tag_end(self, position: int) -> int:
@@ -148,24 +172,43 @@ class _PlainText:
             self.size += 1
             self.after_space = True
 
-    def _start_tag(self, tag: str) -> None:
+    def _start_tag(self, tag: str) -> bool:
+        """Count the start tag *tag*; whether its content may show."""
+        if not self.in_body and not self.skipping:
+            if tag in _BEFORE_BODY_TAGS:
+                return False
+            if tag in _HEAD_TAGS:  # in the head: dropped
+                if tag == "template":
+                    self.skipping += 1
+                return False
+            self.in_body = True
+            if tag == "body":
+                return True
         if self.skipping or tag in _EXCLUDED_TAGS:
             if tag not in _VOID_TAGS:
                 self.skipping += 1
-        elif not self.after_space and tag not in _INLINE_TAGS:
+            return False
+        if tag == "head":  # a head tag in the body is ignored
+            return True
+        if not self.after_space and tag not in _INLINE_TAGS:
             self._space()
+        return True
 
     def _end_tag(self, tag: str) -> None:
         if self.skipping:
             if tag not in _VOID_TAGS:
                 self.skipping -= 1
-        elif tag not in _INLINE_TAGS and tag not in _EXCLUDED_TAGS:
+        elif self.in_body and tag not in _INLINE_TAGS and tag not in _EXCLUDED_TAGS:
             self._space()
 
-    def _data(self, data: str) -> None:
+    def _data(self, data: str, decode: bool = True) -> None:
         if self.skipping or not data:
             return
-        text = _WHITESPACE.sub(" ", html.unescape(data))
+        if not self.in_body:
+            if not data.strip(_HTML_SPACE):
+                return
+            self.in_body = True
+        text = _WHITESPACE.sub(" ", html.unescape(data) if decode else data)
         if self.after_space:
             text = text.lstrip(" ")
         if text:
