@@ -38,6 +38,16 @@ RECORDS: list[dict[str, Any]] = [
      "body": "<!-- c --><p>after comment</p><![CDATA[cd]]>x<?pi?>y</p >z"},
     {"id": "r00000000000014", "title": "Ünïcode ÄÖ", "n": 123456789.123, "flag": True, "meta": {"x": {"y": 1}},
      "body": "<svg><text>s</text></svg>after<select><option>o</option></select>z <button>b</button>w"},
+    {"id": "r00000000000015", "title": "a__b", "n": -0.5, "flag": False, "meta": [[1, 2], {"a": "x"}],
+     "body": "<noscript>ns</noscript>x <p>a</p><title><b>t</b> &amp;</title>b"},
+    {"id": "r00000000000016", "title": "50%", "n": 7, "flag": True, "meta": {"a": [3, "y"], "x": 0},
+     "body": "<meta charset=utf-8><link rel=x>  <p>text</p><textarea>t</textarea>z<xmp>&amp;</xmp>"},
+    {"id": "r00000000000017", "title": "tab\there", "n": 0, "flag": False, "meta": {"x": False, "a": None},
+     "body": "<html><head><title>T</title></head><body><p>B</p></body></html><template><p>t</p></template>after"},
+    {"id": "r00000000000018", "title": " padded ", "n": 42, "flag": True, "meta": {"x": "", "a": {"b": [1]}},
+     "body": "<div>a<head>h</head>b</div><P>UPPER</P><BR>x <a href='x>y'>link</a> tail a < b > c <p>unclosed <b>bold"},
+    {"id": "r00000000000019", "title": "<b>x</b>", "n": 3.25, "flag": False, "meta": "x10",
+     "body": "<!doctype html><title>x</title>y< p>not a tag</p><script>s</script><style>st</style>end"},
 ]
 
 # -- the corpus by hand ---------------------------------------------------------------------------
@@ -86,6 +96,15 @@ FILTERS = [
     "n = TRUE", "created = ''", "updated != ''", "expand = null", "id = 'r00000000000001'",
     "title = 'a' && n =", "= 1", "title", "(title = 'abc'", "title = 'abc')", "title == 'abc'", "title <> 'abc'",
     "n = 1.", "n = .5", "n = -.5", "n = 1.2.3", "n = -5", "n = - 5", "n = 05", "n = 1e2",
+    # more wildcards, escapes and JSON paths
+    'title ~ "__"', 'title ~ "_"', 'title ~ "a__"', 'title ~ "%%"', r'title ~ "\\%"', r'title ~ "0\\%"',
+    'title ~ "50%"', 'title ~ "%0%"', r'title ~ "\n"', r'title ~ "\t"', "title = 'line1\nline2'",
+    "meta.a.0 = 1", "meta.a.0 = 3", "meta.a.1 = 'y'", "meta.0 = 1", "meta.0.1 = 2", "meta.1.a = 'x'",
+    "meta.x.y = 1", "meta.a.b.0 = 1", "meta.a.5 = null", "meta.x = false", "meta.x = 0", "meta.x = true",
+    'meta = "10"', "meta = 10", 'meta ~ "[1,2"', 'meta.a = null', "meta.a != null",
+    "n = 123456789.123", 'n ~ "123456789.12"', "n > 123456789", "n = -0.5", 'n ~ "-0.5"', "n ~ 3.25",
+    'id = "R00000000000001"', 'id ~ "R0"', "flag > 0", "flag < true", 'flag = "0"', 'body ~ "<p>"',
+    'title = " padded "', 'title ~ " "', "title < ' '", 'title > ""', "title >= null", 'title ~ "<b>"',
 ]
 
 TEMPLATES: list[tuple[str, dict[str, Any]]] = [
@@ -99,7 +118,8 @@ FIELDS = [
     "title", "id,title", "*", "meta.x", "meta", "meta.x.y", "nosuch", "title,nosuch", "*,body:excerpt(30)",
     "body:excerpt(30)", "body:excerpt(10,true)", "body:excerpt(5, 1)", "body:excerpt(200)", "body:excerpt(3,true)",
     "body:excerpt(1)", "title:excerpt(4,true)", "n:excerpt(2)", "meta:excerpt(3)", "body:excerpt(12, false)",
-    "id, title ,n", "TITLE", "meta.a,meta.s", "flag,n", "body:excerpt(40,true),title",
+    "id, title ,n", "TITLE", "meta.a,meta.s", "flag,n", "body:excerpt(40,true),title", "body:excerpt(80)",
+    "meta.a.b", "meta.0", "title:excerpt(2)",
 ]
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,7 +47,7 @@ POCKETBASE = Path(sys.prefix) / "bin" / "pocketbase"
 POCKETBASE_VERSION = "0.40.6"
 KEYS_PER_STREAM = 150
 REFUSED = "refused"
-QUIET = 0.15
+QUIET = 0.25
 """Seconds without a message that end a record's event on a PocketBase stream."""
 MIGRATION = """
 migrate((app) => {
@@ -232,10 +233,13 @@ class PocketBase:
                 assert response.status_code == 204, response.text
             collection_id = ""
             seen: list[dict[str, dict[str, str]]] = [{} for _ in streams]
-            for record in RECORDS:
-                collection_id = self.create(COLLECTION, record)["collectionId"]
-                for (stream, _), stream_seen in zip(streams, seen):
-                    self._read_record(stream, record["id"], stream_seen)
+            with ThreadPoolExecutor(len(streams)) as readers:
+                for record in RECORDS:
+                    collection_id = self.create(COLLECTION, record)["collectionId"]
+                    reads = [readers.submit(self._read_record, stream, record["id"], stream_seen)
+                             for (stream, _), stream_seen in zip(streams, seen)]
+                    for read in reads:
+                        read.result()
             for (_, batch), stream_seen in zip(streams, seen):
                 for case in batch:
                     case.pocketbase = stream_seen.get(case.key, {})

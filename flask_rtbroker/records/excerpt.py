@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import FieldsSyntaxError
 
 _EXCLUDED_TAGS = frozenset({
-    "head", "style", "script", "iframe", "embed", "applet", "object", "svg", "img", "picture",
+    "style", "script", "iframe", "embed", "applet", "object", "svg", "img", "picture",
     "dialog", "template", "button", "form", "textarea", "input", "select", "option",
 })
 _INLINE_TAGS = frozenset({
@@ -47,6 +47,8 @@ _HEAD_TAGS = frozenset({"base", "basefont", "bgsound", "link", "meta", "noframes
 """Elements that, before the body starts, go into the (dropped) head."""
 _BEFORE_BODY_TAGS = frozenset({"html", "head"})
 """Tags that leave the parser before the body."""
+_DOCUMENT_TAGS = frozenset({"html", "head", "body"})
+"""Tags ignored once in the body: their content shows, without a word break."""
 _TAG_NAME = re.compile(r"[a-zA-Z][^\s/>]*")
 _SIMPLE_TAG = re.compile(r"<(/?)([a-z][a-z0-9]*)\s*/?>")
 """A tag without attributes (read from the lowered source): the common case, in one match."""
@@ -188,7 +190,7 @@ class _PlainText:
             if tag not in _VOID_TAGS:
                 self.skipping += 1
             return False
-        if tag == "head":  # a head tag in the body is ignored
+        if tag in _DOCUMENT_TAGS:
             return True
         if not self.after_space and tag not in _INLINE_TAGS:
             self._space()
@@ -198,7 +200,7 @@ class _PlainText:
         if self.skipping:
             if tag not in _VOID_TAGS:
                 self.skipping -= 1
-        elif self.in_body and tag not in _INLINE_TAGS and tag not in _EXCLUDED_TAGS:
+        elif self.in_body and tag not in _INLINE_TAGS and tag not in _EXCLUDED_TAGS and tag not in _DOCUMENT_TAGS:
             self._space()
 
     def _data(self, data: str, decode: bool = True) -> None:

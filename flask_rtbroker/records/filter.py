@@ -8,14 +8,14 @@ Grammar (tokens may be separated by spaces, tabs and newlines, PocketBase's only
     term       = "(" or_expr ")" | operand operator operand
     operator   = "=" | "!=" | ">" | ">=" | "<" | "<=" | "~" | "!~"
     operand    = field_path | string | number | "true" | "false" | "null"
-    field_path = name { "." name }                 name = [A-Za-z_][A-Za-z0-9_]*
+    field_path = name { "." key }     name = [A-Za-z_][A-Za-z0-9_]*     key = [A-Za-z0-9_]+
     string     = "'" ... "'" | '"' ... '"'         escapes \\\\ \\n \\t \\r \\" \\' in both
-    number     = [ "-" ] digits [ "." digits ]
+    number     = [ "-" ] digits [ "." digits ] | "-." digits
 
 ``&&`` binds tighter than ``||`` (PocketBase's filters become SQL). ``true``/``false``/``null``
 are case-insensitive. A field path names a field of the record (see
 :class:`~flask_rtbroker.records.collection.RecordSchema`): a column, or a path inside a JSON
-column read like ``JSON_EXTRACT`` (a missing key is null). A filter naming anything else never
+column read like ``JSON_EXTRACT`` (a key of all digits indexes an array; a missing key is null). A filter naming anything else never
 matches, as in PocketBase. Operators compare as :mod:`flask_rtbroker.records.compare` describes.
 
 Everything else raises :class:`FilterSyntaxError`: whitespace PocketBase's tokenizer refuses
@@ -57,8 +57,9 @@ _KEYWORDS = {"true": compare.SqlValue(1, known=True), "false": compare.SqlValue(
 _WHITESPACE = " \t\n"
 _ESCAPES = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = re.compile(r"[A-Za-z0-9_]+")
 _WORD = re.compile(r"[@A-Za-z_][A-Za-z0-9_.:@#*]*")
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|-\.[0-9]+")
 
 
 # -- operands and nodes --------------------------------------------------------------------------
@@ -86,12 +87,22 @@ class FieldPath:
         value = record.get(self.names[0])
         if self.names[0] in schema.json:
             for name in self.names[1:]:
-                value = value.get(name) if isinstance(value, Mapping) else None
+                value = _step(value, name)
             return compare.SqlValue(evaluation.scalar(value), json=True)
         scalar = evaluation.scalar(value)
         if scalar is None:
             return compare.SqlValue(None)
         return compare.SqlValue(scalar, compare.TEXT if isinstance(scalar, str) else compare.NUMERIC)
+
+
+def _step(value: Any, key: str) -> Any:
+    """One step of a JSON path: an object's key, or an array's index when *key* is all digits."""
+    if key.isdigit():
+        if not isinstance(value, list) or len(key) > 18:  # longer: past any list (and int()'s digit limit)
+            return None
+        index = int(key)
+        return value[index] if index < len(value) else None
+    return value.get(key) if isinstance(value, Mapping) else None
 
 
 Operand = Union[Literal, FieldPath]
@@ -221,7 +232,7 @@ def _word_operand(word: str, position: int, source: str, end: int) -> Operand:
     if ":" in word:
         raise FilterSyntaxError(f"field modifiers are not supported ({word})")
     names = word.split(".")
-    if not all(_NAME.fullmatch(name) for name in names):
+    if _NAME.fullmatch(names[0]) is None or not all(_KEY.fullmatch(key) for key in names[1:]):
         raise FilterSyntaxError(f"invalid field path {word!r} at position {position}")
     return FieldPath(tuple(names))
 
