@@ -107,6 +107,15 @@ FILTERS = [
     'title = " padded "', 'title ~ " "', "title < ' '", 'title > ""', "title >= null", 'title ~ "<b>"',
 ]
 
+OUTSIDE_SUBSET = [
+    'title ?= "abc"', 'n ?> 5', 'title:lower = "abc"', "title:length > 3", 'meta:each ~ "x"',
+    'strftime("%Y", "2024-01-01") = "2024"',
+]
+"""PocketBase syntax the library refuses with a 400 (PocketBase evaluates it)."""
+
+INVALID_FIELDS = ["title:excerpt(0)", "body:excerpt", "title:upper", "body:excerpt(1,2,3)", "title,(x"]
+"""Fields lists the library refuses with a 400 (PocketBase sends what it can make of them)."""
+
 TEMPLATES: list[tuple[str, dict[str, Any]]] = [
     ("title = {:t}", {"t": "a\\b"}), ("title = {:t}", {"t": "line1\nline2"}), ("title = {:t}", {"t": "ends with \\"}),
     ("title = {:t}", {"t": "q\"uote's"}), ("title ~ {:t}", {"t": "100%"}), ("n = {:v}", {"v": 1.5}),
@@ -161,7 +170,8 @@ def all_cases() -> list[dict[str, Any]]:
     """Every case once, in a fixed order: hand-written filters, SDK-written filters, fields, generated."""
     cases: list[dict[str, Any]] = [{"filter": source} for source in FILTERS]
     cases += [{"template": template, "params": params} for template, params in TEMPLATES]
-    cases += [{"fields": fields} for fields in FIELDS]
+    cases += [{"filter": source} for source in OUTSIDE_SUBSET]
+    cases += [{"fields": fields} for fields in FIELDS + INVALID_FIELDS]
     cases += [{"filter": 'title != "zz"', "fields": fields} for fields in FIELDS[:6]]
     cases += generated_cases()
     seen: set[str] = set()

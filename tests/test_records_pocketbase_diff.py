@@ -40,7 +40,7 @@ from flask_rtbroker.testing import ReadTimeout, SSEClient
 
 from tests.jsrun import JS_DIR, require_node
 from tests.live import HOST, free_port
-from tests.records_diff_corpus import COLLECTION, RECORDS, all_cases
+from tests.records_diff_corpus import COLLECTION, INVALID_FIELDS, OUTSIDE_SUBSET, RECORDS, all_cases
 from tests.records_support import close_app, connect, make_app, received, sqlite_engine
 
 POCKETBASE = Path(sys.prefix) / "bin" / "pocketbase"
@@ -86,6 +86,14 @@ def _refused_where_pocketbase_never_matches(case: "Case") -> bool:
     return case.library == REFUSED and case.pocketbase != REFUSED and not case.pocketbase
 
 
+def _refused_outside_the_subset(case: "Case") -> bool:
+    return case.library == REFUSED and case.options.get("filter") in OUTSIDE_SUBSET
+
+
+def _refused_invalid_fields(case: "Case") -> bool:
+    return case.library == REFUSED and case.options.get("fields") in INVALID_FIELDS and "filter" not in case.options
+
+
 @dataclass(frozen=True)
 class Deliberate:
     """A difference kept on purpose: which mismatches it covers, and why."""
@@ -98,10 +106,22 @@ class Deliberate:
 DELIBERATE = (
     Deliberate(
         "refused-never-matching",
-        "a filter PocketBase accepts at subscription time but never matches (a tokenizer error, an unknown "
-        "field, @request./@collection. in a client filter, a malformed expression) is refused here with a 400, "
+        "a filter PocketBase accepts at subscription time but never matches (a tokenizer error, "
+        "@request./@collection. in a client filter, a malformed expression) is refused here with a 400, "
         "so the mistake shows where it is made",
         _refused_where_pocketbase_never_matches,
+    ),
+    Deliberate(
+        "refused-outside-the-subset",
+        "the filters of records_diff_corpus.OUTSIDE_SUBSET (any-of operators, modifiers, functions) are "
+        "PocketBase syntax the library does not evaluate: refused with a 400 rather than guessed",
+        _refused_outside_the_subset,
+    ),
+    Deliberate(
+        "refused-invalid-fields",
+        "the fields lists of records_diff_corpus.INVALID_FIELDS (a bad or unknown modifier, unbalanced "
+        "parentheses) are refused with a 400 where PocketBase sends what it can make of them",
+        _refused_invalid_fields,
     ),
 )
 
@@ -327,6 +347,7 @@ def summary(cases: list[Case]) -> dict[str, Any]:
     return {
         "cases": len(cases), "agree": agree, "agree_percent": round(100 * agree / len(cases), 1),
         "deliberate": deliberate, "unexplained": len(cases) - agree - deliberate,
+        "deliberate_by_name": {entry.name: sum(case.deliberate == entry.name for case in cases) for entry in DELIBERATE},
         "records": len(RECORDS),
     }
 
@@ -346,6 +367,11 @@ def test_the_library_answers_what_pocketbase_answers(compared: list[Case]) -> No
     assert figures["cases"] >= 300
     assert not unexplained, f"{len(unexplained)} unexplained mismatch(es) of {figures}:\n" + "\n".join(
         case.describe() for case in unexplained[:40])
+
+
+def test_every_deliberate_difference_is_seen(compared: list[Case]) -> None:
+    """The list names only differences that exist: one no case shows any more is to be removed."""
+    assert all(summary(compared)["deliberate_by_name"].values())
 
 
 def test_the_corpus_tells_the_sides_apart(compared: list[Case]) -> None:
