@@ -10,6 +10,8 @@ COLLECTION = "d"
 SEED = 20261208
 GENERATED = 160
 """How many filters :func:`generated_cases` makes."""
+GENERATED_BODIES = 6
+"""How many records with a generated HTML ``body`` :data:`RECORDS` ends with."""
 
 RECORDS: list[dict[str, Any]] = [
     {"id": "r00000000000001", "title": "10", "n": 10, "flag": True, "meta": {"a": 1, "x": "10", "s": "hello"},
@@ -49,6 +51,36 @@ RECORDS: list[dict[str, Any]] = [
     {"id": "r00000000000019", "title": "<b>x</b>", "n": 3.25, "flag": False, "meta": "x10",
      "body": "<!doctype html><title>x</title>y< p>not a tag</p><script>s</script><style>st</style>end"},
 ]
+
+_TAGS = ["p", "b", "div", "span", "br", "title", "xmp", "script", "style", "textarea", "head", "noscript", "li",
+         "h1", "a href='x>y'", "img src=x", "template", "select", "option", "body", "em", "iframe", "table", "td"]
+_TEXTS = ["word", "Two words", "&amp;", "&lt;b&gt;", "&nbsp;", "&copy;", "&#65;", "&bogus;", "\u00a0", " ", "\n", "\t",
+          "\u2003", "\r\n", "<", ">", "a<b", "x=1", "é", "<!-- c -->", "<!doctype html>"]
+
+
+def generated_body(rng: random.Random) -> str:
+    """A body of random tags (opened and closed in any order), text, references and whitespace."""
+    parts = []
+    for _ in range(rng.randint(8, 20)):
+        roll = rng.random()
+        tag = rng.choice(_TAGS)
+        if roll < 0.3:
+            parts.append(f"<{tag}>")
+        elif roll < 0.5:
+            parts.append(f"</{tag.split()[0]}>")
+        else:
+            parts.append(rng.choice(_TEXTS))
+    return "".join(parts)
+
+
+def _generated_records(seed: int = SEED) -> list[dict[str, Any]]:
+    rng = random.Random(seed + 1)
+    return [{"id": f"g{index:014d}", "title": f"generated {index}", "n": index, "flag": bool(index % 2), "meta": None,
+             "body": generated_body(rng)} for index in range(GENERATED_BODIES)]
+
+
+RECORDS += _generated_records()
+
 
 # -- the corpus by hand ---------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Like PocketBase, which parses the value as an HTML5 document: tags are stripped 
 the head, scripts, styles, forms, media and the like is dropped), block elements separate words,
 runs of Go's ``\\s`` whitespace (space, tab, LF, FF, CR; not NBSP or other Unicode spaces)
 collapse to one space, character references are decoded, the text is cut to *max* characters
-and, when *withEllipsis* is true and something was cut, ``...`` is appended. Values other than
+(once collected past *max* + 2 UTF-8 bytes, as PocketBase stops reading there) and, when
+*withEllipsis* is true and something was cut, ``...`` is appended. Values other than
 strings are left as they are.
 
 What an HTML5 parser does that matters here is followed: elements that open the document before
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import html
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,22 +56,41 @@ _SIMPLE_TAG = re.compile(r"<(/?)([a-z][a-z0-9]*)\s*/?>")
 """A tag without attributes (read from the lowered source): the common case, in one match."""
 _WHITESPACE = re.compile(r"[ \t\n\f\r]+")
 _HTML_SPACE = " \t\n\f\r"
+_GO_SPACE = " \t\n\v\f\r\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+"""What Go's ``strings.TrimSpace`` trims (``unicode.IsSpace``)."""
+_IMPLIED_END = {"option": frozenset({"option", "optgroup"}), "button": frozenset({"button"})}
+"""Start tags that end an open element of the key's name (and then open their own)."""
+_IMPLIED_END_BY_END_TAG = {"option": frozenset({"select", "optgroup", "datalist"})}
+"""End tags that end an open element of the key's name."""
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
 
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class _PlainText:
-    """The visible text of an HTML fragment, scanned lazily: only as far as the longest text asked for."""
+    """The visible text of an HTML fragment, scanned lazily: only as far as the longest text asked for.
+
+    Like PocketBase's, the text starts with the space of the ``<html>`` block, and its length is
+    counted in UTF-8 bytes. An excluded element is skipped up to its own end tag (nested ones of
+    the same name counted; an ``option`` also ends where the next one starts), as a parser's tree
+    would hold it.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.lowered = source.translate(_ASCII_LOWER)  # same length: only ASCII letters change
         self.position = 0
         self._found: dict[str, int] = {}
-        self.parts: list[str] = []
-        self.size = 0
-        self.skipping = 0
-        self.after_space = False
+        self.parts: list[str] = [" "]
+        self.ends: list[int] = [1]
+        """The UTF-8 size of the text up to the end of each part."""
+        self.size = 1
+        self.skipped: str | None = None
+        self.skip_depth = 0
+        self.after_space = True
         self.in_body = False
 
     def _find(self, needle: str, position: int, text: str | None = None) -> int:
@@ -84,7 +105,8 @@ class _PlainText:
         return found
 
     def text(self, limit: int) -> str:
-        """The text collected once more than *limit* characters are known (or all of it), going on from the last call."""
+        """The text up to the part that takes it past *limit* UTF-8 bytes (or all of it), as
+        PocketBase collects it before it stops; the scan goes on from the last call."""
         source, size, position = self.source, len(self.source), self.position
         while position < size and self.size <= limit:
             if source.startswith("<", position):  # markup right after markup: no text between
@@ -98,7 +120,7 @@ class _PlainText:
             self._data(source[position:opening])
             position = self._markup(opening)
         self.position = position
-        return "".join(self.parts)
+        return "".join(self.parts[: bisect_right(self.ends, limit) + 1])
 
     def _markup(self, start: int) -> int:
         """Read the markup at ``source[start] == "<"``; the position after it (``len`` when it never ends)."""
@@ -168,43 +190,62 @@ class _PlainText:
             next_gt = self._find(">", value)
             next_eq = self._find("=", value)
 
+    def _append(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += _utf8_size(text)
+        self.ends.append(self.size)
+        self.after_space = text.endswith(" ")
+
     def _space(self) -> None:
         if not self.after_space:
-            self.parts.append(" ")
-            self.size += 1
-            self.after_space = True
+            self._append(" ")
+
+    def _skip(self, tag: str) -> bool:
+        """Count the start tag *tag* inside a skipped element; whether it ends that element."""
+        if tag in _IMPLIED_END.get(self.skipped or "", ()):
+            self.skipped = None
+            return True
+        if tag == self.skipped and tag not in _VOID_TAGS:
+            self.skip_depth += 1
+        return False
 
     def _start_tag(self, tag: str) -> bool:
         """Count the start tag *tag*; whether its content may show."""
-        if not self.in_body and not self.skipping:
+        if self.skipped is not None and not self._skip(tag):
+            return False
+        if not self.in_body and self.skipped is None:
             if tag in _BEFORE_BODY_TAGS:
                 return False
             if tag in _HEAD_TAGS:  # in the head: dropped
                 if tag == "template":
-                    self.skipping += 1
+                    self.skipped, self.skip_depth = tag, 1
                 return False
             self.in_body = True
             if tag == "body":
                 return True
-        if self.skipping or tag in _EXCLUDED_TAGS:
+        if tag in _EXCLUDED_TAGS:
             if tag not in _VOID_TAGS:
-                self.skipping += 1
+                self.skipped, self.skip_depth = tag, 1
             return False
         if tag in _DOCUMENT_TAGS:
             return True
-        if not self.after_space and tag not in _INLINE_TAGS:
+        if tag not in _INLINE_TAGS:
             self._space()
         return True
 
     def _end_tag(self, tag: str) -> None:
-        if self.skipping:
-            if tag not in _VOID_TAGS:
-                self.skipping -= 1
+        if self.skipped is not None:
+            if tag == self.skipped:
+                self.skip_depth -= 1
+                if not self.skip_depth:
+                    self.skipped = None
+            elif tag in _IMPLIED_END_BY_END_TAG.get(self.skipped, ()):
+                self.skipped = None
         elif self.in_body and tag not in _INLINE_TAGS and tag not in _EXCLUDED_TAGS and tag not in _DOCUMENT_TAGS:
             self._space()
 
     def _data(self, data: str, decode: bool = True) -> None:
-        if self.skipping or not data:
+        if self.skipped is not None or not data:
             return
         if not self.in_body:
             if not data.strip(_HTML_SPACE):
@@ -214,9 +255,7 @@ class _PlainText:
         if self.after_space:
             text = text.lstrip(" ")
         if text:
-            self.after_space = text.endswith(" ")
-            self.parts.append(text)
-            self.size += len(text)
+            self._append(text)
 
 
 class PlainTexts:
@@ -227,7 +266,7 @@ class PlainTexts:
         self._texts: dict[int, tuple[str, _PlainText]] = {}
 
     def of(self, value: str, limit: int) -> str:
-        """The text of *value*, at least *limit* characters of it when it has them."""
+        """The text of *value* as PocketBase collects it for a *limit* of UTF-8 bytes (:meth:`_PlainText.text`)."""
         known = self._texts.get(id(value))
         if known is None:  # the entry holds the value, so its id stays its own
             known = self._texts[id(value)] = (value, _PlainText(value))
@@ -257,12 +296,14 @@ class Excerpt:
         return cls(max_length, len(args) > 1 and args[1] in _TRUE)
 
     def apply(self, value: Any, texts: PlainTexts | None = None) -> Any:
-        """The plain-text excerpt of a string value (read through *texts* when given); other values unchanged."""
+        """The plain-text excerpt of a string value (read through *texts* when given); other values unchanged.
+
+        As PocketBase's: the text is collected until it is past *max* + 2 UTF-8 bytes (room for
+        a leading and a trailing space), trimmed of Unicode spaces, and cut to *max* characters.
+        """
         if not isinstance(value, str):
             return value
-        # Collapsed text has at most one leading and one trailing space: two more characters than
-        # the maximum prove that the stripped text is cut.
-        text = (texts or PlainTexts()).of(value, self.max_length + 2).strip()
+        text = (texts or PlainTexts()).of(value, self.max_length + 2).strip(_GO_SPACE)
         if len(text) <= self.max_length:
             return text
-        return text[: self.max_length].strip() + ("..." if self.with_ellipsis else "")
+        return text[: self.max_length].strip(_GO_SPACE) + ("..." if self.with_ellipsis else "")
