@@ -10,7 +10,7 @@ COLLECTION = "d"
 SEED = 20261208
 GENERATED = 160
 """How many filters :func:`generated_cases` makes."""
-GENERATED_BODIES = 6
+GENERATED_BODIES = 8
 """How many records with a generated HTML ``body`` :data:`RECORDS` ends with."""
 
 RECORDS: list[dict[str, Any]] = [
@@ -48,6 +48,10 @@ RECORDS: list[dict[str, Any]] = [
      "body": "<html><head><title>T</title></head><body><p>B</p></body></html><template><p>t</p></template>after"},
     {"id": "r00000000000018", "title": " padded ", "n": 42, "flag": True, "meta": {"x": "", "a": {"b": [1]}},
      "body": "<div>a<head>h</head>b</div><P>UPPER</P><BR>x <a href='x>y'>link</a> tail a < b > c <p>unclosed <b>bold"},
+    {"id": "r00000000000020", "title": "日本語のテキスト", "n": 8, "flag": True, "meta": {"x": "日本"},
+     "body": "日本語<b>太字</b>です<p>次の段落はここにあります</p>終わり"},
+    {"id": "r00000000000021", "title": "Grüße", "n": 9, "flag": False, "meta": {"x": "ü"},
+     "body": "<p>Grüße aus Köln, schöne Grüße</p><ul><li>ä</li><li>ö</li></ul>   ende"},
     {"id": "r00000000000019", "title": "<b>x</b>", "n": 3.25, "flag": False, "meta": "x10",
      "body": "<!doctype html><title>x</title>y< p>not a tag</p><script>s</script><style>st</style>end"},
 ]
@@ -160,7 +164,7 @@ FIELDS = [
     "body:excerpt(30)", "body:excerpt(10,true)", "body:excerpt(5, 1)", "body:excerpt(200)", "body:excerpt(3,true)",
     "body:excerpt(1)", "title:excerpt(4,true)", "n:excerpt(2)", "meta:excerpt(3)", "body:excerpt(12, false)",
     "id, title ,n", "TITLE", "meta.a,meta.s", "flag,n", "body:excerpt(40,true),title", "body:excerpt(80)",
-    "meta.a.b", "meta.0", "title:excerpt(2)",
+    "meta.a.b", "meta.0", "title:excerpt(2)", "body:excerpt(7)", "body:excerpt(15,true)", "title:excerpt(3,true)",
 ]
 
 

@@ -206,7 +206,10 @@ class _PlainText:
                 if index >= len(self.parts):
                     break
             if self.levels[index] <= opened:
-                visible.add("".join(self.parts[index]))
+                part = "".join(self.parts[index])
+                if visible.text.endswith(" "):  # what it followed may be left out: no second space
+                    part = part.lstrip(" ")
+                visible.add(part)
             index += 1
         return visible.text
 
