@@ -1,23 +1,26 @@
 """The ``:excerpt(max, withEllipsis?)`` field modifier: plain text from HTML, cut to *max* characters.
 
-Like PocketBase, which parses the value as an HTML5 document: tags are stripped (the content of
-the head, scripts, styles, forms, media and the like is dropped), block elements separate words,
+As PocketBase 0.40.6 makes it from the tree its HTML5 parser builds: the text of the body (the
+head, scripts, styles, forms, media and the like dropped), a space around each block element,
 runs of Go's ``\\s`` whitespace (space, tab, LF, FF, CR; not NBSP or other Unicode spaces)
-collapse to one space, character references are decoded, the text is cut to *max* characters
-(once collected past *max* + 2 UTF-8 bytes, as PocketBase stops reading there) and, when
-*withEllipsis* is true and something was cut, ``...`` is appended. Values other than
-strings are left as they are.
+collapsed to one space, character references decoded. PocketBase stops reading elements once it
+has more than *max* + 2 UTF-8 bytes (it still adds the text around them), trims Go's Unicode
+spaces, cuts to *max* characters and, when *withEllipsis* is true and something was cut, appends
+``...``. Values other than strings are left as they are.
 
-What an HTML5 parser does that matters here is followed: elements that open the document before
-any content (``title``, ``style``, ``meta``...) go into the head and are dropped, and so is an
+What the parser does that matters here is followed: elements that open the document before any
+content (``title``, ``style``, ``meta``...) go into the head and are dropped, and so is an
 explicit ``<head>`` until content starts the body; the content of raw-text elements (``xmp``,
 ``noscript``, ``noembed``, ``noframes``, ``title`` and ``textarea`` with character references
-decoded) is text, tags included, up to their end tag, and after ``<plaintext>`` everything is text.
+decoded) is text, tags included, up to their end tag; after ``<plaintext>`` everything is text; an
+end tag without an open element is ignored (``</p>`` makes an empty paragraph), and so are table
+parts outside a table. Its other tree rules (text moved out of a table, implied ends such as a
+``<p>`` closed by ``<xmp>``) are not followed.
 
 Record values are often written by users, so the markup is read by :class:`_PlainText`, a single
 left-to-right scan in the spirit of an HTML tokenizer: every search starts where the last one
-ended, so any input costs time linear in its length, never raises, and the scan stops as soon as
-the excerpt is known to be cut.
+ended, so any input costs time linear in its length and never raises; the scan of a value is
+shared by every excerpt of it in one event and goes only as far as the longest one needs.
 """
 
 from __future__ import annotations
