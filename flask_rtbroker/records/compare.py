@@ -116,15 +116,13 @@ def real_text(value: float) -> str:
         return "Inf" if value > 0 else "-Inf"
     text = format(value, ".15g")
     mantissa, e, exponent = text.partition("e")
-    if "." not in mantissa and mantissa not in ("nan", "-nan"):
+    if "." not in mantissa:
         mantissa += ".0"
     return mantissa + e + exponent
 
 
 def go_text(value: float) -> str:
-    """Go's ``strconv.FormatFloat(value, 'f', -1, 64)``: the shortest digits, never an exponent."""
-    if math.isinf(value) or math.isnan(value):
-        return {math.inf: "+Inf", -math.inf: "-Inf"}.get(value, "NaN")
+    """Go's ``strconv.FormatFloat(value, 'f', -1, 64)`` of a finite number: the shortest digits, never an exponent."""
     text = format(Decimal(repr(value)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -144,14 +142,12 @@ def _numeric(value: Scalar) -> Scalar:
     """NUMERIC affinity: well-formed numeric text becomes a number; anything else is unchanged."""
     if not isinstance(value, str) or _SQL_NUMBER.fullmatch(value) is None:
         return value
-    if _SQL_INTEGER.fullmatch(value) is not None:
-        number = int(value)
+    digits = value.strip(" \t\n\v\f\r")
+    if len(digits) <= 20 and _SQL_INTEGER.fullmatch(digits) is not None:  # longer: past 64 bits anyway
+        number = int(digits)
         if -_INT64 <= number < _INT64:
             return number
-    try:
-        return float(value)
-    except (ValueError, OverflowError):
-        return value
+    return float(digits)
 
 
 def _with_affinities(left: SqlValue, right: SqlValue) -> tuple[Scalar, Scalar]:

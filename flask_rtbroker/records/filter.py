@@ -163,7 +163,7 @@ class Filter:
     source: str
     root: Node
     paths: frozenset[tuple[str, ...]]
-    _known: dict[RecordSchema, bool] = field(default_factory=dict, compare=False, repr=False)
+    _known: dict[RecordSchema, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def names_fields_of(self, schema: RecordSchema) -> bool:
         """Whether every field path of the filter exists in *schema* (remembered per schema)."""
