@@ -177,3 +177,10 @@ def test_limits_bound_size_and_nesting() -> None:
         parse_filter("(" * (MAX_DEPTH + 1) + "views = 1" + ")" * (MAX_DEPTH + 1))
     with pytest.raises(FilterSyntaxError):
         parse_filter("(" * 2000 + "views = 1" + ")" * 2000)  # no RecursionError
+
+
+def test_numeric_text_of_any_length_never_raises() -> None:
+    huge = "1" * 6000  # past int()'s digit limit: SQLite reads it as a REAL
+    assert parse_filter(f"n < '{huge}'").matches({"n": 5})
+    assert not parse_filter(f"n = '{huge}'").matches({"n": 5})
+    assert parse_filter("n = ' +1e1 '").matches({"n": 10})  # SQLite's number text: spaces, sign, exponent
