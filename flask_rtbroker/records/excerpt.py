@@ -29,7 +29,7 @@ import html
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import FieldsSyntaxError
 
@@ -168,12 +168,13 @@ class _PlainText:
             found = self._found[needle] = (self.source if text is None else text).find(needle, position)
         return found
 
-    def _scan(self, enough: Callable[[], bool], length: int) -> None:
-        """Read on from the last position until *enough* says so or the source ends; not within a
-        text node unless it has more than *length* characters other than spaces (it is read
-        whole, and that many decide the excerpt)."""
+    def _scan(self, limit: int, parts: int, length: int) -> None:
+        """Read on from the last position until the text is past *limit* UTF-8 bytes and has more
+        than *parts* parts, or the source ends; not within a text node unless it has more than
+        *length* characters other than spaces (it is read whole, and that many decide the excerpt)."""
         source, size, position = self.source, len(self.source), self.position
-        while position < size and ((self.in_text and self.node_visible <= length) or not enough()):
+        while position < size and (
+                (self.in_text and self.node_visible <= length) or self.size <= limit or len(self.parts) <= parts):
             if source.startswith("<", position):  # markup right after markup: no text between
                 position = self._markup(position)
                 continue
@@ -195,7 +196,7 @@ class _PlainText:
         until the trimmed text is known to be longer than *length* (looking at
         :data:`LATE_WINDOW` parts at most).
         """
-        self._scan(lambda: self.size > limit, length)
+        self._scan(limit, 0, length)
         last = bisect_right(self.ends, limit)
         if last >= len(self.parts):
             return "".join(piece for part in self.parts for piece in part)
@@ -205,7 +206,7 @@ class _PlainText:
         index = last + 1
         while index <= last + LATE_WINDOW and visible.length() <= length:
             if index >= len(self.parts):
-                self._scan(lambda: len(self.parts) > index, length)
+                self._scan(-1, index, length)
                 if index >= len(self.parts):
                     break
             if self.levels[index] <= opened:
@@ -310,11 +311,6 @@ class _PlainText:
         if not self.after_space:
             self._append(" ")
 
-    def _push(self, tag: str) -> None:
-        self.openings += 1
-        self.stack.append((tag, self.openings))
-        self.open[tag] = self.open.get(tag, 0) + 1
-
     def _pop_to(self, tag: str) -> None:
         """Close the innermost open *tag* and the elements opened inside it."""
         while True:
@@ -354,10 +350,13 @@ class _PlainText:
             if tag not in _VOID_TAGS:
                 self.skipped, self.skip_depth = tag, 1
             return False
-        if tag not in _INLINE_TAGS:
-            self._space()
-        if tag not in _VOID_TAGS:
-            self._push(tag)
+        if not self.after_space and tag not in _INLINE_TAGS:
+            self._append(" ")
+        if tag not in _VOID_TAGS:  # open it
+            self.openings += 1
+            self.stack.append((tag, self.openings))
+            open_elements = self.open
+            open_elements[tag] = open_elements.get(tag, 0) + 1
         return True
 
     def _end_tag(self, tag: str) -> None:
