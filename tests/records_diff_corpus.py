@@ -150,7 +150,7 @@ OUTSIDE_SUBSET = [
 """PocketBase syntax the library refuses with a 400 (PocketBase evaluates it)."""
 
 INVALID_FIELDS = ["title:excerpt(0)", "body:excerpt", "title:upper", "body:excerpt(1,2,3)", "title,(x"]
-"""Fields lists the library refuses with a 400 (PocketBase sends what it can make of them)."""
+"""Fields lists the library refuses with a 400 (PocketBase sends the whole record)."""
 
 TEMPLATES: list[tuple[str, dict[str, Any]]] = [
     ("title = {:t}", {"t": "a\\b"}), ("title = {:t}", {"t": "line1\nline2"}), ("title = {:t}", {"t": "ends with \\"}),

@@ -47,7 +47,7 @@ POCKETBASE = Path(sys.prefix) / "bin" / "pocketbase"
 POCKETBASE_VERSION = "0.40.6"
 KEYS_PER_STREAM = 150
 REFUSED = "refused"
-QUIET = 0.25
+QUIET = 0.3
 """Seconds without a message that end a record's event on a PocketBase stream."""
 MIGRATION = """
 migrate((app) => {
@@ -120,7 +120,7 @@ DELIBERATE = (
     Deliberate(
         "refused-invalid-fields",
         "the fields lists of records_diff_corpus.INVALID_FIELDS (a bad or unknown modifier, unbalanced "
-        "parentheses) are refused with a 400 where PocketBase sends what it can make of them",
+        "parentheses) are refused with a 400 where PocketBase sends the whole record",
         _refused_invalid_fields,
     ),
 )
@@ -272,7 +272,8 @@ class PocketBase:
     def _read_record(stream: SSEClient, record_id: str, seen: dict[str, dict[str, str]]) -> None:
         """Read the messages of one record's event into ``{key: {record id: record shown}}``: until
         the option-less key got it, then until the stream is quiet for :data:`QUIET` seconds
-        (PocketBase sends an event's messages from a goroutine: no order to rely on)."""
+        (PocketBase sends each message from a goroutine of its own, all started before the create
+        answers: no order to rely on, only that they come soon)."""
         deadline = time.monotonic() + 20.0
         plain_seen = False
         while True:
