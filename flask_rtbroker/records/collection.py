@@ -45,7 +45,6 @@ class RecordSchema:
         return path[0] in self.columns and (len(path) == 1 or path[0] in self.json)
 
 
-
 @dataclass(frozen=True)
 class Collection:
     """The realtime side of one watched model.

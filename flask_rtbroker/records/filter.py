@@ -15,8 +15,9 @@ Grammar (tokens may be separated by spaces, tabs and newlines, PocketBase's only
 ``&&`` binds tighter than ``||`` (PocketBase's filters become SQL). ``true``/``false``/``null``
 are case-insensitive. A field path names a field of the record (see
 :class:`~flask_rtbroker.records.collection.RecordSchema`): a column, or a path inside a JSON
-column read like ``JSON_EXTRACT`` (a key of all digits indexes an array; a missing key is null). A filter naming anything else never
-matches, as in PocketBase. Operators compare as :mod:`flask_rtbroker.records.compare` describes.
+column read like ``JSON_EXTRACT`` (a key of all digits indexes an array; a missing key is
+null). A filter naming anything else never matches, as in PocketBase. Operators compare as
+:mod:`flask_rtbroker.records.compare` describes.
 
 Everything else raises :class:`FilterSyntaxError`: whitespace PocketBase's tokenizer refuses
 (CR, VT, FF, NBSP...), ``@request.`` and ``@collection.`` anywhere in the filter (PocketBase
