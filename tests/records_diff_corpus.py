@@ -42,7 +42,7 @@ RECORDS: list[dict[str, Any]] = [
      "body": "<svg><text>s</text></svg>after<select><option>o</option></select>z <button>b</button>w"},
     {"id": "r00000000000015", "title": "a__b", "n": -0.5, "flag": False, "meta": [[1, 2], {"a": "x"}],
      "body": "<noscript>ns</noscript>x <p>a</p><title><b>t</b> &amp;</title>b"},
-    {"id": "r00000000000016", "title": "50%", "n": 7, "flag": True, "meta": {"a": [3, "y"], "x": 0},
+    {"id": "r00000000000016", "title": "50%", "n": 7, "flag": True, "meta": {"x": 0, "a": [3, "y"], "h": "<b>&é\u2028"},
      "body": "<meta charset=utf-8><link rel=x>  <p>text</p><textarea>t</textarea>z<xmp>&amp;</xmp>"},
     {"id": "r00000000000017", "title": "tab\there", "n": 0, "flag": False, "meta": {"x": False, "a": None},
      "body": "<html><head><title>T</title></head><body><p>B</p></body></html><template><p>t</p></template>after"},
@@ -141,6 +141,8 @@ FILTERS = [
     "n = 123456789.123", 'n ~ "123456789.12"', "n > 123456789", "n = -0.5", 'n ~ "-0.5"', "n ~ 3.25",
     'id = "R00000000000001"', 'id ~ "R0"', "flag > 0", "flag < true", 'flag = "0"', 'body ~ "<p>"',
     'title = " padded "', 'title ~ " "', "title < ' '", 'title > ""', "title >= null", 'title ~ "<b>"',
+    'meta ~ "<b>"', 'meta ~ "u003c"', 'meta ~ "é"', 'meta.h = "<b>&é\u2028"', r'meta ~ "{\"a\""', "meta <= meta.a",
+    "meta > meta.x", 'meta ~ "u2028"',
 ]
 
 OUTSIDE_SUBSET = [

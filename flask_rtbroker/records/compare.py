@@ -100,14 +100,15 @@ def stored_number(value: int | float) -> int | float:
 
 
 def scalar(value: Any) -> Scalar:
-    """A JSON value as a SQL value: bools as 1/0, numbers as :func:`stored_number`, containers as compact JSON text."""
+    """A JSON value as a SQL value: bools as 1/0, numbers as :func:`stored_number`, containers as
+    the compact JSON text PocketBase stores (keys sorted, as Go writes a map)."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (int, float)):
         return stored_number(value)
-    return encoding.dumps(value).decode("utf-8")
+    return encoding.dumps_sorted(value).decode("utf-8")
 
 
 def real_text(value: float) -> str:
