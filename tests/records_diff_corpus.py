@@ -11,7 +11,9 @@ SEED = 20261208
 GENERATED = 160
 """How many filters :func:`generated_cases` makes."""
 GENERATED_BODIES = 8
-"""How many records with a generated HTML ``body`` :data:`RECORDS` ends with."""
+"""How many records with a generated HTML ``body`` :data:`RECORDS` has."""
+GENERATED_VALUES = 6
+"""How many records with generated ``title``, ``n``, ``flag`` and ``meta`` :data:`RECORDS` ends with."""
 
 RECORDS: list[dict[str, Any]] = [
     {"id": "r00000000000001", "title": "10", "n": 10, "flag": True, "meta": {"a": 1, "x": "10", "s": "hello"},
@@ -83,7 +85,20 @@ def _generated_records(seed: int = SEED) -> list[dict[str, Any]]:
              "body": generated_body(rng)} for index in range(GENERATED_BODIES)]
 
 
-RECORDS += _generated_records()
+_TITLES = ["", "10", "-5", "1.5", "1e3", "abc", "ABC", " 7 ", "0x10", "5.0", "%_\\", "a b", "é", "-0", "0", "00",
+           "1_0", "+3"]
+_NUMBERS = [0, 1, -1, 10, 1.5, -0.5, 1e20, 1e-7, 0.1, 100, 3, 5, 2.5, 123456789.123, -1e10]
+_METAS: list[Any] = [None, "", "abc", 10, 0, 1.5, True, False, [], {}, [1, "a"], {"x": ""}, {"x": None}, {"x": 10},
+                     {"x": "10"}, {"x": "abc"}, {"a": 1, "x": 1.5}, {"x": True}, {"x": [1]}, {"x": {"y": 2}}]
+
+
+def _generated_values(seed: int = SEED) -> list[dict[str, Any]]:
+    rng = random.Random(seed + 2)
+    return [{"id": f"v{index:014d}", "title": rng.choice(_TITLES), "n": rng.choice(_NUMBERS), "flag": rng.random() < 0.5,
+             "meta": rng.choice(_METAS), "body": ""} for index in range(GENERATED_VALUES)]
+
+
+RECORDS += _generated_records() + _generated_values()
 
 
 # -- the corpus by hand ---------------------------------------------------------------------------
