@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "hostile_records.json"
 
 def _filter_case(source: str, value: str) -> tuple[Callable[[], Any], str]:
     flt = parse_filter(source)
-    return (lambda: flt.matches({"title": value}, "")), value
+    return (lambda: flt.matches({"title": value})), value
 
 
 def _fields_case(source: str, record: dict[str, Any], value: str) -> tuple[Callable[[], Any], str]:

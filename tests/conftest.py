@@ -40,6 +40,7 @@ LIVE_MODULES = frozenset({
     "test_records_browser",
     "test_records_capture",  # PostgreSQL triggers, psql, a PostgreSQL of its own restarted
     "test_records_js_sdk",
+    "test_records_pocketbase_diff",  # a real PocketBase 0.40.6 and Node (the SDK builds the keys)
     "test_reliability",  # thousands of sockets, SIGHUP reloads
     "test_server_modes",
 })

@@ -74,7 +74,7 @@ def test_every_unusable_item_is_reported(app_broker: tuple[Flask, RealtimeBroker
         "1": {"code": "validation_invalid_fields",
               "message": "Invalid fields: unknown field modifier 'lower'; the only one is :excerpt(max, withEllipsis?)."},
         "3": {"code": "validation_invalid_filter",
-              "message": "Unsupported filter: @now is not supported; the only @ field is @request.auth.id."},
+              "message": "Unsupported filter: @now is not supported (no @ fields or macros)."},
     }
 
 

@@ -37,19 +37,6 @@ _CURRENT = False
 _PREVIOUS = True
 
 
-def auth_id(auth: Any) -> str:
-    """What ``@request.auth.id`` is for *auth*: its ``"id"`` (mapping), ``get_id()`` or ``id``; ``""`` for a guest."""
-    if auth is None:
-        return ""
-    if isinstance(auth, Mapping):
-        value = auth.get("id")
-    elif callable(getattr(auth, "get_id", None)):
-        value = auth.get_id()
-    else:
-        value = getattr(auth, "id", None)
-    return "" if value is None else str(value)
-
-
 class _EventView:
     """One event seen by the subscribers of one process, with its per-event caches."""
 
@@ -82,7 +69,7 @@ class _EventView:
         except Exception:  # noqa: BLE001 - a failing rule denies, like a failing PocketBase rule
             log.exception("the %s rule of %r raised; denying", kind, self.collection.name)
             return False
-        return options.filter is None or options.filter.matches(record, auth_id(auth))
+        return options.filter is None or options.filter.matches(record, self.collection.schema)
 
     def _action(self, kind: str, auth: Any, suffix: str, options: RecordOptions) -> tuple[str, bool] | None:
         """The action and record (current or previous) this subscription gets, or None."""

@@ -3,7 +3,7 @@
 Like PocketBase, a record event of collection ``posts`` is sent to subscriptions of
 ``posts/<id>`` (checked with the *view rule*), ``posts/*`` and the deprecated bare ``posts``
 (checked with the *list rule*), and to the same topics spelled with the collection id when it
-differs from the name.
+differs from the name. A :class:`RecordSchema` tells filters which fields exist.
 """
 
 from __future__ import annotations
@@ -21,6 +21,28 @@ Rule = Callable[[Record, Any, SubscriptionOptions], bool]
 
 LIST = "list"
 VIEW = "view"
+BOOKKEEPING_KEYS = frozenset({"collectionId", "collectionName", "expand"})
+"""Keys of a record that are not fields: a filter naming them never matches, as in PocketBase."""
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """The fields of a collection's records a filter may name: *columns*, and the *json* ones
+    among them (only those have sub-paths, read like ``JSON_EXTRACT``)."""
+
+    columns: frozenset[str]
+    json: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_record(cls, record: Record) -> "RecordSchema":
+        """The schema read off one record (for a custom serializer): its keys but
+        :data:`BOOKKEEPING_KEYS`, those holding an object or a list being JSON."""
+        columns = frozenset(key for key in record if key not in BOOKKEEPING_KEYS)
+        return cls(columns, frozenset(key for key in columns if isinstance(record[key], (dict, list))))
+
+    def has(self, path: tuple[str, ...]) -> bool:
+        """Whether the field path exists: a column, or a path inside a JSON column."""
+        return path[0] in self.columns and (len(path) == 1 or path[0] in self.json)
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,8 @@ class Collection:
     ``<collection>/<id>``; both get the serialised record, the subscriber's auth (None for a
     guest) and the subscription's options. With *transitions*, an update that makes a record
     visible to a subscription is sent to it as ``create``, and one that hides it as ``delete``.
+    *schema* names the fields filters may use; None reads it off each record
+    (:meth:`RecordSchema.of_record`).
     """
 
     name: str
@@ -38,6 +62,7 @@ class Collection:
     list_rule: Optional[Rule] = None
     view_rule: Optional[Rule] = None
     transitions: bool = False
+    schema: Optional[RecordSchema] = None
 
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("id", self.id)):

@@ -1,26 +1,30 @@
-"""The ``filter`` subscription option: a safe subset of PocketBase's filter syntax, run in Python.
+"""The ``filter`` subscription option: a subset of PocketBase's filter syntax, run in Python.
 
-Grammar (whitespace between tokens is ignored)::
+Grammar (tokens may be separated by spaces, tabs and newlines, PocketBase's only whitespace)::
 
     filter     = or_expr
     or_expr    = and_expr { "||" and_expr }
     and_expr   = term { "&&" term }
     term       = "(" or_expr ")" | operand operator operand
     operator   = "=" | "!=" | ">" | ">=" | "<" | "<=" | "~" | "!~"
-    operand    = field_path | "@request.auth.id" | string | number | "true" | "false" | "null"
-    field_path = name { "." name }                 name = [A-Za-z_][A-Za-z0-9_]*
-    string     = "'" ... "'" | '"' ... '"'         a backslash before the quote escapes it
-    number     = [ "-" ] digits [ "." digits ]
+    operand    = field_path | string | number | "true" | "false" | "null"
+    field_path = name { "." key }     name = [A-Za-z_][A-Za-z0-9_]*     key = [A-Za-z0-9_]+
+    string     = "'" ... "'" | '"' ... '"'         escapes \\\\ \\n \\t \\r \\" \\' in both
+    number     = [ "-" ] digits [ "." digits ] | "-." digits
 
-``&&`` binds tighter than ``||`` (PocketBase's filters become SQL). A field path walks the
-serialised record's nested objects; a missing key is ``null``. ``@request.auth.id`` is the
-subscriber's auth id (``""`` for a guest). ``true``/``false``/``null`` are case-insensitive.
-Operators compare as :mod:`flask_rtbroker.records.compare` describes.
+``&&`` binds tighter than ``||`` (PocketBase's filters become SQL). ``true``/``false``/``null``
+are case-insensitive. A field path names a field of the record (see
+:class:`~flask_rtbroker.records.collection.RecordSchema`): a column, or a path inside a JSON
+column read like ``JSON_EXTRACT`` (a key of all digits indexes an array; a missing key is
+null). A filter naming anything else never matches, as in PocketBase. Operators compare as
+:mod:`flask_rtbroker.records.compare` describes.
 
-Everything else raises :class:`FilterSyntaxError` — the ``?=``-style any-of operators,
-functions, modifiers such as ``:lower``, macros such as ``@now``, other ``@request.*`` and
-``@collection.*`` fields, comments, numbers too long for Python to read — as do more than
-:data:`MAX_COMPARISONS` comparisons or parentheses nested deeper than :data:`MAX_DEPTH`.
+Everything else raises :class:`FilterSyntaxError`: whitespace PocketBase's tokenizer refuses
+(CR, VT, FF, NBSP...), ``@request.`` and ``@collection.`` anywhere in the filter (PocketBase
+refuses such client filters for non-superusers: they never match), the ``?=``-style any-of
+operators, functions, modifiers such as ``:lower``, macros such as ``@now``, comments, numbers
+out of a double's range, and more than :data:`MAX_COMPARISONS` comparisons or parentheses nested
+deeper than :data:`MAX_DEPTH`.
 
 Parsing is linear in the source (one left-to-right scan; no regex can backtrack) and recursion
 is bounded by :data:`MAX_DEPTH`. Evaluating never raises: it does at most
@@ -30,6 +34,7 @@ whose work :mod:`~flask_rtbroker.records.compare` bounds per evaluation.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,19 +42,25 @@ from typing import Any, Mapping, Union
 
 from ..errors import FilterSyntaxError
 from . import compare
+from .collection import RecordSchema
 
 MAX_COMPARISONS = 200
 """PocketBase's default limit of expressions in one filter."""
 MAX_DEPTH = 32
 """How deeply parentheses may nest."""
-AUTH_ID = "@request.auth.id"
+SUPERUSER_ONLY = ("@request.", "@collection.")
+"""What PocketBase refuses anywhere in a client filter of a non-superuser."""
 
 _OPERATORS = ("!=", "!~", ">=", "<=", "=", "~", ">", "<")
 _ANY_OPERATORS = ("?!=", "?!~", "?>=", "?<=", "?=", "?~", "?>", "?<")
-_KEYWORDS = {"true": True, "false": False, "null": None}
+_KEYWORDS = {"true": compare.SqlValue(1, known=True), "false": compare.SqlValue(0, known=True),
+             "null": compare.SqlValue(None, empty=True)}
+_WHITESPACE = " \t\n"
+_ESCAPES = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = re.compile(r"[A-Za-z0-9_]+")
 _WORD = re.compile(r"[@A-Za-z_][A-Za-z0-9_.:@#*]*")
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|-\.[0-9]+")
 
 
 # -- operands and nodes --------------------------------------------------------------------------
@@ -57,41 +68,45 @@ _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 @dataclass(frozen=True)
 class Literal:
-    """A string, number, ``true``, ``false`` or ``null``."""
+    """A string, number, ``true``, ``false`` or ``null``, as the SQL value PocketBase binds."""
 
-    value: Any
+    sql: compare.SqlValue
 
-    def resolve(self, record: Mapping[str, Any], auth_id: str) -> Any:
+    def resolve(self, record: Mapping[str, Any], schema: RecordSchema, evaluation: compare.Evaluation) -> compare.SqlValue:
         """The literal's value."""
-        return self.value
+        return self.sql
 
 
 @dataclass(frozen=True)
 class FieldPath:
-    """A dotted path into the record."""
+    """A field of the record, or a path inside a JSON field."""
 
     names: tuple[str, ...]
 
-    def resolve(self, record: Mapping[str, Any], auth_id: str) -> Any:
-        """The value at the path, or None when any step is missing or not an object."""
-        value: Any = record
-        for name in self.names:
-            if not isinstance(value, Mapping):
-                return None
-            value = value.get(name)
-        return value
+    def resolve(self, record: Mapping[str, Any], schema: RecordSchema, evaluation: compare.Evaluation) -> compare.SqlValue:
+        """The field's SQL value: a JSON field's as ``JSON_EXTRACT`` reads it, a column's with its affinity."""
+        value = record.get(self.names[0])
+        if self.names[0] in schema.json:
+            for name in self.names[1:]:
+                value = _step(value, name)
+            return compare.SqlValue(evaluation.scalar(value), json=True)
+        scalar = evaluation.scalar(value)
+        if scalar is None:
+            return compare.SqlValue(None)
+        return compare.SqlValue(scalar, compare.TEXT if isinstance(scalar, str) else compare.NUMERIC)
 
 
-@dataclass(frozen=True)
-class AuthId:
-    """``@request.auth.id``."""
+def _step(value: Any, key: str) -> Any:
+    """One step of a JSON path: an object's key, or an array's index when *key* is all digits."""
+    if key.isdigit():
+        if not isinstance(value, list) or len(key) > 18:  # longer: past any list (and int()'s digit limit)
+            return None
+        index = int(key)
+        return value[index] if index < len(value) else None
+    return value.get(key) if isinstance(value, Mapping) else None
 
-    def resolve(self, record: Mapping[str, Any], auth_id: str) -> Any:
-        """The subscriber's auth id, ``""`` for a guest."""
-        return auth_id
 
-
-Operand = Union[Literal, FieldPath, AuthId]
+Operand = Union[Literal, FieldPath]
 
 
 @dataclass(frozen=True)
@@ -103,21 +118,18 @@ class Comparison:
     right: Operand
     pattern: compare.LikePattern | None = field(default=None, compare=False, repr=False)
 
-    def matches(self, record: Mapping[str, Any], auth_id: str, evaluation: compare.Evaluation) -> bool:
-        """Evaluate the comparison for *record* and the subscriber *auth_id*."""
-        left = self.left.resolve(record, auth_id)
-        right = self.right.resolve(record, auth_id)
+    def matches(self, record: Mapping[str, Any], schema: RecordSchema, evaluation: compare.Evaluation) -> bool:
+        """Evaluate the comparison for *record*."""
+        left = self.left.resolve(record, schema, evaluation)
+        right = self.right.resolve(record, schema, evaluation)
         if self.operator in ("~", "!~"):
             if isinstance(self.right, Literal):
                 found = compare.like(left, self.pattern, evaluation)
             else:
                 found = compare.like_field(left, right, evaluation)
             return found is True if self.operator == "~" else found is False
-        left, right = evaluation.scalar(left), evaluation.scalar(right)
-        if self.operator == "=":
-            return compare.equals(left, right)
-        if self.operator == "!=":
-            return not compare.equals(left, right)
+        if self.operator in ("=", "!="):
+            return compare.equals(left, right, negated=self.operator == "!=")
         return compare.ordered(left, self.operator, right)
 
 
@@ -128,11 +140,11 @@ class Join:
     all: bool
     terms: tuple["Node", ...]
 
-    def matches(self, record: Mapping[str, Any], auth_id: str, evaluation: compare.Evaluation) -> bool:
+    def matches(self, record: Mapping[str, Any], schema: RecordSchema, evaluation: compare.Evaluation) -> bool:
         """Evaluate the terms left to right, stopping as soon as the result is known."""
         if self.all:
-            return all(term.matches(record, auth_id, evaluation) for term in self.terms)
-        return any(term.matches(record, auth_id, evaluation) for term in self.terms)
+            return all(term.matches(record, schema, evaluation) for term in self.terms)
+        return any(term.matches(record, schema, evaluation) for term in self.terms)
 
 
 Node = Union[Comparison, Join]
@@ -142,8 +154,7 @@ def _comparison(left: Operand, operator: str, right: Operand) -> Comparison:
     """The comparison, with the pattern of a literal on the right of ``~``/``!~`` compiled now."""
     if operator not in ("~", "!~") or not isinstance(right, Literal):
         return Comparison(left, operator, right)
-    scalar = compare.scalar(right.value)
-    return Comparison(left, operator, right, None if scalar is None else compare.contains_pattern(compare.text(scalar)))
+    return Comparison(left, operator, right, compare.literal_pattern(right.sql))
 
 
 @dataclass(frozen=True)
@@ -152,10 +163,26 @@ class Filter:
 
     source: str
     root: Node
+    paths: frozenset[tuple[str, ...]]
+    _known: dict[RecordSchema, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    def matches(self, record: Mapping[str, Any], auth_id: str) -> bool:
-        """True when *record* passes the filter for a subscriber whose auth id is *auth_id*."""
-        return self.root.matches(record, auth_id, compare.Evaluation())
+    def names_fields_of(self, schema: RecordSchema) -> bool:
+        """Whether every field path of the filter exists in *schema* (remembered per schema)."""
+        known = self._known.get(schema)
+        if known is None:
+            known = all(schema.has(path) for path in self.paths)
+            if len(self._known) < 64:
+                self._known[schema] = known
+        return known
+
+    def matches(self, record: Mapping[str, Any], schema: RecordSchema | None = None) -> bool:
+        """True when *record* passes the filter; never when it names a field *schema* lacks
+        (None: the schema read off the record, :meth:`RecordSchema.of_record`)."""
+        if schema is None:
+            schema = RecordSchema.of_record(record)
+        if not self.names_fields_of(schema):
+            return False
+        return self.root.matches(record, schema, compare.Evaluation())
 
 
 # -- scanning ------------------------------------------------------------------------------------
@@ -169,52 +196,57 @@ class _Token:
 
 
 def _scan_string(source: str, start: int) -> tuple[str, int]:
+    """The text of the quoted string at *start* (escapes decoded) and the position after it."""
     quote = source[start]
     chars = []
     i = start + 1
     while i < len(source):
         char = source[i]
-        if char == "\\" and source[i + 1 : i + 2] == quote:
-            chars.append(quote)
-            i += 2
-            continue
-        if char == quote:
+        if char == "\\" and i + 1 < len(source):
+            decoded = _ESCAPES.get(source[i + 1])
+            if decoded is not None:
+                chars.append(decoded)
+                i += 2
+                continue
+        elif char == quote:
             return "".join(chars), i + 1
         chars.append(char)
         i += 1
     raise FilterSyntaxError(f"unterminated string starting at position {start}")
 
 
-def _number(text: str, position: int) -> int | float:
-    try:
-        return float(text) if "." in text else int(text)
-    except ValueError:  # more digits than int() reads (sys.get_int_max_str_digits())
-        raise FilterSyntaxError(f"the number at position {position} is too long") from None
+def _number(text: str, position: int) -> compare.SqlValue:
+    value = float(text)
+    if math.isinf(value):
+        raise FilterSyntaxError(f"the number at position {position} is out of range")
+    return compare.SqlValue(value, known=True)
 
 
 def _word_operand(word: str, position: int, source: str, end: int) -> Operand:
     if source[end : end + 1] == "(":
         raise FilterSyntaxError(f"functions are not supported ({word}(...) at position {position})")
-    if word.lower() in _KEYWORDS:
-        return Literal(_KEYWORDS[word.lower()])
+    keyword = _KEYWORDS.get(word.lower())
+    if keyword is not None:
+        return Literal(keyword)
     if word.startswith("@"):
-        if word == AUTH_ID:
-            return AuthId()
-        raise FilterSyntaxError(f"{word} is not supported; the only @ field is {AUTH_ID}")
+        raise FilterSyntaxError(f"{word} is not supported (no @ fields or macros)")
     if ":" in word:
         raise FilterSyntaxError(f"field modifiers are not supported ({word})")
     names = word.split(".")
-    if not all(_NAME.fullmatch(name) for name in names):
+    if _NAME.fullmatch(names[0]) is None or not all(_KEY.fullmatch(key) for key in names[1:]):
         raise FilterSyntaxError(f"invalid field path {word!r} at position {position}")
     return FieldPath(tuple(names))
 
 
 def _tokens(source: str) -> list[_Token]:
+    for refused in SUPERUSER_ONLY:
+        if refused in source:
+            raise FilterSyntaxError(f"{refused} is refused in a client filter (PocketBase allows it to superusers only)")
     tokens: list[_Token] = []
     i = 0
     while i < len(source):
         char = source[i]
-        if char.isspace():
+        if char in _WHITESPACE:
             i += 1
         elif source.startswith("//", i):
             raise FilterSyntaxError("comments are not supported")
@@ -232,7 +264,7 @@ def _tokens(source: str) -> list[_Token]:
             i += len(operator)
         elif char in "'\"":
             value, end = _scan_string(source, i)
-            tokens.append(_Token("operand", Literal(value), i))
+            tokens.append(_Token("operand", Literal(compare.SqlValue(value, empty=not value, known=bool(value))), i))
             i = end
         elif (number := _NUMBER.match(source, i)) is not None:
             tokens.append(_Token("operand", Literal(_number(number.group(), i)), i))
@@ -253,6 +285,7 @@ class _Parser:
         self.tokens = tokens
         self.index = 0
         self.comparisons = 0
+        self.paths: set[tuple[str, ...]] = set()
 
     def peek(self) -> _Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -293,9 +326,10 @@ class _Parser:
             node = self.join("||", self.join_and, depth + 1)
             self.take(")", "')'")
             return node
-        left = self.take("operand", "a field, @request.auth.id or a literal").value
+        left = self.take("operand", "a field or a literal").value
         operator = self.take("op", "an operator (= != > >= < <= ~ !~)").value
-        right = self.take("operand", "a field, @request.auth.id or a literal").value
+        right = self.take("operand", "a field or a literal").value
+        self.paths.update(operand.names for operand in (left, right) if isinstance(operand, FieldPath))
         self.comparisons += 1
         if self.comparisons > MAX_COMPARISONS:
             raise FilterSyntaxError(f"more than {MAX_COMPARISONS} comparisons")
@@ -305,4 +339,6 @@ class _Parser:
 @lru_cache(maxsize=1024)
 def parse_filter(source: str) -> Filter:
     """Parse *source*; raise :class:`FilterSyntaxError` for anything outside the subset."""
-    return Filter(source, _Parser(_tokens(source)).parse())
+    parser = _Parser(_tokens(source))
+    root = parser.parse()
+    return Filter(source, root, frozenset(parser.paths))

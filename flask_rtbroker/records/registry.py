@@ -23,7 +23,7 @@ from .capture import CapturedTable, Change, remove_sql, trigger_sql, trigger_sta
 from .change_listener import ChangeListener, listener_for, wait_listening
 from .collection import Collection, Rule, collection_name
 from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel, gap_event
-from .serialize import RecordSerializer, Serializer
+from .serialize import RecordSerializer, Serializer, column_schema
 from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
 
@@ -244,7 +244,8 @@ def watch(
     if capture not in CAPTURES:
         raise WatchError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
     name = collection_name(model, collection)
-    watched = Collection(name, collection_id or name, list_rule, view_rule, transitions)
+    schema = column_schema(model) if serialize is None else None
+    watched = Collection(name, collection_id or name, list_rule, view_rule, transitions, schema)
     records = AppRecords.of(app, state)
     if capture == "database":
         records.capture(model, watched, serialize, engine or _flask_sqlalchemy_engine(app, model))

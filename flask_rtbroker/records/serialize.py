@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from sqlalchemy import and_, select
+from sqlalchemy import JSON, and_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper
 
 from ..errors import WatchError
 from .. import encoding
-from .collection import Collection, Record
+from .collection import Collection, Record, RecordSchema
 
 Serializer = Callable[[Any], Mapping[str, Any]]
 """``serialize(row) -> dict``: a row as a record; it should read the row's attributes by name."""
@@ -39,6 +39,15 @@ def column_serializer(model: type, collection: Collection) -> Serializer:
         return dict(sorted(data.items()))
 
     return serialize
+
+
+def column_schema(model: type) -> RecordSchema:
+    """The schema of the default serializer's records: ``id`` and the column attributes, JSON
+    columns (SQLAlchemy's ``JSON`` type and its dialect variants) marked as such."""
+    mapper: Mapper[Any] = sa_inspect(model)
+    columns = {attr.key: attr.columns[0] for attr in mapper.column_attrs}
+    json = frozenset(key for key, column in columns.items() if isinstance(column.type, JSON))
+    return RecordSchema(frozenset(columns) | {"id"}, json)
 
 
 def values_before_update(row: Any, connection: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ run(async (context) => {
   context.partial.filtered = filtered;
   await withTimeout(
     alice.collection(COLLECTION).subscribe(mine.id, (e) => filtered.push(e), {
-      filter: "done = true && owner = @request.auth.id",
+      filter: alice.filter("done = true && owner = {:me}", { me: me.id }),
       fields: "id,title,done",
     }),
     5000,
