@@ -36,6 +36,12 @@ class Broker:
         client.discard()
         client.bind_index(None)
 
+    def detach(self, client_id: str) -> DefaultClient | None:
+        """Remove the client with *client_id* from the registry but keep it indexed and
+        undiscarded: it still receives its topics' deliveries (a session's ghost, see
+        :mod:`.sessions`). Return it, or None for an unknown id."""
+        return self._clients.pop(client_id, None)
+
     def get_client(self, client_id: str) -> DefaultClient:
         """Return the client with *client_id* or raise :class:`ClientNotFound`."""
         try:

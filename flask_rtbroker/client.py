@@ -99,6 +99,7 @@ class DefaultClient:
         "max_batch",
         "subscription_bytes",
         "writer",
+        "successor",
         "__weakref__",
     )
 
@@ -135,6 +136,9 @@ class DefaultClient:
         """What the client's keys count against the subscription budgets."""
         self.writer: SocketWriter | None = None
         """Its stream's socket writer while write-through is on (see :mod:`.write_through`)."""
+        self.successor: DefaultClient | None = None
+        """The client that claimed this one's session (see :mod:`.sessions`): what is sent to
+        this one once it is discarded goes there instead."""
 
     @property
     def id(self) -> str:
@@ -214,6 +218,10 @@ class DefaultClient:
         """Remove *key* from the store, if present."""
         self._store.pop(key, None)
 
+    def store(self) -> dict[str, Any]:
+        """Return a copy of the whole store."""
+        return dict(self._store)
+
     # -- lifecycle and delivery ----------------------------------------------------------------
 
     def discard(self, reason: DisconnectReason = DisconnectReason.DISCARDED) -> None:
@@ -241,7 +249,8 @@ class DefaultClient:
         free; return whether it was queued or written. Past the message or byte bound the
         client is discarded (a slow consumer) and nothing is queued."""
         if self.discard_reason is not None:
-            return False
+            successor = self.successor
+            return successor.send(message) if successor is not None else False
         writer = self.writer
         if writer is not None and not writer.busy and not self._queue:
             try:
@@ -288,10 +297,30 @@ class DefaultClient:
         self._queue_bytes -= sum(map(len, tails))
         return prefix + prefix.join(tails)
 
+    def adopt_queue(self, other: "DefaultClient") -> int:
+        """Move everything *other* has queued to the end of this client's queue, in order, and
+        wake this client's stream; return how many deliveries moved (a claimed session's replay).
+
+        Both queues' bounds may be passed for that once: nothing is dropped."""
+        count = other.queued
+        if not count:
+            return 0
+        moved, other._queue = other._queue, []
+        self._queue.extend(moved)
+        self._queue_bytes += other._queue_bytes
+        other._queue_bytes = 0
+        self.waker.set()
+        return count
+
     @property
     def queued(self) -> int:
         """How many messages wait in the queue."""
         return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        """The bytes its queued deliveries make once framed, ``id:`` lines aside."""
+        return self._queue_bytes
 
     def __repr__(self) -> str:
         state = f" discarded={self.discard_reason}" if self.discard_reason else ""

@@ -278,6 +278,7 @@ class Cluster:
         message = self._remote_message("send", send.name, send.body)
         client = self.state.broker.clients().get(send.client_id)
         if client is None:
+            self.state.sessions.hold_targeted(send.client_id, message)
             return
         with self._app_context():
             try:

@@ -125,6 +125,18 @@ DEFAULTS: dict[str, Any] = {
     # auth_loader and before_subscribe read; add "Cookie" for session auth): a list of strings.
     # Nothing else goes: the owner gets the decoded subscriptions, not the body.
     "RTBROKER_FORWARD_HEADERS": ["Authorization"],
+    # Seconds a subscriber's session outlives its stream (docs/sessions.rst): after a stream
+    # ends by its lifetime, the idle timeout or the peer going away, its client stays subscribed
+    # and queueing (a "ghost", within RTBROKER_CLIENT_QUEUE_SIZE/_BYTES) until the next
+    # connection's first POST claims it. 0 = off (every stream end loses what follows it).
+    "RTBROKER_RESUME_WINDOW": 30.0,
+    # Ghosts one process keeps at most (one more drops the oldest, reported "expired"). Each
+    # also counts against RTBROKER_SUBSCRIPTION_MEMORY with its keys; per IP at most
+    # RTBROKER_MAX_CLIENTS_PER_IP ghosts are kept.
+    "RTBROKER_RESUME_MAX_GHOSTS": 10000,
+    # Bytes all ghosts of a process may hold queued together; past it the oldest are dropped
+    # (checked every tenth of the window, at most every second).
+    "RTBROKER_RESUME_MEMORY": 64 * 1024 * 1024,
     # When a topic rule (broker.topic_rule) denies a client a key it subscribed to, queue one
     # event on that key with the data {"denied": "<topic>"}: at the POST that adds the key, or
     # when the connection's auth changes (a POST, clear_auth, refresh_auth) and the key becomes
@@ -328,6 +340,9 @@ class Settings:
     backplane_accept_unstamped: bool
     forward_timeout: float
     forward_headers: tuple[str, ...]
+    resume_window: float
+    resume_max_ghosts: int
+    resume_memory: int
     topic_denied_event: bool
     graceful_shutdown: bool
     metrics_path: str | None
@@ -423,6 +438,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "backplane_accept_unstamped": _flag,
     "forward_timeout": _seconds,
     "forward_headers": _names,
+    "resume_window": _seconds_or_zero,
+    "resume_max_ghosts": _count,
+    "resume_memory": _count,
     "topic_denied_event": _flag,
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,

@@ -218,6 +218,8 @@ class RealtimeBroker:
         client = state.broker.clients().get(client_id)
         if client is not None:
             return state.send_local(client, message)
+        if state.sessions.hold_targeted(client_id, message):
+            return True  # its stream ended: kept for the connection that claims it explicitly
         if state.cluster.active:
             state.cluster.publish_send(client_id, message)
             return False

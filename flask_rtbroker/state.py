@@ -22,6 +22,7 @@ from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
 from .message import Message
 from .server_limits import server_workers
+from .sessions import Sessions
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
 from .topic_rules import DENIED_KEY, TopicRule, TopicRules, rule_topic
@@ -91,6 +92,9 @@ class BrokerState:
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
         """More figures for :meth:`stats` (database capture adds its counters)."""
+        self.sessions = Sessions(self.broker, settings, lambda: self.runtime, self.topic_rules.forget)
+        """The ghosts of ended streams, until a new connection claims them (see :mod:`.sessions`)."""
+        self.stats_sources.append(self.sessions.stats)
         self._clients_per_ip: Counter[str] = Counter()
         self._streams = 0
         self._runtime: Runtime | None = None
@@ -184,9 +188,14 @@ class BrokerState:
             self._shutdown_tried_pid = os.getpid()
             self.install_shutdown_handlers()
 
-    def disconnected(self, client: DefaultClient, reason: str) -> None:
-        """Unregister a stream's client and count why it ended (its slot is released apart)."""
-        self.broker.unregister(client.id)
+    def disconnected(self, client: DefaultClient, reason: DisconnectReason) -> None:
+        """Keep a stream's client as a session ghost (see :mod:`.sessions`) or discard and
+        unregister it; count why it ended (its slot is released apart)."""
+        if not (self.shutting_down or self._closed) and self.sessions.keep(client, reason):
+            pass  # still indexed and queueing, out of the registry
+        else:
+            client.discard(reason)  # the first reason wins
+            self.broker.unregister(client.id)
         self.topic_rules.forget(client)
         counters = self.counters
         counters.disconnects[reason] += 1
@@ -212,6 +221,11 @@ class BrokerState:
         log it. The topic rules covering *topic* leave out who may not read it.
         """
         subscribers = self.broker.subscribers(topic)
+        if recipient is not None and isinstance(messages, Message) and len(self.sessions):
+            # targeted: what reaches a ghost waits for an explicit claim
+            subscribers = self.sessions.divert_targeted(
+                {client: keys for client, keys in subscribers.items() if recipient(client)}, messages)
+            recipient = None
         if self.topic_rules and subscribers:
             if recipient is not None:  # select first: rules decide only for the recipients
                 subscribers = {client: keys for client, keys in subscribers.items() if recipient(client)}
@@ -351,6 +365,7 @@ class BrokerState:
         server may still accept connections for a moment, and the SDK reconnects within 200 ms.
         """
         self.shutting_down = True
+        self.sessions.drop_all()
         for client in self.broker:
             client.discard(DisconnectReason.SHUTDOWN)
 
@@ -374,6 +389,7 @@ class BrokerState:
     def close(self) -> None:
         """Unregister every client (their streams end), stop the backplane, release the pool."""
         self._closed = True
+        self.sessions.drop_all()
         for client_id in list(self.broker.clients()):
             self.broker.unregister(client_id)
         self.cluster.backplane.close()

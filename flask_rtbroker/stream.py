@@ -175,9 +175,7 @@ def event_stream(
         if watch is not None:
             watch.stop()
         _set_timeout(sock, server_timeout)
-        if client.discard_reason is None:
-            client.discard(reason)
-        state.disconnected(client, reason)
+        state.disconnected(client, reason)  # discards it, or keeps its session as a ghost
         signals.client_disconnected.send(app, client=client, reason=reason)
 
 

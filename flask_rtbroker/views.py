@@ -5,7 +5,8 @@ PocketBase's JSON body. The POST is processed in PocketBase's observable order: 
 validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> then ours: the
 client's subscription budget (400) and the process's (503), the client's rate of added keys
 (429, see :mod:`.change_rate`), the subscription validators (400,
-e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions -> 204.
+e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions (the
+connection's first POST may claim a session, :mod:`.sessions`) -> 204.
 A rejected POST changes nothing. Topic rules never refuse a POST: they decide at delivery.
 """
 
@@ -37,6 +38,7 @@ from .identity import may_switch_auth
 from .metrics import start_exporting
 from .stream import StreamBody, event_stream
 from .options import subscription_cost
+from .sessions import RESUME_HEADER
 from .state import SUBSCRIPTION_MEMORY_MESSAGE
 from .subscription_request import (
     MAX_SUBSCRIPTIONS,
@@ -245,7 +247,9 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
         client.unset(AUTH_KEY)
     else:
         client.set(AUTH_KEY, auth)
-    client.set_subscriptions(subscriptions)
+    # the connection's first POST may claim an ended stream's session (see :mod:`.sessions`)
+    resume_id = request.headers.get(RESUME_HEADER)
+    state.sessions.start(client, subscriptions, auth, ip, resume_id, state.send_local)
     change_rate.spend(client, added, state.settings.max_subscription_changes)
     state.auth_changed(client, denied_before)  # the topic rules decide with this POST's auth
     app = current_app._get_current_object()  # type: ignore[attr-defined]

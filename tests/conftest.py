@@ -34,6 +34,7 @@ LIVE_MODULES = frozenset({
     "test_js_sdk_cluster",
     "test_js_private_topics",  # the JS SDK against topic rules, one process and two on redis-server
     "test_multiprocess",  # two gunicorn processes on a redis-server
+    "test_sessions_js",  # the JS SDK across stream ends: gunicorn, Node, redis-server
     "test_oauth2",  # the SDK's authWithOAuth2 in Node and Chromium, a provider on loopback
     "test_protocol_post",  # raw-socket conformance against every server mode
     "test_protocol_stream",

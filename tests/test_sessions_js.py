@@ -1,0 +1,75 @@
+"""Sessions outlive streams, with the official JS SDK unmodified (docs/sessions.rst).
+
+One gunicorn gevent worker ends every stream after 2 s (no jitter); a notify on ``seq`` every
+20 ms for 8 s must reach a guest, a signed-in client and an explicit claimer exactly once each,
+in order; each learns on ``@rtbroker/session`` that its reconnects recovered, and a client whose
+reconnect POST comes after the resume window learns that it did not.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable
+
+import requests
+
+from tests.jsrun import run_node
+from tests.live import LiveServer
+
+PERIOD = 0.02
+DURATION = 8.0
+ROTATION = 2
+
+
+def publish_sequence(url: str, duration: float = DURATION, period: float = PERIOD) -> int:
+    """Notify ``seq`` with ``{"n": 0, 1, ...}`` every *period* seconds for *duration*; return how many."""
+    session = requests.Session()
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < duration and sent < int(duration / period) + 1:
+        response = session.post(f"{url}/notify", json={"topic": "seq", "data": {"n": sent}}, timeout=10)
+        response.raise_for_status()
+        sent += 1
+        time.sleep(max(0.0, start + sent * period - time.monotonic()))
+    return sent
+
+
+def check_lossless(result: dict[str, Any], name: str, sent: int) -> None:
+    """No message missed, doubled or reordered; every reconnect of the client reported recovered."""
+    client = result[name]
+    assert (client["missed"], client["duplicated"], client["outOfOrder"]) == (0, 0, 0), (name, client)
+    assert client["received"] == sent
+    sessions = client["sessions"]
+    assert client["connects"] >= DURATION / ROTATION - 1, (name, client)  # the server really rotated
+    # The first connection says "new" (unless its first POST lacked the key: then nothing).
+    assert [s for s in sessions if s["reason"] == "new"] in ([], [sessions[0]]), sessions
+    rest = [s for s in sessions if s["reason"] != "new"]
+    assert len(rest) >= max(2, client["connects"] - 1), (name, sessions)  # one per reconnect
+    assert all(s["recovered"] and s["reason"] == "resumed" for s in rest), (name, sessions)
+    assert sum(s["replayed"] for s in rest) >= 1, (name, sessions)  # something was published in a gap
+
+
+def test_no_message_lost_across_lifetime_rotations(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server("gunicorn-gevent", env={
+        "RTBROKER_MAX_LIFETIME": str(ROTATION), "RTBROKER_LIFETIME_JITTER": "0", "RTBROKER_RESUME_WINDOW": "3",
+        "RTBROKER_TEST_TOKENS": json.dumps({"tokU": "u1"}),
+    })
+    published: dict[str, int] = {}
+
+    def subscribed(message: dict[str, Any]) -> dict[str, Any]:
+        published["sent"] = publish_sequence(server.url)
+        return {"sent": published["sent"]}
+
+    result = run_node("session_resume.mjs", server.url, steps={
+        "subscribed": subscribed, "late-done": lambda message: {},
+    }, timeout=90, context=server.log)
+    sent = published["sent"]
+    assert sent >= 0.9 * DURATION / PERIOD
+    for name in ("guest", "user", "explicit"):
+        check_lossless(result, name, sent)
+    late = result["late"]["sessions"]
+    assert late[0]["recovered"] is False and late[0]["reason"] == "expired", late
+    stats = requests.get(f"{server.url}/stats", timeout=10).json()
+    assert stats["sessions_resumed_total"] >= 3 * (DURATION / ROTATION - 1), stats
