@@ -45,8 +45,14 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_POOL_SIZE": 16,
     # Messages a client may have queued; one more discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_SIZE": 1000,
-    # Bytes a client may have queued; more discards it as a slow consumer.
+    # Bytes a client may have queued (each delivery framed: its data, id and event lines); more
+    # discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_BYTES": 8 * 1024 * 1024,
+    # Bytes every client queue of the process may hold together, each queued message's data
+    # counted once however many clients and keys it waits for. At the bound the clients with the
+    # most bytes queued are discarded as slow consumers, biggest first, until the queues hold at
+    # most three quarters of it. At least RTBROKER_CLIENT_QUEUE_BYTES.
+    "RTBROKER_QUEUE_MEMORY": 128 * 1024 * 1024,
     # Open streams per process (more: 503): a whole number, 0 or None = no limit (an empty
     # string or False is refused). "auto": 90% of the worker_connections of a gunicorn
     # gevent/eventlet worker (the rest stays free for ordinary requests), else 10000.
@@ -245,6 +251,7 @@ class Settings:
     pool_size: int
     client_queue_size: int
     client_queue_bytes: int
+    queue_memory: int
     max_clients: int
     max_clients_per_ip: int
     max_subscription_bytes: int
@@ -276,6 +283,11 @@ class Settings:
                 f"RTBROKER_MAX_MESSAGE_SIZE ({values['max_message_size']}) must not exceed "
                 f"RTBROKER_CLIENT_QUEUE_BYTES ({values['client_queue_bytes']}): a message that "
                 "large would discard every recipient as a slow consumer"
+            )
+        if values["queue_memory"] < values["client_queue_bytes"]:
+            raise ConfigurationError(
+                f"RTBROKER_QUEUE_MEMORY ({values['queue_memory']}) must be at least "
+                f"RTBROKER_CLIENT_QUEUE_BYTES ({values['client_queue_bytes']})"
             )
         values["max_clients"], values["max_clients_per_ip"] = resolve_stream_limits(
             values["max_clients"], values["max_clients_per_ip"], server_connections()
@@ -316,6 +328,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "pool_size": _count,
     "client_queue_size": _count,
     "client_queue_bytes": _count,
+    "queue_memory": _count,
     "max_clients": _auto_limit,
     "max_clients_per_ip": _auto_limit,
     "max_subscription_bytes": _count,

@@ -116,7 +116,7 @@ class _EventView:
         action, which = decision
         cached = self._messages.get((suffix, action, which))
         if cached is not None:
-            return cached.renamed(key)
+            return cached  # delivered under the key's name by the fan-out
         record = self._record(which)
         if options.fields is not None:
             record = options.fields.pick(record, self._texts)

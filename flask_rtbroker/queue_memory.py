@@ -1,0 +1,92 @@
+"""QueueMemory: what the client queues of one process hold, each message's data counted once.
+
+A notify's data is encoded once and shared by every key and every queue it is delivered to
+(see :mod:`.message`), so what the queues hold is each queued message once (its data and
+object) plus two list slots per queued delivery (its event name, a key the client holds anyway,
+and the message); the framing is built when the stream writes. Past
+``RTBROKER_QUEUE_MEMORY`` the process makes room by discarding the clients with the most bytes
+queued as slow consumers (their streams end; the SDK reconnects and resubscribes), biggest
+first, until the queues hold at most three quarters of the bound.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .client import DefaultClient
+    from .message import Message
+
+MESSAGE_OVERHEAD = 160
+"""Bytes counted for a queued message's object and event line, once however many queues hold it."""
+ENTRY_OVERHEAD = 16
+"""Bytes counted per queued delivery (two list slots)."""
+ROOM_FRACTION = 0.75
+"""Making room discards clients until the queues hold at most this fraction of the bound."""
+
+
+class QueueMemory:
+    """The process's queued bytes and their bound; iterating *clients* lists the clients that may be
+    discarded (by *discard*, as slow consumers) when the bound is hit. *locked*: guard the counts
+    with a lock (threads); not needed where only greenlets run."""
+
+    def __init__(
+        self,
+        limit: int,
+        clients: Iterable["DefaultClient"],
+        discard: Callable[["DefaultClient"], None],
+        *,
+        locked: bool = True,
+    ) -> None:
+        self.limit = limit
+        self.total = 0
+        """Bytes the process's queues hold, as counted here."""
+        self.discarded = 0
+        """Clients discarded to make room."""
+        self._clients = clients
+        self._discard = discard
+        self._lock = threading.Lock() if locked else None
+
+    def hold(self, message: "Message") -> bool:
+        """Count one more queued delivery of *message*; False, counting nothing, when it would
+        pass the bound."""
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            size = ENTRY_OVERHEAD if message.holders else ENTRY_OVERHEAD + len(message.data_lines) + MESSAGE_OVERHEAD
+            if self.total + size > self.limit:
+                return False
+            message.holders += 1
+            self.total += size
+            return True
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def release(self, message: "Message") -> None:
+        """Forget one queued delivery of *message* counted by :meth:`hold`."""
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            message.holders -= 1
+            size = ENTRY_OVERHEAD if message.holders else ENTRY_OVERHEAD + len(message.data_lines) + MESSAGE_OVERHEAD
+            self.total -= size
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def make_room(self, needed: int) -> None:
+        """Discard the clients with the most queued bytes as slow consumers, biggest first, until
+        *needed* more bytes fit within three quarters of the bound (or no queue holds anything)."""
+        target = self.limit * ROOM_FRACTION - needed
+        if self.total <= target:
+            return
+        queued = sorted((c for c in self._clients if c.queued_bytes), key=lambda c: c.queued_bytes, reverse=True)
+        for client in queued:
+            if self.total <= target:
+                break
+            self._discard(client)
+            self.discarded += 1
