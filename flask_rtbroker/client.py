@@ -14,7 +14,7 @@ import threading
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
-from .message import Message, frame_parts, frame_size
+from .message import FRAME_OVERHEAD, Message, event_line, frame_size, framed_tail
 from .options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
 
 if TYPE_CHECKING:
@@ -264,15 +264,20 @@ class DefaultClient:
         name = message.name if event is None else event
         writer = self.writer
         if writer is not None and not writer.busy and not self._queue:
+            tail = message.tail
+            same = name is message.name or name == message.name
             try:
-                writer.offer(*frame_parts(self.frame_prefix, message, name))
+                if tail is not None and same:
+                    writer.offer(self.frame_prefix + tail)
+                else:
+                    writer.offer_event(self.frame_prefix, message.event_line if same else event_line(name), message.data_lines)
             except OSError:
                 self.discard(DisconnectReason.CLOSED)
                 return False
             if writer.busy:  # a partial write: the stream writes the rest
                 self.waker.set()
             return True
-        size = frame_size(message, name)
+        size = len(message.data_lines) + len(name) + FRAME_OVERHEAD  # frame_size(), inlined
         if len(self._queue) >= 2 * self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
             self.dropped += 1
             self.discard(DisconnectReason.SLOW)
@@ -312,20 +317,23 @@ class DefaultClient:
         if count == 2:  # the usual case: no list of parts
             name, message = queue[0], queue[1]
             del queue[:2]
-            self._queue_bytes -= frame_size(message, name)
+            self._queue_bytes -= len(message.data_lines) + len(name) + FRAME_OVERHEAD
             if memory is not None:
                 memory.release(message)
-            return b"".join(frame_parts(prefix, message, name))
+            tail = message.tail
+            if tail is None or not (name is message.name or name == message.name):
+                tail = framed_tail(message, name)
+            return prefix + tail
         entries = queue[:count]
         del queue[:count]
-        buffers: list[bytes] = []
+        tails: list[bytes] = []
         for i in range(0, count, 2):
             name, message = entries[i], entries[i + 1]
-            buffers += frame_parts(prefix, message, name)
+            tails.append(framed_tail(message, name))
             self._queue_bytes -= frame_size(message, name)
             if memory is not None:
                 memory.release(message)
-        return b"".join(buffers)
+        return prefix + prefix.join(tails)
 
     @property
     def queued(self) -> int:

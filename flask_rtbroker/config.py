@@ -61,12 +61,20 @@ DEFAULTS: dict[str, Any] = {
     # (an empty string or False is refused). "auto": a quarter of RTBROKER_MAX_CLIENTS. Behind a
     # proxy set RTBROKER_TRUSTED_PROXY_HEADERS, or every client shares the proxy's address.
     "RTBROKER_MAX_CLIENTS_PER_IP": "auto",
-    # Bytes of subscription keys one client may hold (each key's UTF-8 length plus 64 bytes of
-    # bookkeeping); a POST over it answers 400 and changes nothing. The SDK's keys are ~20-300 bytes.
-    "RTBROKER_MAX_SUBSCRIPTION_BYTES": 128 * 1024,
+    # Bytes of subscription keys one client may hold (each key's UTF-8 length, ~440-680 bytes of
+    # bookkeeping and what its parsed options hold, see docs/limits.rst); a POST over it answers
+    # 400 and changes nothing. The SDK's keys are ~20-300 bytes; PocketBase's 1,000 short keys fit.
+    "RTBROKER_MAX_SUBSCRIPTION_BYTES": 512 * 1024,
     # Bytes of subscription keys all clients of the process may hold together; past it new
     # streams and POSTs that add subscriptions answer 503, existing subscriptions keep working.
     "RTBROKER_SUBSCRIPTION_MEMORY": 256 * 1024 * 1024,
+    # Distinct subscription options (the SDK's ?options= of a subscribe() call) one client may
+    # hold; keys with equal options count once. A POST over it answers 400 and changes nothing.
+    "RTBROKER_MAX_OPTION_SETS": 16,
+    # Record rule and filter calls one record event may make in one process (a rule runs once per
+    # auth identity and values of the options it reads, a filter once per identity and filter);
+    # past it the event's remaining subscription checks deny, and a warning is logged.
+    "RTBROKER_MAX_EVALUATIONS": 20_000,
     # "auto" (gevent when monkey-patched or inside a greenlet, else threads), "gevent", "threading".
     "RTBROKER_CONCURRENCY": "auto",
     # Threaded servers: seconds between checks of a silent stream's socket for a disconnect.
@@ -256,6 +264,8 @@ class Settings:
     max_clients_per_ip: int
     max_subscription_bytes: int
     subscription_memory: int
+    max_option_sets: int
+    max_evaluations: int
     concurrency: str
     disconnect_poll: float
     trusted_proxy_headers: tuple[str, ...]
@@ -333,6 +343,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_clients_per_ip": _auto_limit,
     "max_subscription_bytes": _count,
     "subscription_memory": _count,
+    "max_option_sets": _count,
+    "max_evaluations": _count,
     "concurrency": _choice,
     "disconnect_poll": _seconds,
     "trusted_proxy_headers": _names,

@@ -37,6 +37,10 @@ def check_size(name: str, payload: bytes, limit: int) -> None:
 
 DATA_END = b"\n\n"
 """What ends every event, after its data lines."""
+FRAME_OVERHEAD = 17
+"""The bytes of an event's framing besides its id, name and data (``\\nevent:``, ``\\ndata:``, the end)."""
+SMALL_DATA = 16 * 1024
+"""Data up to this size also keeps its whole framed tail (see :attr:`Message.tail`)."""
 
 
 def event_line(name: str) -> bytes:
@@ -51,7 +55,7 @@ class Message:
     that is already encoded. Messages renamed from one another share their data block.
     """
 
-    __slots__ = ("name", "data", "payload", "data_lines", "event_line", "holders")
+    __slots__ = ("name", "data", "payload", "data_lines", "event_line", "tail", "holders")
 
     def __init__(self, name: str, data: Any) -> None:
         self._init(name, data, encoding.dumps(data), None)
@@ -68,6 +72,9 @@ class Message:
         self.data_lines = data_lines
         """The data as SSE ``data:`` lines (after the first ``data:``), shared by renamed copies."""
         self.event_line = event_line(name)
+        self.tail: bytes | None = self.event_line + data_lines + DATA_END if len(data_lines) <= SMALL_DATA else None
+        """Every byte after the ``id:`` line's value under its own name, for small data only (one
+        concatenation per delivery); large data is written from its buffers."""
         self.holders = 0
         """How many client queues hold this message (see :class:`~flask_rtbroker.queue_memory.QueueMemory`)."""
 
@@ -88,11 +95,6 @@ class Message:
         message._init(name, self.data, self.payload, self.data_lines)
         return message
 
-    @property
-    def tail(self) -> bytes:
-        """Everything after the ``id:`` line's value: the event line, the data lines, the end."""
-        return self.event_line + self.data_lines + DATA_END
-
     def frame(self, client_id: str) -> bytes:
         """Return the complete SSE event bytes for the client *client_id*."""
         return b"".join(frame_parts(b"id:" + client_id.encode("ascii"), self, self.name))
@@ -108,6 +110,13 @@ def frame_parts(prefix: bytes, message: Message, name: str) -> tuple[bytes, byte
     return prefix, line, message.data_lines, DATA_END
 
 
+def framed_tail(message: Message, name: str) -> bytes:
+    """Every byte of *message* delivered as event *name* after the ``id:`` line's value."""
+    if message.tail is not None and (name is message.name or name == message.name):
+        return message.tail
+    return b"".join(frame_parts(b"", message, name))
+
+
 def frame_size(message: Message, name: str) -> int:
     """About the bytes of :func:`frame_parts` after the ``id:`` line (the name counted in characters)."""
-    return len(message.data_lines) + len(name) + 17
+    return len(message.data_lines) + len(name) + FRAME_OVERHEAD

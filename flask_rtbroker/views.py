@@ -34,7 +34,7 @@ from .http import (
 from .identity import may_switch_auth
 from .stats import prometheus_text
 from .stream import StreamBody, event_stream
-from .options import subscription_cost
+from .options import option_errors, subscription_cost
 from .state import SUBSCRIPTION_MEMORY_MESSAGE
 from .subscription_request import (
     MAX_SUBSCRIPTIONS,
@@ -178,8 +178,12 @@ def forward_post(state: "BrokerState", submitted: SubscriptionRequest, ip: str) 
     return Response(body, status=status_line(status), content_type="application/json")
 
 
-def _check_budgets(state: "BrokerState", client: DefaultClient, subscriptions: list[str]) -> None:
-    """400 past the client's subscription budget, 503 past the process's."""
+def _check_budgets(state: "BrokerState", client: DefaultClient, submitted: list[str], subscriptions: list[str]) -> None:
+    """400 for options past their caps (keyed by the index in *submitted*) or for *subscriptions*
+    past the client's subscription budget, 503 past the process's."""
+    errors = option_errors(submitted, state.settings.max_option_sets)
+    if errors:
+        raise bad_request({"subscriptions": errors})
     cost = subscription_cost(subscriptions)
     limit = state.settings.max_subscription_bytes
     if cost > limit:
@@ -203,7 +207,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     if not may_switch_auth(client.get(AUTH_KEY), auth):
         raise ApiError(403, AUTH_MISMATCH_MESSAGE)
     subscriptions = list(dict.fromkeys(sub for sub in submitted if sub))
-    _check_budgets(state, client, subscriptions)
+    _check_budgets(state, client, submitted, subscriptions)
     for validator in state.subscription_validators:
         errors = validator(client, submitted)
         if errors:

@@ -22,6 +22,7 @@ from time import monotonic
 from typing import Any, Mapping
 
 _CRLF = b"\r\n"
+_EVENT_END = b"\n\n"
 JOIN_LIMIT = 16 * 1024
 """Events up to this many bytes are joined into one buffer for ``send``; larger ones are
 written with ``sendmsg`` of their buffers as they are."""
@@ -54,9 +55,8 @@ class SocketWriter:
             return data
         return b"%X\r\n" % len(data) + data + _CRLF
 
-    def offer(self, *parts: bytes) -> bool:
-        """Write the bytes *parts* make together now, unless the stream owns the socket; False
-        when it does (queue it).
+    def offer(self, data: bytes) -> bool:
+        """Write *data* now unless the stream owns the socket; False when it does (queue it).
 
         True means the bytes are on their way: all written, or the rest kept in
         :attr:`pending` with the writer busy (the caller wakes the stream). A socket error
@@ -64,18 +64,47 @@ class SocketWriter:
         """
         if self.busy:
             return False
-        size = sum(map(len, parts))
-        buffers = (b"%X\r\n" % size, *parts, _CRLF) if self.chunked else parts
-        framed = b"".join(buffers) if size <= JOIN_LIMIT or self._sendmsg is None else None
+        framed = self.frame(data)
         try:
-            sent = self._raw.send(framed) if framed is not None else self._sendmsg(buffers)  # type: ignore[misc]
+            sent = self._raw.send(framed)
         except (BlockingIOError, InterruptedError):
             sent = 0
         self.written += 1
         self.last_written = monotonic()
-        total = len(framed) if framed is not None else sum(map(len, buffers))
-        if sent < total:
-            self.pending = (framed if framed is not None else b"".join(buffers))[sent:]
+        if sent < len(framed):
+            self.pending = framed[sent:]
+            self.busy = True
+        return True
+
+    def offer_event(self, prefix: bytes, line: bytes, data_lines: bytes) -> bool:
+        """:meth:`offer` for one event given as its ``id:`` line *prefix*, its ``event:`` *line*
+        and its shared *data_lines* (the event's end added here): joined when small, else one
+        ``sendmsg`` of the buffers as they are."""
+        if self.busy:
+            return False
+        end = _EVENT_END if data_lines else b""
+        size = len(prefix) + len(line) + len(data_lines) + len(end)
+        chunked = self.chunked
+        if size <= JOIN_LIMIT or self._sendmsg is None:
+            if chunked:
+                framed = b"".join((b"%X\r\n" % size, prefix, line, data_lines, end, _CRLF))
+            else:
+                framed = b"".join((prefix, line, data_lines, end))
+            buffers = None
+        else:
+            header = b"%X\r\n" % size if chunked else b""
+            buffers = (header, prefix, line, data_lines, end, _CRLF if chunked else b"")
+            framed = None
+        try:
+            sent = self._raw.send(framed) if buffers is None else self._sendmsg(buffers)  # type: ignore[misc]
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        self.written += 1
+        self.last_written = monotonic()
+        if framed is None:
+            framed = b"".join(buffers) if sent < sum(map(len, buffers)) else b""  # type: ignore[arg-type]
+        if sent < len(framed):
+            self.pending = framed[sent:]
             self.busy = True
         return True
 
