@@ -6,6 +6,7 @@ In process and fast; the black-box figures against gunicorn come from
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 import urllib.parse
 from typing import Any, Iterator
@@ -19,6 +20,7 @@ from flask_rtbroker import IP_KEY, DefaultClient, DisconnectReason, Message, Rea
 from flask_rtbroker.options import MAX_OPTION_ENTRIES, parse_options, subscription_cost
 from flask_rtbroker.records.broadcast import _EventView
 from flask_rtbroker.records.collection import Collection
+from flask_rtbroker.records.delivery_queue import INLINE_SUBSCRIBERS
 from flask_rtbroker.records.event import CREATE, RecordEvent
 from flask_rtbroker.records.subscription import compile_record_options
 from tests.records_support import Post, close_app, connect, make_app, received, sqlite_engine, with_options
@@ -206,3 +208,35 @@ def test_an_event_stops_evaluating_past_its_budget(caplog: pytest.LogCaptureFixt
     allowed = [view.message("posts/*" + s, "posts/*", "list", None, {}) is not None for s in suffixes]
     assert len(calls) == 5 and allowed == [True] * 5 + [False] * 3 and view.over_budget == 3
     assert len(held) == 8
+
+
+def test_large_record_broadcasts_leave_the_committing_request_in_commit_order(app_broker) -> None:
+    """A commit reaching more than INLINE_SUBSCRIBERS subscriptions is broadcast by the process's
+    delivery task, not the committing thread; small ones stay inline; the order is the commits'."""
+    app, broker = app_broker
+    threads: list[str] = []
+
+    def rule(record: Any, auth: Any, options: Any) -> bool:
+        threads.append(threading.current_thread().name)
+        return True
+
+    with app.app_context():
+        broker.watch(Post, list_rule=rule)
+    engine = sqlite_engine()
+    Post.metadata.create_all(engine)
+    few = [connect(broker, app, "posts/*") for _ in range(INLINE_SUBSCRIBERS)]
+    with Session(engine) as session:
+        session.add(Post(title="small"))
+        session.commit()
+    assert threads == [threading.current_thread().name], "a small broadcast runs inline"
+    many = few + [connect(broker, app, "posts/*", auth={"collectionName": "users", "id": str(i)}) for i in range(200)]
+    with Session(engine) as session:
+        for n in range(5):
+            session.add(Post(title=f"large {n}"))
+            session.commit()
+    delivery = app.extensions["rtbroker.records"].delivery
+    assert delivery.wait_idle(10)
+    assert threading.current_thread().name not in threads[1:], "large broadcasts ran off the request"
+    titles = [data["record"]["title"] for _, data in received(many[-1])]
+    assert titles == [f"large {n}" for n in range(5)]
+    assert [data["record"]["title"] for _, data in received(few[0])] == ["small"] + titles
