@@ -261,29 +261,29 @@ class DefaultClient:
         nothing is queued."""
         if self.discard_reason is not None:
             return False
-        name = message.name if event is None else event
         writer = self.writer
         if writer is not None and not writer.busy and not self._queue:
+            same = event is None or event == message.name
             tail = message.tail
-            same = name is message.name or name == message.name
             try:
                 if tail is not None and same:
                     writer.offer(self.frame_prefix + tail)
                 else:
-                    writer.offer_event(self.frame_prefix, message.event_line if same else event_line(name), message.data_lines)
+                    writer.offer_event(self.frame_prefix, message.event_line if same else event_line(event), message.data_lines)  # type: ignore[arg-type]
             except OSError:
                 self.discard(DisconnectReason.CLOSED)
                 return False
             if writer.busy:  # a partial write: the stream writes the rest
                 self.waker.set()
             return True
+        name = message.name if event is None else event
         size = len(message.data_lines) + len(name) + FRAME_OVERHEAD  # frame_size(), inlined
         if len(self._queue) >= 2 * self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
             self.dropped += 1
             self.discard(DisconnectReason.SLOW)
             return False
         memory = self.queue_memory
-        if memory is not None and not self._hold(memory, message, size):
+        if memory is not None and not (memory.hold(message) or self._make_room(memory, message, size)):
             self.dropped += 1
             self.discard(DisconnectReason.SLOW)
             return False
@@ -292,10 +292,9 @@ class DefaultClient:
         self.waker.set()
         return True
 
-    def _hold(self, memory: "QueueMemory", message: Message, size: int) -> bool:
-        """Count the delivery against the process's bound, making room there once if needed."""
-        if memory.hold(message):
-            return True
+    def _make_room(self, memory: "QueueMemory", message: Message, size: int) -> bool:
+        """The process's bound is reached: make room there, then count the delivery if this
+        client is still wanted."""
         memory.make_room(size)
         return self.discard_reason is None and memory.hold(message)
 
@@ -321,9 +320,9 @@ class DefaultClient:
             if memory is not None:
                 memory.release(message)
             tail = message.tail
-            if tail is None or not (name is message.name or name == message.name):
-                tail = framed_tail(message, name)
-            return prefix + tail
+            if tail is not None and (name is message.name or name == message.name):
+                return prefix + tail
+            return prefix + framed_tail(message, name)
         entries = queue[:count]
         del queue[:count]
         tails: list[bytes] = []

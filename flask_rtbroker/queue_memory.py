@@ -47,36 +47,40 @@ class QueueMemory:
         self._clients = clients
         self._discard = discard
         self._lock = threading.Lock() if locked else None
+        # Chosen once: greenlets need no lock (nothing else runs while a count changes).
+        self.hold: Callable[["Message"], bool] = self._hold_locked if locked else self._hold
+        """Count one more queued delivery of a message; False, counting nothing, when it would
+        pass the bound."""
+        self.release: Callable[["Message"], None] = self._release_locked if locked else self._release
+        """Forget one queued delivery of a message counted by :attr:`hold`."""
 
-    def hold(self, message: "Message") -> bool:
+    def _hold_locked(self, message: "Message") -> bool:
+        with self._lock:  # type: ignore[union-attr]
+            return self._hold(message)
+
+    def _hold(self, message: "Message") -> bool:
         """Count one more queued delivery of *message*; False, counting nothing, when it would
         pass the bound."""
-        lock = self._lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            size = ENTRY_OVERHEAD if message.holders else ENTRY_OVERHEAD + len(message.data_lines) + MESSAGE_OVERHEAD
+        if message.holders:
+            if self.total + ENTRY_OVERHEAD > self.limit:
+                return False
+            self.total += ENTRY_OVERHEAD
+        else:
+            size = ENTRY_OVERHEAD + MESSAGE_OVERHEAD + len(message.data_lines)
             if self.total + size > self.limit:
                 return False
-            message.holders += 1
             self.total += size
-            return True
-        finally:
-            if lock is not None:
-                lock.release()
+        message.holders += 1
+        return True
 
-    def release(self, message: "Message") -> None:
+    def _release_locked(self, message: "Message") -> None:
+        with self._lock:  # type: ignore[union-attr]
+            self._release(message)
+
+    def _release(self, message: "Message") -> None:
         """Forget one queued delivery of *message* counted by :meth:`hold`."""
-        lock = self._lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            message.holders -= 1
-            size = ENTRY_OVERHEAD if message.holders else ENTRY_OVERHEAD + len(message.data_lines) + MESSAGE_OVERHEAD
-            self.total -= size
-        finally:
-            if lock is not None:
-                lock.release()
+        message.holders -= 1
+        self.total -= ENTRY_OVERHEAD if message.holders else ENTRY_OVERHEAD + MESSAGE_OVERHEAD + len(message.data_lines)
 
     def make_room(self, needed: int) -> None:
         """Discard the clients with the most queued bytes as slow consumers, biggest first, until
