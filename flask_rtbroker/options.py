@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from . import encoding
 
@@ -51,7 +51,13 @@ class SubscriptionOptions:
     @property
     def cost(self) -> int:
         """The bytes its parse holds, as counted against the subscription budgets."""
-        return sum(len(k) + len(v) + OPTION_ENTRY_OVERHEAD for m in (self.query, self.headers) for k, v in m.items())
+        return PARSE_OVERHEAD + sum(
+            len(k) + len(v) + OPTION_ENTRY_OVERHEAD for m in (self.query, self.headers) for k, v in m.items()
+        )
+
+    def __hash__(self) -> int:
+        """By content, so equal options find one another in the intern table."""
+        return hash((frozenset(self.query.items()), frozenset(self.headers.items())))
 
 
 NO_OPTIONS = SubscriptionOptions(MappingProxyType({}), MappingProxyType({}))
@@ -92,13 +98,17 @@ def _stringify(value: Any) -> str:
 
 MAX_OPTION_ENTRIES = 32
 """Query and header names one key's options may hold (a POST with more answers 400)."""
-OPTION_ENTRY_OVERHEAD = 120
+OPTION_ENTRY_OVERHEAD = 160
 """Bytes counted per parsed option besides its name and value: two strings and a dict slot."""
+PARSE_OVERHEAD = 600
+"""Bytes counted per parse besides its options: its objects, two dicts and its intern entries."""
 
-_by_text: "weakref.WeakValueDictionary[str, SubscriptionOptions]" = weakref.WeakValueDictionary()
-_by_content: "weakref.WeakValueDictionary[tuple[tuple[tuple[str, str], ...], ...], SubscriptionOptions]" = (
-    weakref.WeakValueDictionary()
+_by_key: "weakref.WeakValueDictionary[str, SubscriptionOptions]" = weakref.WeakValueDictionary()
+"""Parsed options by subscription key (the key's own string, no copy)."""
+_canonical: "weakref.WeakKeyDictionary[SubscriptionOptions, weakref.ref[SubscriptionOptions]]" = (
+    weakref.WeakKeyDictionary()
 )
+"""Each distinct option set, found by content (a reference to itself, so nothing is copied)."""
 
 
 def parse_options(subscription: str) -> SubscriptionOptions:
@@ -107,20 +117,30 @@ def parse_options(subscription: str) -> SubscriptionOptions:
     Interned: equal options are one object, shared while any holder keeps it."""
     if OPTION_PARAM_MARK not in subscription:
         return NO_OPTIONS
-    text = subscription.partition("?")[2]
-    options = _by_text.get(text)
+    options = _by_key.get(subscription)
     if options is None:
         options = _parse(subscription)
         if options is not NO_OPTIONS:
-            content = (tuple(sorted(options.query.items())), tuple(sorted(options.headers.items())))
-            options = _by_content.setdefault(content, options)
-            _by_text[text] = options
+            same = _canonical.get(options)
+            canonical = same() if same is not None else None
+            if canonical is None:
+                _canonical[options] = weakref.ref(options)
+            else:
+                options = canonical
+            _by_key[subscription] = options
     return options
+
+
+def _query_of(subscription: str) -> str:
+    """The query of *subscription* as ``urlsplit`` finds it (tabs and line breaks dropped, the
+    fragment cut off), without ``urlsplit``'s cache of recent URLs, which would keep copies of keys."""
+    url = subscription.replace("\t", "").replace("\r", "").replace("\n", "")
+    return url.partition("#")[0].partition("?")[2]
 
 
 def _parse(subscription: str) -> SubscriptionOptions:
     try:
-        raw_values = parse_qs(urlsplit(subscription).query).get(OPTIONS_PARAM)
+        raw_values = parse_qs(_query_of(subscription)).get(OPTIONS_PARAM)
         raw = encoding.loads_untrusted(raw_values[0]) if raw_values else None
     except ValueError:
         return NO_OPTIONS
