@@ -283,10 +283,13 @@ class DefaultClient:
             self.discard(DisconnectReason.SLOW)
             return False
         memory = self.queue_memory
-        if memory is not None and not (memory.hold(message) or self._make_room(memory, message, size)):
-            self.dropped += 1
-            self.discard(DisconnectReason.SLOW)
-            return False
+        if memory is not None:
+            if message.holders and not memory.locked:
+                message.holders += 1  # counted already (see QueueMemory): greenlets need no call
+            elif not (memory.hold(message) or self._make_room(memory, message, size)):
+                self.dropped += 1
+                self.discard(DisconnectReason.SLOW)
+                return False
         self._queue.extend((name, message))
         self._queue_bytes += size
         self.waker.set()
@@ -309,20 +312,28 @@ class DefaultClient:
         count = len(queue)
         if count == 0:
             return b""
-        if count // 2 > self.max_batch:
-            self.max_batch = count // 2
         prefix = self.frame_prefix
         memory = self.queue_memory
         if count == 2:  # the usual case: no list of parts
             name, message = queue[0], queue[1]
             del queue[:2]
-            self._queue_bytes -= len(message.data_lines) + len(name) + FRAME_OVERHEAD
+            if queue:  # a thread appended meanwhile: only ours go
+                self._queue_bytes -= len(message.data_lines) + len(name) + FRAME_OVERHEAD
+            else:
+                self._queue_bytes = 0
+            if not self.max_batch:
+                self.max_batch = 1
             if memory is not None:
-                memory.release(message)
+                if message.holders > 1 and not memory.locked:
+                    message.holders -= 1  # others still hold it: nothing to forget yet
+                else:
+                    memory.release(message)
             tail = message.tail
             if tail is not None and (name is message.name or name == message.name):
                 return prefix + tail
             return prefix + framed_tail(message, name)
+        if count // 2 > self.max_batch:
+            self.max_batch = count // 2
         entries = queue[:count]
         del queue[:count]
         tails: list[bytes] = []

@@ -1,9 +1,11 @@
 """QueueMemory: what the client queues of one process hold, each message's data counted once.
 
 A notify's data is encoded once and shared by every key and every queue it is delivered to
-(see :mod:`.message`), so what the queues hold is each queued message once (its data and
-object) plus two list slots per queued delivery (its event name, a key the client holds anyway,
-and the message); the framing is built when the stream writes. Past
+(see :mod:`.message`), so what the queues hold is each queued message once: its data and its
+object, counted when the first queue takes it and forgotten when the last one lets it go (a
+queued delivery itself is two list slots, its event name, a key the client holds anyway, and the
+message, bounded by each client's own queue bound; the framing is built when the stream
+writes). Past
 ``RTBROKER_QUEUE_MEMORY`` the process makes room by discarding the clients with the most bytes
 queued as slow consumers (their streams end; the SDK reconnects and resubscribes), biggest
 first, until the queues hold at most three quarters of the bound.
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
 
 MESSAGE_OVERHEAD = 160
 """Bytes counted for a queued message's object and event line, once however many queues hold it."""
-ENTRY_OVERHEAD = 16
-"""Bytes counted per queued delivery (two list slots)."""
 ROOM_FRACTION = 0.75
 """Making room discards clients until the queues hold at most this fraction of the bound."""
 
@@ -29,7 +29,8 @@ ROOM_FRACTION = 0.75
 class QueueMemory:
     """The process's queued bytes and their bound; iterating *clients* lists the clients that may be
     discarded (by *discard*, as slow consumers) when the bound is hit. *locked*: guard the counts
-    with a lock (threads); not needed where only greenlets run."""
+    with a lock (threads); where only greenlets run (not *locked*) a client may count a further
+    holder of an already counted message itself (``message.holders += 1``, no call)."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class QueueMemory:
         """Clients discarded to make room."""
         self._clients = clients
         self._discard = discard
+        self.locked = locked
         self._lock = threading.Lock() if locked else None
         # Chosen once: greenlets need no lock (nothing else runs while a count changes).
         self.hold: Callable[["Message"], bool] = self._hold_locked if locked else self._hold
@@ -61,12 +63,8 @@ class QueueMemory:
     def _hold(self, message: "Message") -> bool:
         """Count one more queued delivery of *message*; False, counting nothing, when it would
         pass the bound."""
-        if message.holders:
-            if self.total + ENTRY_OVERHEAD > self.limit:
-                return False
-            self.total += ENTRY_OVERHEAD
-        else:
-            size = ENTRY_OVERHEAD + MESSAGE_OVERHEAD + len(message.data_lines)
+        if not message.holders:
+            size = MESSAGE_OVERHEAD + len(message.data_lines)
             if self.total + size > self.limit:
                 return False
             self.total += size
@@ -80,7 +78,8 @@ class QueueMemory:
     def _release(self, message: "Message") -> None:
         """Forget one queued delivery of *message* counted by :meth:`hold`."""
         message.holders -= 1
-        self.total -= ENTRY_OVERHEAD if message.holders else ENTRY_OVERHEAD + MESSAGE_OVERHEAD + len(message.data_lines)
+        if not message.holders:
+            self.total -= MESSAGE_OVERHEAD + len(message.data_lines)
 
     def make_room(self, needed: int) -> None:
         """Discard the clients with the most queued bytes as slow consumers, biggest first, until

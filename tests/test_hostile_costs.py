@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from flask_rtbroker import IP_KEY, DefaultClient, DisconnectReason, Message, RealtimeBroker
 from flask_rtbroker.options import MAX_OPTION_ENTRIES, parse_options, subscription_cost
+from flask_rtbroker.queue_memory import MESSAGE_OVERHEAD, QueueMemory
 from flask_rtbroker.records.broadcast import _EventView
 from flask_rtbroker.records.collection import Collection
 from flask_rtbroker.records.delivery_queue import INLINE_SUBSCRIBERS
@@ -271,3 +272,23 @@ def test_what_a_client_holds_is_what_its_budget_counts(app_broker) -> None:
         assert held <= 1.1 * counted, f"{route}: {held} bytes held, {counted} counted"
         for client in clients:
             state.disconnected(client, DisconnectReason.CLOSED)
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_queued_messages_are_counted_once_and_forgotten_when_taken(locked: bool) -> None:
+    clients = [DefaultClient() for _ in range(5)]
+    memory = QueueMemory(MB, clients, lambda client: client.discard(DisconnectReason.SLOW), locked=locked)
+    for client in clients:
+        client.queue_memory = memory
+    shared, own = Message("t", "s" * 1000), Message("t", "o" * 1000)
+    for client in clients:
+        client.send(shared)
+        client.send(shared, "t?options=1")
+    clients[0].send(own)
+    assert memory.total == 2 * (MESSAGE_OVERHEAD + 1002) and shared.holders == 10
+    for client in clients[:3]:
+        assert client.take().count(b"data:") == (3 if client is clients[0] else 2)
+    assert memory.total == MESSAGE_OVERHEAD + 1002 and shared.holders == 4
+    clients[3].discard(DisconnectReason.SLOW)
+    assert clients[4].clear_queue() == 2
+    assert memory.total == 0 and shared.holders == 0
