@@ -3,8 +3,9 @@
 Every response carries PocketBase's default headers (and CORS when allowed); every error is
 PocketBase's JSON body. The POST is processed in PocketBase's observable order: decode ->
 validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> then ours: the
-client's subscription budget (400) and the process's (503), the subscription validators (400,
-e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions -> 204.
+caps on options (400), the client's subscription budget (400) and the process's (503), the
+subscription validators (400, e.g. record options) -> the app's ``before_subscribe`` hook ->
+replace the subscriptions -> 204.
 A rejected POST changes nothing.
 """
 
