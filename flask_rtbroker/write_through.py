@@ -31,13 +31,12 @@ written with ``sendmsg`` of their buffers as they are."""
 class SocketWriter:
     """Writes one stream's bytes to its socket, framed as the server would have framed them."""
 
-    __slots__ = ("_sock", "_raw", "_sendmsg", "chunked", "busy", "pending", "written", "last_written")
+    __slots__ = ("_sock", "_raw", "chunked", "busy", "pending", "written", "last_written")
 
     def __init__(self, sock: Any, chunked: bool) -> None:
         self._sock = sock
         self._raw = getattr(sock, "_sock", sock)
         """The real socket under gevent's: its ``send`` never blocks (the fd is non-blocking)."""
-        self._sendmsg = getattr(self._raw, "sendmsg", None)
         self.chunked = chunked
         """HTTP/1.1 chunked transfer coding (else HTTP/1.0: the bytes as they are)."""
         self.busy = True
@@ -82,10 +81,11 @@ class SocketWriter:
         ``sendmsg`` of the buffers as they are."""
         if self.busy:
             return False
-        end = _EVENT_END if data_lines else b""
+        end = _EVENT_END
         size = len(prefix) + len(line) + len(data_lines) + len(end)
         chunked = self.chunked
-        if size <= JOIN_LIMIT or self._sendmsg is None:
+        sendmsg = None if size <= JOIN_LIMIT else getattr(self._raw, "sendmsg", None)
+        if sendmsg is None:
             if chunked:
                 framed = b"".join((b"%X\r\n" % size, prefix, line, data_lines, end, _CRLF))
             else:
@@ -96,7 +96,7 @@ class SocketWriter:
             buffers = (header, prefix, line, data_lines, end, _CRLF if chunked else b"")
             framed = None
         try:
-            sent = self._raw.send(framed) if buffers is None else self._sendmsg(buffers)  # type: ignore[misc]
+            sent = self._raw.send(framed) if sendmsg is None else sendmsg(buffers)
         except (BlockingIOError, InterruptedError):
             sent = 0
         self.written += 1
