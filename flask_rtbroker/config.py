@@ -83,8 +83,8 @@ DEFAULTS: dict[str, Any] = {
     # hold; keys with equal options count once. A POST over it answers 400 and changes nothing.
     "RTBROKER_MAX_OPTION_SETS": 16,
     # Record rule and filter calls one record event may make in one process (a rule runs once per
-    # auth identity and values of the options it reads, a filter once per filter (a client filter cannot read the auth));
-    # past it the event's remaining subscription checks deny, and a warning is logged.
+    # auth identity and values of the options it reads, a filter once per event: a client filter
+    # cannot read the auth); past it the event's remaining subscription checks deny, with a warning.
     "RTBROKER_MAX_EVALUATIONS": 20_000,
     # "auto" (gevent when monkey-patched or inside a greenlet, else threads), "gevent", "threading".
     "RTBROKER_CONCURRENCY": "auto",
