@@ -142,6 +142,10 @@ class Sessions:
         ghost = self._ghosts.get(client_id)
         return ghost.client if ghost is not None else None
 
+    def clients(self) -> list[DefaultClient]:
+        """The ghost clients, oldest first (a snapshot)."""
+        return [ghost.client for ghost in self._ghosts.values()]
+
     def queued_bytes(self) -> int:
         """The bytes every ghost holds queued (its targeted sends included)."""
         return sum(g.client.queued_bytes + g.targeted_bytes for g in self._ghosts.values())
@@ -189,7 +193,7 @@ class Sessions:
         ghost = self._ghosts.get(client_id)
         if ghost is None:
             return False
-        size = len(message.payload) + len(message.name)
+        size = len(message.data_lines) + len(message.name)
         if ghost.targeted_bytes + size > self._max_targeted_bytes:
             ghost.client.discard(DisconnectReason.SLOW)
             return True
@@ -297,6 +301,7 @@ class Sessions:
         client = ghost.client
         client.discard(DisconnectReason.DISCARDED)
         client.bind_index(None)
+        client.clear_queue()  # the process's queue bound forgets it
         self._forget(client)
         self.expired += 1
         until = time.monotonic() + self._window

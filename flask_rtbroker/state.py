@@ -21,6 +21,7 @@ from .config import Settings
 from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
 from .message import Message
+from .queue_memory import QueueMemory
 from .server_limits import server_workers
 from .sessions import Sessions
 from .shutdown import chain_shutdown_handlers
@@ -67,6 +68,19 @@ def refuse_local_backplane_with_workers(backplane: Backplane, workers: int | Non
         )
 
 
+class _Queues:
+    """Every client whose queue the process's bound counts: the registered ones, then the
+    session ghosts (see :mod:`.sessions`)."""
+
+    def __init__(self, broker: Broker, sessions: Sessions) -> None:
+        self._broker = broker
+        self._sessions = sessions
+
+    def __iter__(self) -> Iterator[DefaultClient]:
+        yield from self._broker
+        yield from self._sessions.clients()
+
+
 class BrokerState:
     """The settings, hooks, client registry, cluster link, counters and runtime of one app.
 
@@ -98,6 +112,7 @@ class BrokerState:
         self._clients_per_ip: Counter[str] = Counter()
         self._streams = 0
         self._runtime: Runtime | None = None
+        self._queue_memory: QueueMemory | None = None
         self._lock = threading.Lock()
         self._shutdown_pid: int | None = None
         self._shutdown_tried_pid: int | None = None
@@ -114,6 +129,18 @@ class BrokerState:
                     self._runtime = select_runtime(self.settings.concurrency, self.settings.pool_size)
         return self._runtime
 
+    @property
+    def queue_memory(self) -> QueueMemory:
+        """What every client queue of the process holds, bounded by ``RTBROKER_QUEUE_MEMORY``."""
+        if self._queue_memory is None:
+            self._queue_memory = QueueMemory(
+                self.settings.queue_memory,
+                _Queues(self.broker, self.sessions),
+                lambda client: client.discard(DisconnectReason.SLOW),
+                locked=self.runtime.preemptive,
+            )
+        return self._queue_memory
+
     # -- streams -------------------------------------------------------------------------------
 
     def new_client(self) -> DefaultClient:
@@ -124,6 +151,7 @@ class BrokerState:
             queue_size=self.settings.client_queue_size,
             max_queue_bytes=self.settings.client_queue_bytes,
             waker=self.runtime.waker(),
+            queue_memory=self.queue_memory,
         )
 
     def start_sweeper(self) -> None:
@@ -196,6 +224,7 @@ class BrokerState:
         else:
             client.discard(reason)  # the first reason wins
             self.broker.unregister(client.id)
+            client.clear_queue()  # nobody will write it now; the process's count forgets it
         self.topic_rules.forget(client)
         counters = self.counters
         counters.disconnects[reason] += 1
