@@ -334,7 +334,8 @@ class Sessions:
                 total -= oldest.client.queued_bytes + oldest.targeted_bytes
                 self._drop(oldest)
                 dropped += 1
-        while self._gone and next(iter(self._gone.values())) <= now:
+        real_now = time.monotonic()
+        while self._gone and next(iter(self._gone.values())) <= real_now:
             self._gone.popitem(last=False)
         return dropped
 

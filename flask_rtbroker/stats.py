@@ -23,6 +23,10 @@ HELP = {
     "capture_skipped_total": ("counter", "Database capture: notifications skipped past the backlog (each time a gap event)."),
     "capture_gaps_total": ("counter", "Database capture: gap events sent to the subscribers of captured collections."),
     "backplane_rejected_total": ("counter", "Backplane payloads dropped: not envelopes, not signed with the secret, or refused by this process's checks (line breaks, PB_CONNECT, size)."),
+    "session_ghosts": ("gauge", "Ended streams' clients kept for the next connection to claim (RTBROKER_RESUME_WINDOW)."),
+    "session_ghost_bytes": ("gauge", "Bytes the session ghosts hold queued (bounded by RTBROKER_RESUME_MEMORY)."),
+    "sessions_resumed_total": ("counter", "Session ghosts claimed by a new connection's first POST."),
+    "sessions_expired_total": ("counter", "Session ghosts dropped unclaimed (window passed, a ghost budget, shutdown)."),
     "backplane_replayed_total": ("counter", "Backplane envelopes dropped as stale, already seen, unstamped (with a secret) or on a channel not theirs."),
 }
 
