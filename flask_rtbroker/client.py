@@ -369,6 +369,11 @@ class DefaultClient:
         self.waker.set()
         return count
 
+    def queued_deliveries(self) -> list[tuple[str, Message]]:
+        """What waits in the queue, as (event name, message) pairs in order (a copy)."""
+        queue = self._queue[:]
+        return [(queue[i], queue[i + 1]) for i in range(0, len(queue) - 1, 2)]
+
     @property
     def queued(self) -> int:
         """How many deliveries wait in the queue."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Seque
 from . import encoding, signals, wire
 from .backplane import Backplane, Envelope
 from .backplane.base import STATE_UP, route_of
+from .backplane.envelope import Stamp
 from .wire import WireItem
 from .errors import InvalidArgument, InvalidJSON, MessageTooLarge
 from .identity import identity_token
@@ -170,6 +171,15 @@ class Cluster:
         """Publish a notify for the other processes: on its topic's channel, or, for *to_ids*,
         one envelope per process holding some of them (ids of this process stay here)."""
         remote = None if to_ids is None else [i for i in to_ids if route_of(i) != self.route]
+        if to_ids is None and self.active:  # a broadcast: its id is the same in every process
+            self.ensure_started()
+            origin = self.backplane.origin
+
+            def stamped(stamp: Stamp) -> None:
+                message.origin_id = (origin, stamp.sequence)
+
+            wire.publish(self.backplane, wire.Notify(message.name, message.payload), stamped)
+            return
         for item in wire.notifies(message.name, message.payload, remote, by_route=self.backplane.routes):
             self.publish(item)
 
@@ -229,7 +239,7 @@ class Cluster:
                 extension_handler(envelope)
             return
         if isinstance(item, wire.Notify):
-            self._deliver_notify(item)
+            self._deliver_notify(item, envelope)
         elif isinstance(item, wire.Send):
             self._deliver_send(item, envelope.origin)
         elif isinstance(item, wire.Post):
@@ -261,8 +271,10 @@ class Cluster:
             raise wire.WireError(f"a {kind} from another process: {exc} of this process (is it the same everywhere?)") from None
         return Message.raw(name, body)
 
-    def _deliver_notify(self, notify: wire.Notify) -> None:
+    def _deliver_notify(self, notify: wire.Notify, envelope: Envelope) -> None:
         message = self._remote_message("notify", notify.topic, notify.body)
+        if notify.to is None and envelope.stamp is not None:
+            message.origin_id = (envelope.origin, envelope.stamp.sequence)
         ids = None if notify.to is None else frozenset(notify.to)
         with self._app_context():  # once per envelope: before_send may use current_app
             delivery = self.state.deliver(

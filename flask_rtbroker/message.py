@@ -58,7 +58,7 @@ class Message:
     that is already encoded. Messages renamed from one another share their data block.
     """
 
-    __slots__ = ("name", "data", "payload", "data_lines", "event_line", "tail", "holders")
+    __slots__ = ("name", "data", "payload", "data_lines", "event_line", "tail", "holders", "origin_id")
 
     def __init__(self, name: str, data: Any) -> None:
         self._init(name, data, encoding.dumps(data), None)
@@ -80,6 +80,9 @@ class Message:
         concatenation per delivery); large data is written from its buffers."""
         self.holders = 0
         """How many client queues hold this message (see :class:`~flask_rtbroker.queue_memory.QueueMemory`)."""
+        self.origin_id: tuple[str, int] | None = None
+        """The backplane's (origin, sequence) of a broadcast notify: the same in every process
+        (what a session handed over between processes is deduplicated by, :mod:`.sessions`)."""
 
     @classmethod
     def raw(cls, name: str, payload: bytes | str) -> "Message":
@@ -96,6 +99,7 @@ class Message:
             return self
         message = Message.__new__(Message)
         message._init(name, self.data, self.payload, self.data_lines)
+        message.origin_id = self.origin_id
         return message
 
     def frame(self, client_id: str) -> bytes:

@@ -25,6 +25,7 @@ and before any replayed message, ``{"recovered": bool, "replayed": n, "reason": 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -34,7 +35,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
-from .identity import hashable_identity
+from . import encoding
+from .identity import hashable_identity, identity_token
 from .message import Message
 from .options import base_topic
 
@@ -62,6 +64,37 @@ Match = tuple[Hashable, frozenset[str]]
 """What an implicit claim compares: the identity and the set of keys."""
 SendLocal = Callable[[DefaultClient, Message], bool]
 Forget = Callable[[DefaultClient], None]
+NewClient = Callable[[], DefaultClient]
+WireMatch = tuple[str, str]
+"""What an implicit claim compares across processes: the identity token ("" for a guest) and
+:func:`keys_digest`."""
+
+
+def keys_digest(keys: Any) -> str:
+    """A digest of a set of keys, the same in every process."""
+    return hashlib.sha256(encoding.dumps(sorted(keys))).hexdigest()
+
+
+def wire_match_of(auth: Any, keys: Any) -> WireMatch | None:
+    """The cross-process match of an identity and its keys; None when the identity has no
+    token (only this process can match it)."""
+    token = "" if auth is None else identity_token(auth)
+    return None if token is None else (token, keys_digest(keys))
+
+
+@dataclass
+class HandedOver:
+    """A ghost another process handed over: its deliveries as (event, JSON data, origin id),
+    in order, and its store entries that JSON can carry."""
+
+    deliveries: list[tuple[str, bytes, tuple[str, int] | None]]
+    store: dict[str, Any]
+    overflowed: bool
+
+
+RemoteClaim = Callable[["WireMatch", str, "str | None"], "HandedOver | None"]
+"""``(match, ip, resume id) -> HandedOver | None``: ask the other processes for a ghost (this
+blocks, a round trip or two on the backplane)."""
 
 
 class Reason(StrEnum):
@@ -100,6 +133,9 @@ class Ghost:
     match: Match
     ip: str
     expires: float
+    wire_match: WireMatch | None = None
+    """Its match for the other processes' implicit claims (None: explicit claims only)."""
+    dropped_at: float = field(default_factory=time.time)
     targeted: list[Message] = field(default_factory=list)
     """Sends addressed to its id since it became a ghost (only an explicit claim gets them)."""
     targeted_bytes: int = 0
@@ -114,9 +150,13 @@ class Sessions:
     """The ghosts of one app in one process, by id and by :data:`Match`, oldest first."""
 
     def __init__(
-        self, broker: "Broker", settings: "Settings", runtime: Callable[[], "Runtime"], forget: Forget
+        self, broker: "Broker", settings: "Settings", runtime: Callable[[], "Runtime"], forget: Forget,
+        new_client: NewClient,
     ) -> None:
         self._broker = broker
+        self._new_client = new_client
+        self.remote: RemoteClaim | None = None
+        """Set by :mod:`.session_handover` when other processes may hold ghosts."""
         self._window = settings.resume_window
         self._max_ghosts = settings.resume_max_ghosts
         self._memory = settings.resume_memory
@@ -126,6 +166,7 @@ class Sessions:
         self._forget = forget
         self._ghosts: OrderedDict[str, Ghost] = OrderedDict()
         self._by_match: dict[Match, list[Ghost]] = {}
+        self._by_wire: dict[WireMatch, list[Ghost]] = {}
         self._per_ip: dict[str, int] = {}
         self._gone: OrderedDict[Hashable, float] = OrderedDict()
         """Matches and ids of ghosts dropped unclaimed within a window (to say ``expired``):
@@ -133,6 +174,7 @@ class Sessions:
         self._sweeper_pid: int | None = None
         self.resumed = 0
         self.expired = 0
+        self.handed_over = 0
 
     def __len__(self) -> int:
         return len(self._ghosts)
@@ -157,6 +199,7 @@ class Sessions:
             "session_ghost_bytes": self.queued_bytes(),
             "sessions_resumed_total": self.resumed,
             "sessions_expired_total": self.expired,
+            "sessions_handed_over_total": self.handed_over,
         }
 
     # -- a stream ends ---------------------------------------------------------------------------
@@ -172,13 +215,17 @@ class Sessions:
         if self._broker.detach(client.id) is None:
             return False
         ip = client.get(IP_KEY) or ""
+        wire_match = None
         if client.get(STARTED_KEY) == EXPLICIT:  # an app that claims explicitly: no implicit claim takes it
             match: Match = (client.id, frozenset())
         else:
             match = match_of(client.get(AUTH_KEY), keys)
-        ghost = Ghost(client, match, ip, time.monotonic() + self._window)
+            wire_match = wire_match_of(client.get(AUTH_KEY), keys)
+        ghost = Ghost(client, match, ip, time.monotonic() + self._window, wire_match)
         self._ghosts[client.id] = ghost
         self._by_match.setdefault(ghost.match, []).append(ghost)
+        if wire_match is not None:
+            self._by_wire.setdefault(wire_match, []).append(ghost)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         if self._max_per_ip and self._per_ip[ip] > self._max_per_ip:
             self._drop(next(g for g in self._ghosts.values() if g.ip == ip))
@@ -230,6 +277,8 @@ class Sessions:
         client.set(STARTED_KEY, EXPLICIT if resume_id is not None else True)
         ghost, reason = self._find(client, keys, auth, ip, resume_id)
         session_keys = [key for key in keys if key == SESSION_TOPIC or base_topic(key) == SESSION_TOPIC]
+        if ghost is None and self.remote is not None and reason != Reason.IDENTITY:
+            return self._claim_remote(client, keys, auth, ip, resume_id, session_keys, reason)
         if ghost is None:
             client.set_subscriptions(keys)
             return self._report(client, session_keys, Resumption(False, 0, reason))
@@ -257,6 +306,83 @@ class Sessions:
         self._forget(old)
         self.resumed += 1
         return resumption
+
+    def _claim_remote(
+        self, client: DefaultClient, keys: list[str], auth: Any, ip: str, resume_id: str | None,
+        session_keys: list[str], reason: Reason,
+    ) -> Resumption:
+        """Ask the other processes for the ghost (see :mod:`.session_handover`). Meanwhile a
+        stand-in holds the keys and queues what arrives live; what the ghost also held (the same
+        broadcast, by its origin id) is replayed once, from the stand-in's queue."""
+        assert self.remote is not None
+        stand_in = self._new_client()
+        self._broker.register(stand_in)
+        self._broker.detach(stand_in.id)  # indexed, out of the registry: like a ghost
+        stand_in.set_subscriptions(keys)
+        try:
+            match = wire_match_of(auth, keys)
+            handed = None if match is None else self.remote(match, ip, resume_id or None)
+        except Exception:  # noqa: BLE001 - a failed recovery must never fail the POST
+            log.exception("claiming a session from another process failed")
+            handed = None
+        # From here to the end nothing switches greenlets: the stand-in hands over in one step.
+        if handed is None:
+            resumption = self._report(client, session_keys, Resumption(False, 0, reason))
+        elif handed.overflowed:
+            resumption = self._report(client, session_keys, Resumption(False, 0, Reason.OVERFLOW))
+        else:
+            live = {m.origin_id for _, m in stand_in.queued_deliveries() if m.origin_id is not None}
+            missed = [d for d in handed.deliveries if d[2] is None or d[2] not in live]
+            resumption = self._report(client, session_keys, Resumption(True, len(missed), Reason.RESUMED))
+            for event, data, origin_id in missed:
+                message = Message.raw(event, data)
+                message.origin_id = origin_id
+                client.send(message)
+            self.resumed += 1
+        if handed is not None:
+            for key, value in handed.store.items():
+                if key not in _NOT_CARRIED:
+                    client.set(key, value)
+        stand_in.bind_index(None)
+        stand_in.successor = client
+        stand_in.discard(DisconnectReason.DISCARDED)
+        client.adopt_queue(stand_in)
+        client.set_subscriptions(keys)
+        return resumption
+
+    def candidates(self, match: WireMatch) -> list[Ghost]:
+        """The ghosts another process's implicit claim may take, oldest first."""
+        return list(self._by_wire.get(match, ()))
+
+    def hand_over(self, ghost_id: str, token: str | None) -> HandedOver | None:
+        """Give the ghost *ghost_id* to another process, if its identity token is *token* ("" for
+        a guest): it leaves this process in one step, with what it queued; None when there is
+        no such ghost or it is another identity's."""
+        ghost = self._ghosts.get(ghost_id)
+        if ghost is None:
+            return None
+        auth = ghost.client.get(AUTH_KEY)
+        if ("" if auth is None else identity_token(auth)) != token:
+            return None
+        self._remove(ghost)
+        self.handed_over += 1
+        old = ghost.client
+        overflowed = old.is_discarded
+        deliveries = [(event, m.payload, m.origin_id) for event, m in old.queued_deliveries()]
+        old.bind_index(None)
+        old.discard(DisconnectReason.DISCARDED)
+        old.clear_queue()
+        self._forget(old)
+        store = {}
+        for key, value in old.store().items():
+            if key in _NOT_CARRIED:
+                continue
+            try:
+                encoding.dumps(value)
+            except (TypeError, ValueError):
+                continue  # only what JSON carries crosses processes
+            store[key] = value
+        return HandedOver([] if overflowed else deliveries, store, overflowed)
 
     def _find(
         self, client: DefaultClient, keys: list[str], auth: Any, ip: str, resume_id: str | None
@@ -291,6 +417,11 @@ class Sessions:
         candidates.remove(ghost)
         if not candidates:
             del self._by_match[ghost.match]
+        if ghost.wire_match is not None:
+            wired = self._by_wire[ghost.wire_match]
+            wired.remove(ghost)
+            if not wired:
+                del self._by_wire[ghost.wire_match]
         self._per_ip[ghost.ip] -= 1
         if not self._per_ip[ghost.ip]:
             del self._per_ip[ghost.ip]

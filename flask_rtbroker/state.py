@@ -23,6 +23,7 @@ from .identity import identity_key, identity_token
 from .message import Message
 from .queue_memory import QueueMemory
 from .server_limits import server_workers
+from .session_handover import SessionHandover
 from .sessions import Sessions
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
@@ -106,9 +107,11 @@ class BrokerState:
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
         """More figures for :meth:`stats` (database capture adds its counters)."""
-        self.sessions = Sessions(self.broker, settings, lambda: self.runtime, self.topic_rules.forget)
+        self.sessions = Sessions(self.broker, settings, lambda: self.runtime, self.topic_rules.forget, self.new_client)
         """The ghosts of ended streams, until a new connection claims them (see :mod:`.sessions`)."""
         self.stats_sources.append(self.sessions.stats)
+        self.session_handover = SessionHandover(self, self.cluster)
+        """Claims of ghosts held by other processes (see :mod:`.session_handover`)."""
         self._clients_per_ip: Counter[str] = Counter()
         self._streams = 0
         self._runtime: Runtime | None = None

@@ -26,6 +26,7 @@ HELP = {
     "session_ghosts": ("gauge", "Ended streams' clients kept for the next connection to claim (RTBROKER_RESUME_WINDOW)."),
     "session_ghost_bytes": ("gauge", "Bytes the session ghosts hold queued (bounded by RTBROKER_RESUME_MEMORY)."),
     "sessions_resumed_total": ("counter", "Session ghosts claimed by a new connection's first POST."),
+    "sessions_handed_over_total": ("counter", "Session ghosts handed over to another process's claim."),
     "sessions_expired_total": ("counter", "Session ghosts dropped unclaimed (window passed, a ghost budget, shutdown)."),
     "backplane_replayed_total": ("counter", "Backplane envelopes dropped as stale, already seen, unstamped (with a secret) or on a channel not theirs."),
 }

@@ -173,10 +173,10 @@ def forward_post(state: "BrokerState", submitted: SubscriptionRequest, ip: str) 
     does in time.
 
     What crosses the backplane is the client id, the subscriptions, the client IP as this
-    process sees it and the ``RTBROKER_FORWARD_HEADERS`` (the auth header by default), no other
-    header: the owner runs its ``auth_loader`` and ``before_subscribe`` on a request made of them.
+    process sees it, the ``RTBROKER_FORWARD_HEADERS`` (the auth header by default) and a
+    session's ``X-Rtbroker-Resume``, no other header: the owner runs its ``auth_loader`` and ``before_subscribe`` on a request made of them.
     """
-    forwarded = {name.lower() for name in state.settings.forward_headers}
+    forwarded = {name.lower() for name in state.settings.forward_headers} | {RESUME_HEADER.lower()}
     headers = [(k, v) for k, v in request.headers.items() if k.lower() in forwarded]
     answer = state.cluster.forward_post(
         submitted.client_id, submitted.subscriptions, headers, ip, state.settings.forward_timeout

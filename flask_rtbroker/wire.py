@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence, Union
 
 from .backplane.base import ALL, inbox, route_of
-from .backplane.envelope import Envelope, EnvelopeError
+from .backplane.envelope import Envelope, EnvelopeError, Stamp
 
 if TYPE_CHECKING:
     from .backplane import Backplane
@@ -267,10 +267,11 @@ BUILT_IN_KINDS: dict[str, Any] = {
 """Kind name -> class, for the built-in kinds."""
 
 
-def publish(backplane: "Backplane", item: WireItem) -> int | None:
+def publish(backplane: "Backplane", item: WireItem, on_stamp: "Callable[[Stamp], None] | None" = None) -> int | None:
     """Publish *item* on its channel from this process: how many processes it reached (see
-    :meth:`~flask_rtbroker.backplane.Backplane.send`), None when it failed (the backplane is down)."""
-    return backplane.send(backplane.envelope(item.KIND, item.fields(), item.body), getattr(item, "channel", ALL))
+    :meth:`~flask_rtbroker.backplane.Backplane.send`, which hands *on_stamp* the envelope's
+    stamp), None when it failed (the backplane is down)."""
+    return backplane.send(backplane.envelope(item.KIND, item.fields(), item.body), getattr(item, "channel", ALL), on_stamp)
 
 
 def parse(envelope: Envelope) -> BuiltIn | None:

@@ -1,7 +1,9 @@
 """A tiny round-robin TCP proxy on loopback: connection n goes to backend n % len(backends).
 
 It records the first request line each connection carried, so a test can see that a client's
-stream and its subscription POSTs went to different server processes.
+stream and its subscription POSTs went to different server processes. With ``streams_rotate``
+only the connections opening a stream (``GET /api/realtime``) take turns; the others all go to
+the first backend, so a client's consecutive streams alternate even when it reuses connections.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class RoundRobinProxy:
     backends: list[int]
     port: int = 0
     routes: list[tuple[int, bytes]] = field(default_factory=list)
+    streams_rotate: bool = False
+    _streams: int = 0
     _listener: socket.socket | None = None
     _closed: bool = False
 
@@ -43,13 +47,34 @@ class RoundRobinProxy:
                 continue
             except OSError:
                 return
+            if self.streams_rotate:
+                threading.Thread(target=self._route_by_request, args=(downstream,), daemon=True).start()
+                continue
             backend = self.backends[count % len(self.backends)]
             count += 1
-            upstream = socket.create_connection((HOST, backend), timeout=10)
-            upstream.settimeout(None)
-            first_line: list[bytes] = []
-            threading.Thread(target=self._pump, args=(downstream, upstream, backend, first_line), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, downstream, None, None), daemon=True).start()
+            self._splice(downstream, backend)
+
+    def _route_by_request(self, downstream: socket.socket) -> None:
+        """Send a stream's connection to the next backend, any other to the first."""
+        downstream.settimeout(10)
+        try:
+            head = downstream.recv(64, socket.MSG_PEEK)
+        except OSError:
+            downstream.close()
+            return
+        backend = self.backends[0]
+        if head.startswith(b"GET /api/realtime"):
+            backend = self.backends[self._streams % len(self.backends)]
+            self._streams += 1
+        self._splice(downstream, backend)
+
+    def _splice(self, downstream: socket.socket, backend: int) -> None:
+        downstream.settimeout(None)
+        upstream = socket.create_connection((HOST, backend), timeout=10)
+        upstream.settimeout(None)
+        first_line: list[bytes] = []
+        threading.Thread(target=self._pump, args=(downstream, upstream, backend, first_line), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, downstream, None, None), daemon=True).start()
 
     def _pump(self, source: socket.socket, target: socket.socket, backend: int | None, first_line: list[bytes] | None) -> None:
         try:

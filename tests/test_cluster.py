@@ -634,8 +634,8 @@ def test_a_forwarded_post_published_again_is_not_answered_again(make_cluster: Ma
     sender = a.state.cluster.backplane
     publish_to, b_inbox = sender.publish_to, inbox(b.state.cluster.route)
 
-    def recording(channel: str, payload: bytes) -> int:  # what a listener on b's inbox sees
-        if channel == b_inbox:
+    def recording(channel: str, payload: bytes) -> int:  # the POSTs a listener on b's inbox sees
+        if channel == b_inbox and b'"k":"post"' in payload:
             captured.append(payload)
         return publish_to(channel, payload)
 
@@ -808,6 +808,8 @@ def test_a_notify_to_ids_goes_to_each_owning_process_once(make_cluster: MakeClus
 def test_a_send_and_a_forwarded_post_reach_the_owner_alone(make_cluster: MakeCluster) -> None:
     a, b, c = make_cluster(3)
     target = b.connect()
+    # A connection's first POST asks every process for its session (docs/sessions.rst): made first.
+    assert a.app.test_client().post("/api/realtime", json={"clientId": target.id, "subscriptions": []}).status_code == 204
     before = received(c)
     with a.app.app_context():
         assert a.broker.send(target.id, "ping", 1) is False  # not local: published to b's inbox

@@ -328,12 +328,15 @@ class Backplane:
         if remaining > 0 and self._ready is not None and not self.write_only:
             self._ready.wait(remaining)
 
-    def send(self, envelope: Envelope, channel: str = ALL) -> int | None:
+    def send(self, envelope: Envelope, channel: str = ALL, on_stamp: Callable[[Stamp], None] | None = None) -> int | None:
         """Publish *envelope* on *channel*; return how many processes it reached (:data:`UNKNOWN`
         when the backend cannot tell); on failure report the backplane down and return None.
-        The envelope goes out stamped with *channel*, this origin's next sequence number and the time."""
+        The envelope goes out stamped with *channel*, this origin's next sequence number and the time
+        (handed to *on_stamp* first)."""
         self._own_origin()
         stamp = Stamp(channel, next(self._sequence), int(time.time() * 1000))
+        if on_stamp is not None:
+            on_stamp(stamp)
         payload = replace(envelope, stamp=stamp).encode()
         if self.secret is not None:
             payload = sign(payload, self.secret)

@@ -1,12 +1,13 @@
 // Sessions outlive streams (docs/sessions.rst): the server ends every stream after 2 s, the
 // unmodified SDK reconnects and resubscribes, and nothing published meanwhile is lost or doubled.
-//   node session_resume.mjs URL
+//   node session_resume.mjs URL [no-late [GUEST_URL USER_URL EXPLICIT_URL]]
+//   (no-late: skip the late client's part; the URLs: one server address per client)
 // Clients: "guest" (no auth), "user" (authStore token "tokU"), "explicit" (a guest with the
 // documented X-Rtbroker-Resume snippet), "late" (a guest with one more key, whose reconnect
 // comes after the resume window once the measure is over). Each also listens on @rtbroker/session.
 // Steps: "subscribed" {ids} -> the test notifies "seq" {n} every 20 ms for a while -> reply {sent}
 //        "late-done" {} -> reply {}
-import { log, newClient, run, sleep, step, waitFor, withTimeout } from "./lib.mjs";
+import { extraArgs, log, newClient, run, sleep, step, waitFor, withTimeout } from "./lib.mjs";
 
 const RESUME_HEADER = "X-Rtbroker-Resume";
 
@@ -22,8 +23,10 @@ function claimSessionsExplicitly(pb) {
   };
 }
 
-function tracked(name, setup) {
-  const pb = newClient();
+const clientUrls = extraArgs().slice(1);
+
+function tracked(name, setup, url) {
+  const pb = url ? newClient(url) : newClient();
   const state = { name, pb, seq: [], sessions: [], connects: 0 };
   if (setup) setup(pb, state);
   return state;
@@ -63,9 +66,9 @@ function summary(state, sent) {
 }
 
 run(async (context) => {
-  const guest = tracked("guest");
-  const user = tracked("user", (pb) => pb.authStore.save("tokU", null));
-  const explicit = tracked("explicit", (pb) => claimSessionsExplicitly(pb));
+  const guest = tracked("guest", null, clientUrls[0]);
+  const user = tracked("user", (pb) => pb.authStore.save("tokU", null), clientUrls[1]);
+  const explicit = tracked("explicit", (pb) => claimSessionsExplicitly(pb), clientUrls[2]);
   // Once set, every stream request waits 4.5 s before it leaves: reconnects come after the window.
   let delayStreams = false;
   const recordingFetch = globalThis.fetch;
@@ -86,6 +89,10 @@ run(async (context) => {
   const result = {};
   for (const state of [guest, user, explicit]) result[state.name] = summary(state, sent);
 
+  if (extraArgs()[0] === "no-late") {
+    for (const state of clients) await withTimeout(state.pb.realtime.unsubscribe(), 5000, "unsubscribe");
+    return result;
+  }
   // The late client's next stream opens after the window: its ghost expired.
   const sessionsBefore = late.sessions.length;
   delayStreams = true;
