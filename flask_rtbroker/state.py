@@ -49,6 +49,14 @@ class Hooks(Protocol):
     topic_rules: list[TopicRule]
 
 
+class PresenceHooks(Protocol):
+    """What presence (:mod:`flask_rtbroker.presence`) hears of connections."""
+
+    def subscriptions_changed(self, client: DefaultClient, added: list[str]) -> None: ...
+
+    def disconnected(self, client: DefaultClient) -> None: ...
+
+
 SubscriptionValidator = Callable[[DefaultClient, list[str]], Mapping[str, Any]]
 """``(client, submitted keys) -> {index: field error}``: rejects a POST with a 400 when not empty."""
 
@@ -89,6 +97,8 @@ class BrokerState:
         """Who may read what, asked on every delivery path (see :mod:`.topic_rules`)."""
         self.subscription_validators: list[SubscriptionValidator] = []
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
+        self.presence: PresenceHooks | None = None
+        """Presence, once ``broker.presence`` enabled it: told of subscription changes and disconnects."""
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
         """More figures for :meth:`stats` (database capture adds its counters)."""
         self._clients_per_ip: Counter[str] = Counter()
@@ -188,6 +198,8 @@ class BrokerState:
         """Unregister a stream's client and count why it ended (its slot is released apart)."""
         self.broker.unregister(client.id)
         self.topic_rules.forget(client)
+        if self.presence is not None:
+            self.presence.disconnected(client)
         counters = self.counters
         counters.disconnects[reason] += 1
         counters.dropped += client.dropped
@@ -286,6 +298,8 @@ class BrokerState:
                 client.unset(AUTH_KEY)
                 self.recheck_subscriptions(client)
                 self.auth_changed(client, denied_before)
+                if self.presence is not None:
+                    self.presence.subscriptions_changed(client, [])  # now a guest member
         return cleared
 
     def refresh_auth(self, identity: Any, token: str | None, key: Any) -> int:

@@ -1,0 +1,59 @@
+"""Presence: who is subscribed to a topic, across every process and host (``broker.presence``).
+
+:mod:`.tracker` counts connections as members and emits ``join``/``leave``/``sync`` on
+``@presence/<topic>``; :mod:`.member` says who a member is and what it shows; :mod:`.store`
+is the interface and the one-process store, :mod:`.redis_store` the shared one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from ..backplane import MemoryBackplane
+from ..errors import ConfigurationError
+from .member import GUEST_SESSION_KEY, InfoFunction, default_info
+from .store import MemoryPresenceStore, PresenceStore
+from .tracker import Presence, PresenceRule
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..state import BrokerState
+
+__all__ = ["GUEST_SESSION_KEY", "InfoFunction", "Presence", "PresenceRule", "default_info", "presence_of"]
+
+
+def store_factory(app: "Flask", state: "BrokerState") -> Callable[[str], PresenceStore]:
+    """How each process makes its store: in memory on the memory backplane, on the Redis server
+    of a Redis backplane; other backplanes have no presence store (ConfigurationError)."""
+    backplane = state.cluster.backplane
+    if isinstance(backplane, MemoryBackplane):
+        memory = MemoryPresenceStore()
+        return lambda process: memory
+    url = app.config.get("RTBROKER_BACKPLANE")
+    if not (isinstance(url, str) and url.partition("://")[0] in ("redis", "rediss", "unix")):
+        raise ConfigurationError(
+            f"presence needs the memory or a Redis backplane (redis://, rediss://, unix://), not {backplane.url!r}"
+        )
+    try:
+        import redis
+    except ImportError:
+        raise ConfigurationError("presence on a Redis backplane needs the redis package (the redis extra)") from None
+    from .redis_store import RedisPresenceStore
+
+    settings = state.settings
+
+    def make(process: str) -> PresenceStore:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0, socket_keepalive=True)
+        return RedisPresenceStore(client, settings.channel_prefix, process, settings.presence_ttl)
+
+    return make
+
+
+def presence_of(app: "Flask", state: "BrokerState") -> Presence:
+    """The app's :class:`Presence`, made and hooked into *state* on first use."""
+    if state.presence is None:
+        state.presence = Presence(app, state, store_factory(app, state))
+    presence = state.presence
+    assert isinstance(presence, Presence)
+    return presence

@@ -1,0 +1,275 @@
+"""The presence of one app: which members each connection makes, their joins, leaves and syncs.
+
+A client is a member of a presence topic when one of its keys is the topic (``room/1``, or
+``room/1?options=...``) and a :meth:`Presence.enable` pattern covers it. What it contributes is
+kept per connection (here, not in the client's store, which a resumed session may inherit), so
+each connection counts once and is taken back when it ends or its keys or auth change.
+
+A member joins when its first connection is counted anywhere; it leaves once no process has
+counted a connection of it for the grace period (``RTBROKER_PRESENCE_GRACE``): a reconnect, a
+lifetime rotation or a reload within it shows nothing. The events go to the key
+``@presence/<topic>`` through the ordinary notify path (the backplane, then the topic rules of
+*topic*), exactly once per join or leave in the whole cluster, and as the ``presence_joined``
+and ``presence_left`` signals in the process that saw it. A POST that adds such a key gets a
+``sync`` first: at most ``RTBROKER_PRESENCE_SYNC_LIMIT`` members, with ``count``.
+
+One keeper per process (a greenlet or thread) runs the grace periods due (every 0.25 s at
+most) and, on a shared store, renews the process's liveness every third of
+``RTBROKER_PRESENCE_TTL``, emitting the leaves of processes whose liveness lapsed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import encoding, signals
+from ..client import DefaultClient
+from ..errors import InvalidArgument
+from ..message import Message
+from ..options import base_topic
+from ..topic_rules import PRESENCE_PREFIX
+from .member import InfoFunction, default_info, member_document, member_identity
+from .store import PresenceStore
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..state import BrokerState
+
+log = logging.getLogger("flask_rtbroker.presence")
+
+KEEPER_TICK = 0.25
+"""Longest wait of the keeper between two looks at the grace periods due."""
+
+
+@dataclass(frozen=True)
+class PresenceRule:
+    """Presence for the topics *pattern* covers (a topic, or a prefix ending in ``*``)."""
+
+    pattern: str
+    info: InfoFunction
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) or not self.pattern or "*" in self.pattern[:-1]:
+            raise InvalidArgument(f"presence pattern {self.pattern!r}: a topic, or a prefix ending in '*'")
+        if self.pattern.startswith(PRESENCE_PREFIX):
+            raise InvalidArgument(f"presence pattern {self.pattern[:80]!r}: {PRESENCE_PREFIX} keys carry presence events")
+        if not callable(self.info):
+            raise InvalidArgument("a presence info function must be callable (client, auth) -> dict")
+
+    def covers(self, topic: str) -> bool:
+        """True when *topic* has presence by this rule."""
+        pattern = self.pattern
+        return topic.startswith(pattern[:-1]) if pattern[-1] == "*" else topic == pattern
+
+
+def key_topic(key: str) -> str:
+    """The topic a subscription key is about: the key without the SDK's options."""
+    return base_topic(key) or key
+
+
+class Presence:
+    """One app's presence: rules, this process's contributions, the keeper, events and reads."""
+
+    def __init__(self, app: "Flask", state: "BrokerState", store_factory: Callable[[str], PresenceStore]) -> None:
+        self._app_ref = weakref.ref(app)
+        self._state = state
+        self._store_factory = store_factory
+        self.rules: list[PresenceRule] = []
+        self._secret = str(app.config.get("SECRET_KEY") or "flask_rtbroker presence").encode()
+        self._held: dict[DefaultClient, dict[str, str]] = {}
+        """Per connection: topic -> the member it counts as there."""
+        self._due: list[tuple[float, str, str]] = []
+        """Grace periods running here: (monotonic deadline, topic, member), a heap."""
+        self._lock = threading.RLock()
+        self._store: PresenceStore | None = None
+        self._pid: int | None = None
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def enable(self, pattern: str, info: InfoFunction | None) -> None:
+        """Track presence on the topics *pattern* covers; members show ``info(client, auth)``."""
+        self.rules.append(PresenceRule(pattern, info or default_info))
+
+    def rule_for(self, topic: str) -> PresenceRule | None:
+        """The first rule covering *topic*, or None (no presence there)."""
+        for rule in self.rules:
+            if rule.covers(topic):
+                return rule
+        return None
+
+    # -- the process's store and keeper --------------------------------------------------------
+
+    @property
+    def store(self) -> PresenceStore:
+        """This process's store (made after a fork, with the keeper that runs its timers)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._store = self._store_factory(secrets.token_hex(8))
+                    if self._pid is not None:  # forked: the parent's connections are not ours
+                        self._held.clear()
+                        self._due.clear()
+                    self._pid = os.getpid()
+                    self._state.runtime.spawn(self._keep)
+        assert self._store is not None
+        return self._store
+
+    def _keep(self) -> None:
+        pid, beat_every = os.getpid(), self._state.settings.presence_ttl / 3
+        next_beat = time.monotonic() + beat_every
+        while not self._state.closed and os.getpid() == pid:
+            self._state.runtime.sleep(min(KEEPER_TICK, beat_every))
+            try:
+                self._expire_due()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + beat_every
+                    self._beat()
+            except Exception:  # noqa: BLE001 - the keeper must outlive a store outage
+                log.exception("presence keeper: the store failed; trying again")
+
+    def _expire_due(self) -> None:
+        now = time.monotonic()
+        while self._due and self._due[0][0] <= now:
+            with self._lock:
+                if not self._due or self._due[0][0] > now:
+                    break
+                _, topic, member = heapq.heappop(self._due)
+            document = self.store.expire(topic, member)
+            if document is not None:
+                self._emit(topic, "leave", document)
+
+    def _beat(self) -> None:
+        lapsed, leaves = self.store.beat()
+        for topic, document in leaves:
+            self._emit(topic, "leave", document)
+        if lapsed:  # another process took this one for dead: count our connections again
+            log.warning("presence: this process's liveness lapsed; counting its connections again")
+            with self._lock:
+                held = [(client, dict(topics)) for client, topics in self._held.items()]
+            for client, topics in held:
+                for topic, member in topics.items():
+                    self._add(client, topic, member)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def wanted(self, client: DefaultClient) -> dict[str, str]:
+        """topic -> member: what *client*'s keys and auth make it count as now."""
+        topics = {key_topic(key) for key in client.subscriptions() if not key.startswith(PRESENCE_PREFIX)}
+        topics = {topic for topic in topics if self.rule_for(topic) is not None}
+        if not topics:
+            return {}
+        member = member_identity(client)
+        return dict.fromkeys(topics, member)
+
+    def subscriptions_changed(self, client: DefaultClient, added: list[str]) -> None:
+        """After a POST (or an auth change): count *client* where its keys now make it a member,
+        stop where they no longer do, and sync the presence keys it *added*."""
+        if not self.rules or client.is_discarded:
+            return
+        wanted = self.wanted(client)
+        with self._lock:
+            held = self._held.get(client, {})
+            gone = [(topic, member) for topic, member in held.items() if wanted.get(topic) != member]
+            new = [(topic, member) for topic, member in wanted.items() if held.get(topic) != member]
+            if wanted:
+                self._held[client] = wanted
+            else:
+                self._held.pop(client, None)
+        for topic, member in gone:
+            self._remove(topic, member)
+        for topic, member in new:
+            self._add(client, topic, member)
+        for key in added:
+            if key.startswith(PRESENCE_PREFIX):
+                self._sync(client, key)
+
+    def disconnected(self, client: DefaultClient) -> None:
+        """*client*'s stream ended: take back what it counted (its members leave after the grace)."""
+        with self._lock:
+            held = self._held.pop(client, None)
+        for topic, member in (held or {}).items():
+            self._remove(topic, member)
+
+    def _add(self, client: DefaultClient, topic: str, member: str) -> None:
+        rule = self.rule_for(topic)
+        if rule is None:
+            return
+        document = member_document(client, member, rule.info, self._secret)
+        try:
+            joined = self.store.add(topic, member, document)
+        except Exception:  # noqa: BLE001 - presence is best effort; subscriptions go on
+            log.exception("presence: counting a connection failed")
+            return
+        if joined:
+            self._emit(topic, "join", document)
+
+    def _remove(self, topic: str, member: str) -> None:
+        try:
+            left = self.store.remove(topic, member)
+        except Exception:  # noqa: BLE001
+            log.exception("presence: uncounting a connection failed")
+            return
+        if left > 0:
+            return
+        grace = self._state.settings.presence_grace
+        with self._lock:
+            heapq.heappush(self._due, (time.monotonic() + grace, topic, member))
+        if not grace:
+            self._expire_due()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _emit(self, topic: str, action: str, document: bytes) -> None:
+        """Publish a join or leave to every process's watchers of *topic* and signal it here."""
+        state, app = self._state, self._app_ref()
+        key = PRESENCE_PREFIX + topic
+        member = encoding.loads(document)
+        message = Message.raw(key, b'{"action":"%s","member":%s}' % (action.encode(), document))
+        state.cluster.publish_notify(message, None)
+        with app.app_context() if app is not None else nullcontext():
+            delivery = state.deliver(key, message)
+            if app is not None:
+                signal = signals.presence_joined if action == "join" else signals.presence_left
+                signal.send(app, topic=topic, member=member)
+        if delivery.first_error is not None:
+            log.error("%d deliveries of a presence %s failed", delivery.failed, action, exc_info=delivery.first_error)
+
+    def _sync(self, client: DefaultClient, key: str) -> None:
+        topic = key_topic(key)[len(PRESENCE_PREFIX):]
+        if self.rule_for(topic) is None:
+            return
+        try:
+            members, total = self.members_of(topic)
+        except Exception:  # noqa: BLE001
+            log.exception("presence: reading the members for a sync failed")
+            return
+        self._state.send_local(client, Message(key, {"action": "sync", "members": members, "count": total}))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def members_of(self, topic: str, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """At most *limit* (default ``RTBROKER_PRESENCE_SYNC_LIMIT``) members of *topic*, each
+        ``{"key", "info", "connections"}``, and how many there are."""
+        limit = self._state.settings.presence_sync_limit if limit is None else limit
+        entries, total = self.store.members(topic, limit)
+        members = []
+        for document, connections in entries:
+            member = encoding.loads(document)
+            member["connections"] = connections
+            members.append(member)
+        return members, total
+
+    def count(self, topic: str) -> dict[str, int]:
+        """``{"clients": connections, "users": members}`` of *topic*, across processes."""
+        clients, users = self.store.count(topic)
+        return {"clients": clients, "users": users}
