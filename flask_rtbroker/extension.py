@@ -142,23 +142,25 @@ class RealtimeBroker:
         return check
 
     def presence(self, topic: str, info: InfoFunction | None = None) -> list[dict[str, Any]] | None:
-        """Enable presence on the topics *topic* covers, or read who is in a room.
+        """Enable presence on the topics a pattern covers, or read who is in a room.
 
-        ``broker.presence("room/*", info=fn)`` (a pattern: a topic, or a prefix ending in ``*``;
-        or any call with *info*) enables it, when the app is set up: a client subscribed to a
-        covered topic is a member, shown to clients subscribed to ``@presence/<topic>`` (they
-        get a ``sync``, then ``join`` and ``leave`` events; the topic rules of *topic* decide who
-        may watch). ``info(client, auth)`` returns the public fields a member shows (default:
-        the identity's ``id`` and ``collectionName``; a guest shows none). Returns None.
+        ``broker.presence("room/*", info=fn)`` enables it, when the app is set up (a prefix
+        ending in ``*``, or, with *info*, any pattern: ``broker.presence("lobby",
+        info=default_info)``): a client subscribed to a covered topic is a member, shown to
+        clients subscribed to ``@presence/<topic>`` (they get a ``sync``, then ``join`` and
+        ``leave`` events; the topic rules of *topic* decide who may watch). ``info(client,
+        auth)`` returns the public fields a member shows (default: the identity's ``id`` and
+        ``collectionName``; a guest shows none). Returns None.
 
-        ``broker.presence("room/1")``, for a topic a pattern already covers, returns its
-        members in every process, ``{"key", "info", "connections"}`` each (at most
-        ``RTBROKER_PRESENCE_SYNC_LIMIT``). See :doc:`presence`.
+        ``broker.presence("room/1")`` (a topic, no *info*) returns its members in every
+        process, ``{"key", "info", "connections"}`` each, at most
+        ``RTBROKER_PRESENCE_SYNC_LIMIT`` of them ([] where presence is not enabled). See
+        :doc:`presence`.
         """
         app, state = self._app_and_state()
         presence = presence_of(app, state)
-        if info is None and topic[-1:] != "*" and presence.rule_for(topic) is not None:
-            return presence.members_of(topic)[0]
+        if info is None and topic[-1:] != "*":
+            return presence.members_of(topic)[0] if presence.rule_for(topic) is not None else []
         presence.enable(topic, info)
         return None
 

@@ -200,6 +200,10 @@ def test_bad_patterns_and_backplanes_are_refused():
         broker.presence("a*b", info=lambda c, a: {})
     with app.app_context(), pytest.raises(InvalidArgument):
         broker.presence("@presence/*")
+    with app.app_context():
+        assert broker.presence("lobby") == []  # reading a topic without presence enables nothing
+        assert broker.presence_count("lobby") == {"clients": 0, "users": 0}
+        assert [rule.pattern for rule in app.extensions["rtbroker"].presence.rules] == ["room/*"]
     pg = Flask(__name__)
     pg.config.update(RTBROKER_BACKPLANE="postgresql://127.0.0.1:1/x", RTBROKER_ALLOW_LOCAL_BACKPLANE=True)
     pg_broker = RealtimeBroker(pg)
