@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flask_rtbroker.presence")
 
+Membership = tuple[str, tuple[str, ...]]
+"""What one connection counts as: ``(member, topics)``."""
+
 KEEPER_TICK = 0.25
 """Longest wait of the keeper between two looks at the grace periods due."""
 
@@ -72,6 +75,14 @@ class PresenceRule:
         return topic.startswith(pattern[:-1]) if pattern[-1] == "*" else topic == pattern
 
 
+def _pairs(membership: Membership | None) -> set[tuple[str, str]]:
+    """``{(topic, member)}`` of *membership*."""
+    if membership is None:
+        return set()
+    member, topics = membership
+    return {(topic, member) for topic in topics}
+
+
 def key_topic(key: str) -> str:
     """The topic a subscription key is about: the key without the SDK's options."""
     return base_topic(key) or key
@@ -86,8 +97,8 @@ class Presence:
         self._store_factory = store_factory
         self.rules: list[PresenceRule] = []
         self._secret = str(app.config.get("SECRET_KEY") or "flask_rtbroker presence").encode()
-        self._held: dict[DefaultClient, dict[str, str]] = {}
-        """Per connection: topic -> the member it counts as there."""
+        self._held: dict[DefaultClient, Membership] = {}
+        """Per connection: the member it counts as, and where (a tuple pair: ~150 bytes)."""
         self._due: list[tuple[float, str, str]] = []
         """Grace periods running here: (monotonic deadline, topic, member), a heap."""
         self._lock = threading.RLock()
@@ -155,21 +166,18 @@ class Presence:
         if lapsed:  # another process took this one for dead: count our connections again
             log.warning("presence: this process's liveness lapsed; counting its connections again")
             with self._lock:
-                held = [(client, dict(topics)) for client, topics in self._held.items()]
-            for client, topics in held:
-                for topic, member in topics.items():
+                held = list(self._held.items())
+            for client, (member, topics) in held:
+                for topic in topics:
                     self._add(client, topic, member)
 
     # -- membership ----------------------------------------------------------------------------
 
-    def wanted(self, client: DefaultClient) -> dict[str, str]:
-        """topic -> member: what *client*'s keys and auth make it count as now."""
+    def wanted(self, client: DefaultClient) -> Membership | None:
+        """The member *client*'s auth makes it and the topics its keys make it one of, or None."""
         topics = {key_topic(key) for key in client.subscriptions() if not key.startswith(PRESENCE_PREFIX)}
-        topics = {topic for topic in topics if self.rule_for(topic) is not None}
-        if not topics:
-            return {}
-        member = member_identity(client)
-        return dict.fromkeys(topics, member)
+        covered = tuple(sorted(topic for topic in topics if self.rule_for(topic) is not None))
+        return (member_identity(client), covered) if covered else None
 
     def subscriptions_changed(self, client: DefaultClient, added: list[str]) -> None:
         """After a POST (or an auth change): count *client* where its keys now make it a member,
@@ -178,16 +186,15 @@ class Presence:
             return
         wanted = self.wanted(client)
         with self._lock:
-            held = self._held.get(client, {})
-            gone = [(topic, member) for topic, member in held.items() if wanted.get(topic) != member]
-            new = [(topic, member) for topic, member in wanted.items() if held.get(topic) != member]
-            if wanted:
+            held = self._held.get(client)
+            if wanted is not None:
                 self._held[client] = wanted
-            else:
-                self._held.pop(client, None)
-        for topic, member in gone:
+            elif held is not None:
+                del self._held[client]
+        was, now = _pairs(held), _pairs(wanted)
+        for topic, member in was - now:
             self._remove(topic, member)
-        for topic, member in new:
+        for topic, member in sorted(now - was):
             self._add(client, topic, member)
         for key in added:
             if key.startswith(PRESENCE_PREFIX):
@@ -197,7 +204,7 @@ class Presence:
         """*client*'s stream ended: take back what it counted (its members leave after the grace)."""
         with self._lock:
             held = self._held.pop(client, None)
-        for topic, member in (held or {}).items():
+        for topic, member in _pairs(held):
             self._remove(topic, member)
 
     def _add(self, client: DefaultClient, topic: str, member: str) -> None:
