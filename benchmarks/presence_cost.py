@@ -124,6 +124,8 @@ def end_to_end(redis_url: str, streams: int, tmp: Path) -> dict[str, Any]:
             time.sleep(0.05)
     finally:
         server.stop()
+    if after != {"clients": 0, "users": 0}:
+        print(server.log_path.read_text(errors="replace")[-3000:])
     ms = lambda values, q: round(percentile(values, q) * 1000, 2)  # noqa: E731
     return {
         "presence_post_ms": {"p50": ms(latencies["room/bench"], 0.5), "p99": ms(latencies["room/bench"], 0.99)},

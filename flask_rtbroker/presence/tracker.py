@@ -50,6 +50,8 @@ log = logging.getLogger("flask_rtbroker.presence")
 Membership = tuple[str, tuple[str, ...]]
 """What one connection counts as: ``(member, topics)``."""
 
+CLIENT_LOCKS = 64
+"""Lock stripes serializing each connection's presence changes."""
 KEEPER_TICK = 0.25
 """Longest wait of the keeper between two looks at the grace periods due."""
 
@@ -102,6 +104,7 @@ class Presence:
         self._due: list[tuple[float, str, str]] = []
         """Grace periods running here: (monotonic deadline, topic, member), a heap."""
         self._lock = threading.RLock()
+        self._client_locks = [threading.RLock() for _ in range(CLIENT_LOCKS)]
         self._store: PresenceStore | None = None
         self._pid: int | None = None
 
@@ -169,7 +172,9 @@ class Presence:
                 held = list(self._held.items())
             for client, (member, topics) in held:
                 for topic in topics:
-                    self._add(client, topic, member)
+                    joined = self._add(client, topic, member)
+                    if joined is not None:
+                        self._emit(topic, "join", joined)
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -179,60 +184,75 @@ class Presence:
         covered = tuple(sorted(topic for topic in topics if self.rule_for(topic) is not None))
         return (member_identity(client), covered) if covered else None
 
+    def _client_lock(self, client: DefaultClient) -> "threading.RLock":
+        """The lock serializing *client*'s presence changes (a stripe of :data:`CLIENT_LOCKS`):
+        a POST and the end of its stream never interleave their store writes."""
+        return self._client_locks[hash(client) % CLIENT_LOCKS]
+
     def subscriptions_changed(self, client: DefaultClient, added: list[str]) -> None:
         """After a POST (or an auth change): count *client* where its keys now make it a member,
         stop where they no longer do, and sync the presence keys it *added*."""
-        if not self.rules or client.is_discarded:
+        if not self.rules:
             return
-        wanted = self.wanted(client)
-        with self._lock:
-            held = self._held.get(client)
-            if wanted is not None:
-                self._held[client] = wanted
-            elif held is not None:
-                del self._held[client]
-        was, now = _pairs(held), _pairs(wanted)
-        for topic, member in was - now:
-            self._remove(topic, member)
-        for topic, member in sorted(now - was):
-            self._add(client, topic, member)
+        events: list[tuple[str, str, bytes]] = []
+        with self._client_lock(client):
+            if client.is_discarded:  # its stream ended: disconnected() took back (or takes) what it held
+                return
+            wanted = self.wanted(client)
+            with self._lock:
+                held = self._held.get(client)
+                if wanted is not None:
+                    self._held[client] = wanted
+                elif held is not None:
+                    del self._held[client]
+            was, now = _pairs(held), _pairs(wanted)
+            for topic, member in was - now:
+                self._remove(topic, member)
+            for topic, member in sorted(now - was):
+                document = self._add(client, topic, member)
+                if document is not None:
+                    events.append((topic, "join", document))
+        if not self._state.settings.presence_grace:
+            self._expire_due()
+        for event in events:
+            self._emit(*event)
         for key in added:
             if key.startswith(PRESENCE_PREFIX):
                 self._sync(client, key)
 
     def disconnected(self, client: DefaultClient) -> None:
         """*client*'s stream ended: take back what it counted (its members leave after the grace)."""
-        with self._lock:
-            held = self._held.pop(client, None)
-        for topic, member in _pairs(held):
-            self._remove(topic, member)
+        with self._client_lock(client):
+            with self._lock:
+                held = self._held.pop(client, None)
+            for topic, member in _pairs(held):
+                self._remove(topic, member)
+        if self._state.settings.presence_grace == 0:
+            self._expire_due()
 
-    def _add(self, client: DefaultClient, topic: str, member: str) -> None:
+    def _add(self, client: DefaultClient, topic: str, member: str) -> bytes | None:
+        """Count *client* as *member* in *topic*; the member's document when that made it join."""
         rule = self.rule_for(topic)
         if rule is None:
-            return
+            return None
         document = member_document(client, member, rule.info, self._secret)
         try:
             joined = self.store.add(topic, member, document)
         except Exception:  # noqa: BLE001 - presence is best effort; subscriptions go on
             log.exception("presence: counting a connection failed")
-            return
-        if joined:
-            self._emit(topic, "join", document)
+            return None
+        return document if joined else None
 
     def _remove(self, topic: str, member: str) -> None:
+        """Uncount one connection of *member*; when none is left, its grace period starts."""
         try:
             left = self.store.remove(topic, member)
         except Exception:  # noqa: BLE001
             log.exception("presence: uncounting a connection failed")
             return
-        if left > 0:
-            return
-        grace = self._state.settings.presence_grace
-        with self._lock:
-            heapq.heappush(self._due, (time.monotonic() + grace, topic, member))
-        if not grace:
-            self._expire_due()
+        if left <= 0:
+            with self._lock:
+                heapq.heappush(self._due, (time.monotonic() + self._state.settings.presence_grace, topic, member))
 
     # -- events --------------------------------------------------------------------------------
 
