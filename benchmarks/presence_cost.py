@@ -7,9 +7,10 @@
    grace period: two scripts); microseconds per join and per leave, Redis store and the memory
    store side by side; Redis ``used_memory`` per member (the topic's HASHes, counters and the
    per-process HASH).
-2. The process side (in process, tracemalloc): bytes this process allocates per connection when
-   *members* connections become members (the per-connection record, the guest session id in the
-   client's store, and with the memory backplane the store itself).
+2. The process side (in process, tracemalloc, the Redis client's own buffers left out): bytes this
+   process keeps per connection when *members* guest connections become members (the
+   per-connection record, the guest session id in the client's store, and with the memory
+   backplane the store itself).
 3. End to end (``gunicorn -k gevent -w 1`` running ``examples.notify_app:app`` on the redis-server,
    presence on ``room/*``, grace 0): *streams* SSE streams POST one key each, ``room/bench``
    (a presence join) or ``plain/bench`` (no presence), alternately; POST latency p50 / p99 of
@@ -21,6 +22,7 @@ Printed and saved to benchmarks/results/presence_cost.json. Every connection is 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -86,15 +88,19 @@ def process_memory_per_connection(backplane: str, redis_url: str | None, members
         clients.append(client)
     presence.subscriptions_changed(clients[0], [])  # the store and keeper exist before measuring
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    before = tracemalloc.take_snapshot()
     for client in clients[1:]:
         presence.subscriptions_changed(client, [])
-    after = tracemalloc.get_traced_memory()[0]
+    time.sleep(1.0)  # the join events' publishes leave the backplane's queue
+    gc.collect()
+    after = tracemalloc.take_snapshot()
     tracemalloc.stop()
+    ignore = [tracemalloc.Filter(False, pattern) for pattern in ("*/redis/*", "*/hiredis/*", tracemalloc.__file__)]
+    grown = sum(stat.size_diff for stat in after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "filename"))
     for client in clients:
         presence.disconnected(client)
     state.close()
-    return round((after - before) / (members - 1), 1)
+    return round(grown / (members - 1), 1)
 
 
 def end_to_end(redis_url: str, streams: int, tmp: Path) -> dict[str, Any]:
