@@ -13,6 +13,8 @@ collection comes from ``benchmarks/pb_migrations/``):
 - ``POST /api/collections/posts/records {"seq": int, "pad": str}`` inserts a row and commits
   (the commit broadcasts the ``create``) and answers the record, as PocketBase's create does;
 - ``GET /stats`` answers ``{"clients": N}`` (what the runner and the load generator poll).
+- ``RECORD_APP_RULE=query`` gives ``posts`` a list rule that runs one SQL query per call (what
+  ``benchmarks/hostile_costs.py`` measures rule calls with); unset, there is no rule.
 
 SQLite runs as PocketBase runs its own: ``journal_mode=WAL``, ``synchronous=NORMAL``.
 ``RECORD_APP_DATABASE`` is the SQLAlchemy URL (default: a file in the temp directory); the
@@ -29,7 +31,7 @@ import tempfile
 from typing import Any
 
 from flask import Flask, jsonify, request
-from sqlalchemy import Engine, Integer, String, create_engine, event
+from sqlalchemy import Engine, Integer, String, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from flask_rtbroker import RealtimeBroker, load_env
@@ -84,7 +86,11 @@ def create_app(database: str | None = None) -> Flask:
     engine = make_engine(database or os.environ.get("RECORD_APP_DATABASE") or DEFAULT_DATABASE)
     Base.metadata.create_all(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
-    broker.watch(Post, collection=COLLECTION)
+    def query_rule(record: Any, auth: Any, options: Any) -> bool:
+        with sessions() as session:
+            return session.execute(select(func.count()).select_from(Post).where(Post.id == record["id"])).scalar_one() > 0
+
+    broker.watch(Post, collection=COLLECTION, list_rule=query_rule if os.environ.get("RECORD_APP_RULE") == "query" else None)
 
     @app.post(f"/api/collections/{COLLECTION}/records")
     def create_post() -> Any:

@@ -66,6 +66,10 @@ class Broker:
         """
         return self._index.subscribers(topic)
 
+    def count_subscribers(self, topic: str) -> int:
+        """How many clients hold a key matching *topic*."""
+        return self._index.count(topic)
+
     def topics(self) -> list[str]:
         """Every topic some client of this process is subscribed to (a snapshot)."""
         return self._index.topics()

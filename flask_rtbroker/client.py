@@ -14,10 +14,11 @@ import threading
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
-from .message import Message
+from .message import FRAME_OVERHEAD, Message, event_line, frame_size, framed_tail
 from .options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
 
 if TYPE_CHECKING:
+    from .queue_memory import QueueMemory
     from .topic_index import TopicIndex
     from .write_through import SocketWriter
 
@@ -99,6 +100,7 @@ class DefaultClient:
         "max_batch",
         "subscription_bytes",
         "writer",
+        "queue_memory",
         "__weakref__",
     )
 
@@ -109,15 +111,17 @@ class DefaultClient:
         queue_size: int = 1000,
         max_queue_bytes: int = 8 * 1024 * 1024,
         waker: Waker | None = None,
+        queue_memory: "QueueMemory | None" = None,
     ) -> None:
         self._id = client_id or new_client_id()
         self.frame_prefix = b"id:" + self._id.encode("ascii")
         self._subscriptions: dict[str, SubscriptionOptions] = {}
         self._store: dict[str, Any] = {}
-        # A list, not a deque: an idle client's queue costs 56 bytes instead of ~600. Consumers
-        # take the first n items then delete them; senders only append, so nothing is lost
-        # between the two steps even with threads.
-        self._queue: list[Message] = []
+        # A list, not a deque: an idle client's queue costs 56 bytes instead of ~600. Each
+        # delivery is two items, its event name then its message (one atomic extend, no tuple
+        # kept). Consumers take the first n items then delete them; senders only append, so
+        # nothing is lost between the two steps even with threads.
+        self._queue: list[Any] = []
         self._queue_size = queue_size
         self._queue_bytes = 0
         self._max_queue_bytes = max_queue_bytes
@@ -135,6 +139,8 @@ class DefaultClient:
         """What the client's keys count against the subscription budgets."""
         self.writer: SocketWriter | None = None
         """Its stream's socket writer while write-through is on (see :mod:`.write_through`)."""
+        self.queue_memory = queue_memory
+        """The process's bound on queued bytes (None: only this client's own bounds apply)."""
 
     @property
     def id(self) -> str:
@@ -226,41 +232,74 @@ class DefaultClient:
             return
         self.discard_reason = reason
         if reason == DisconnectReason.SLOW:
-            self.dropped += len(self._queue)
-            self._queue.clear()
-            self._queue_bytes = 0
+            self.dropped += self.clear_queue()
         self.waker.set()
+
+    def clear_queue(self) -> int:
+        """Drop everything queued (a slow consumer's queue, a stream that ended); return how
+        many deliveries were dropped."""
+        queue = self._queue
+        count = len(queue)
+        memory = self.queue_memory
+        if memory is not None:
+            for i in range(1, count, 2):
+                memory.release(queue[i])
+        del queue[:count]
+        self._queue_bytes = 0
+        return count // 2
 
     @property
     def is_discarded(self) -> bool:
         """True once :meth:`discard` was called."""
         return self.discard_reason is not None
 
-    def send(self, message: Message) -> bool:
-        """Queue *message* without blocking, or write it through when the stream's socket is
-        free; return whether it was queued or written. Past the message or byte bound the
-        client is discarded (a slow consumer) and nothing is queued."""
+    def send(self, message: Message, event: str | None = None) -> bool:
+        """Queue *message* (delivered as event *event*, default its own name) without blocking,
+        or write it through when the stream's socket is free; return whether it was queued or
+        written. Past the message or byte bound of the client, or of the process when making
+        room there discarded this client, the client is discarded as a slow consumer and
+        nothing is queued."""
         if self.discard_reason is not None:
             return False
         writer = self.writer
         if writer is not None and not writer.busy and not self._queue:
+            same = event is None or event == message.name
+            tail = message.tail
             try:
-                writer.offer(self.frame_prefix + message.tail)
+                if tail is not None and same:
+                    writer.offer(self.frame_prefix + tail)
+                else:
+                    writer.offer_event(self.frame_prefix, message.event_line if same else event_line(event), message.data_lines)  # type: ignore[arg-type]
             except OSError:
                 self.discard(DisconnectReason.CLOSED)
                 return False
             if writer.busy:  # a partial write: the stream writes the rest
                 self.waker.set()
             return True
-        size = len(message.tail)
-        if len(self._queue) >= self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
+        name = message.name if event is None else event
+        size = len(message.data_lines) + len(name) + FRAME_OVERHEAD  # frame_size(), inlined
+        if len(self._queue) >= 2 * self._queue_size or self._queue_bytes + size > self._max_queue_bytes:
             self.dropped += 1
             self.discard(DisconnectReason.SLOW)
             return False
-        self._queue.append(message)
+        memory = self.queue_memory
+        if memory is not None:
+            if message.holders and not memory.locked:
+                message.holders += 1  # counted already (see QueueMemory): greenlets need no call
+            elif not (memory.hold(message) or self._make_room(memory, message, size)):
+                self.dropped += 1
+                self.discard(DisconnectReason.SLOW)
+                return False
+        self._queue.extend((name, message))
         self._queue_bytes += size
         self.waker.set()
         return True
+
+    def _make_room(self, memory: "QueueMemory", message: Message, size: int) -> bool:
+        """The process's bound is reached: make room there, then count the delivery if this
+        client is still wanted."""
+        memory.make_room(size)
+        return self.discard_reason is None and memory.hold(message)
 
     def wake(self) -> None:
         """Wake the stream without queueing anything (e.g. to let it notice a closed socket)."""
@@ -268,30 +307,54 @@ class DefaultClient:
 
     def take(self) -> bytes:
         """Remove everything queued and return it framed for this client, as one write (b"" if
-        nothing is queued). The stream's hot path: one queued message costs no list at all."""
+        nothing is queued)."""
         queue = self._queue
         count = len(queue)
-        if count == 1:
-            tail = queue[0].tail
-            del queue[0]
-            self._queue_bytes -= len(tail)
-            if not self.max_batch:
-                self.max_batch = 1
-            return self.frame_prefix + tail
         if count == 0:
             return b""
-        if count > self.max_batch:
-            self.max_batch = count
         prefix = self.frame_prefix
-        tails = [m.tail for m in queue[:count]]
+        memory = self.queue_memory
+        if count == 2:  # the usual case: no list of parts
+            name, message = queue[0], queue[1]
+            del queue[:2]
+            if queue:  # a thread appended meanwhile: only ours go
+                self._queue_bytes -= len(message.data_lines) + len(name) + FRAME_OVERHEAD
+            else:
+                self._queue_bytes = 0
+            if not self.max_batch:
+                self.max_batch = 1
+            if memory is not None:
+                if message.holders > 1 and not memory.locked:
+                    message.holders -= 1  # others still hold it: nothing to forget yet
+                else:
+                    memory.release(message)
+            tail = message.tail
+            if tail is not None and (name is message.name or name == message.name):
+                return prefix + tail
+            return prefix + framed_tail(message, name)
+        if count // 2 > self.max_batch:
+            self.max_batch = count // 2
+        entries = queue[:count]
         del queue[:count]
-        self._queue_bytes -= sum(map(len, tails))
+        tails: list[bytes] = []
+        for i in range(0, count, 2):
+            name, message = entries[i], entries[i + 1]
+            tails.append(framed_tail(message, name))
+            self._queue_bytes -= frame_size(message, name)
+            if memory is not None:
+                memory.release(message)
         return prefix + prefix.join(tails)
 
     @property
     def queued(self) -> int:
-        """How many messages wait in the queue."""
-        return len(self._queue)
+        """How many deliveries wait in the queue."""
+        return len(self._queue) // 2
+
+    @property
+    def queued_bytes(self) -> int:
+        """The bytes its queued deliveries make once framed, ``id:`` lines aside (about what its
+        next write holds)."""
+        return self._queue_bytes
 
     def __repr__(self) -> str:
         state = f" discarded={self.discard_reason}" if self.discard_reason else ""

@@ -43,6 +43,8 @@ class Runtime(Protocol):
     """True when :meth:`watch_readable` is event-driven; False when streams must poll."""
     sweeps_deadlines: bool
     """True when streams wait without a timeout and a sweeper wakes them at their deadline."""
+    preemptive: bool
+    """True when its tasks are OS threads, so counts they share need a lock."""
 
     def waker(self) -> Waker: ...
 
@@ -73,6 +75,7 @@ class ThreadingRuntime:
 
     watches_sockets = False
     sweeps_deadlines = False
+    preemptive = True
 
     def __init__(self, pool_size: int) -> None:
         self._pool_size = pool_size
@@ -212,6 +215,7 @@ class GeventRuntime:
 
     watches_sockets = True
     sweeps_deadlines = True
+    preemptive = False
 
     def __init__(self, pool_size: int) -> None:
         import gevent.pool

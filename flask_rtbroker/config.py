@@ -49,8 +49,14 @@ DEFAULTS: dict[str, Any] = {
     "RTBROKER_POOL_SIZE": 16,
     # Messages a client may have queued; one more discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_SIZE": 1000,
-    # Bytes a client may have queued; more discards it as a slow consumer.
+    # Bytes a client may have queued (each delivery framed: its data, id and event lines); more
+    # discards it as a slow consumer.
     "RTBROKER_CLIENT_QUEUE_BYTES": 8 * 1024 * 1024,
+    # Bytes every client queue of the process may hold together, each queued message's data
+    # counted once however many clients and keys it waits for. At the bound the clients with the
+    # most bytes queued are discarded as slow consumers, biggest first, until the queues hold at
+    # most three quarters of it. At least RTBROKER_CLIENT_QUEUE_BYTES.
+    "RTBROKER_QUEUE_MEMORY": 128 * 1024 * 1024,
     # Open streams per process (more: 503): a whole number, 0 or None = no limit (an empty
     # string or False is refused). "auto": 90% of the worker_connections of a gunicorn
     # gevent/eventlet worker (the rest stays free for ordinary requests), else 10000.
@@ -59,9 +65,10 @@ DEFAULTS: dict[str, Any] = {
     # (an empty string or False is refused). "auto": a quarter of RTBROKER_MAX_CLIENTS. Behind a
     # proxy set RTBROKER_TRUSTED_PROXY_HEADERS, or every client shares the proxy's address.
     "RTBROKER_MAX_CLIENTS_PER_IP": "auto",
-    # Bytes of subscription keys one client may hold (each key's UTF-8 length plus 64 bytes of
-    # bookkeeping); a POST over it answers 400 and changes nothing. The SDK's keys are ~20-300 bytes.
-    "RTBROKER_MAX_SUBSCRIPTION_BYTES": 128 * 1024,
+    # Bytes of subscription keys one client may hold (each key's UTF-8 length, ~440-680 bytes of
+    # bookkeeping and what its parsed options hold, see docs/limits.rst); a POST over it answers
+    # 400 and changes nothing. The SDK's keys are ~20-300 bytes; PocketBase's 1,000 short keys fit.
+    "RTBROKER_MAX_SUBSCRIPTION_BYTES": 512 * 1024,
     # Bytes of subscription keys all clients of the process may hold together; past it new
     # streams and POSTs that add subscriptions answer 503, existing subscriptions keep working.
     "RTBROKER_SUBSCRIPTION_MEMORY": 256 * 1024 * 1024,
@@ -72,6 +79,13 @@ DEFAULTS: dict[str, Any] = {
     # None = no limit. The SDK adds one key per subscribe() call (all of them on a reconnect,
     # as a new client with a full bucket).
     "RTBROKER_MAX_SUBSCRIPTION_CHANGES": 2000,
+    # Distinct subscription options (the SDK's ?options= of a subscribe() call) one client may
+    # hold; keys with equal options count once. A POST over it answers 400 and changes nothing.
+    "RTBROKER_MAX_OPTION_SETS": 16,
+    # Record rule and filter calls one record event may make in one process (a rule runs once per
+    # auth identity and values of the options it reads, a filter once per event: a client filter
+    # cannot read the auth); past it the event's remaining subscription checks deny, with a warning.
+    "RTBROKER_MAX_EVALUATIONS": 20_000,
     # "auto" (gevent when monkey-patched or inside a greenlet, else threads), "gevent", "threading".
     "RTBROKER_CONCURRENCY": "auto",
     # Threaded servers: seconds between checks of a silent stream's socket for a disconnect.
@@ -317,11 +331,14 @@ class Settings:
     pool_size: int
     client_queue_size: int
     client_queue_bytes: int
+    queue_memory: int
     max_clients: int
     max_clients_per_ip: int
     max_subscription_bytes: int
     subscription_memory: int
     max_subscription_changes: int
+    max_option_sets: int
+    max_evaluations: int
     concurrency: str
     disconnect_poll: float
     trusted_proxy_headers: tuple[str, ...]
@@ -364,6 +381,11 @@ class Settings:
             )
         if values["oauth2_redirect_path"] == "auto":
             values["oauth2_redirect_path"] = values["url_prefix"].rpartition("/")[0] + "/oauth2-redirect"
+        if values["queue_memory"] < values["client_queue_bytes"]:
+            raise ConfigurationError(
+                f"RTBROKER_QUEUE_MEMORY ({values['queue_memory']}) must be at least "
+                f"RTBROKER_CLIENT_QUEUE_BYTES ({values['client_queue_bytes']})"
+            )
         values["max_clients"], values["max_clients_per_ip"] = resolve_stream_limits(
             values["max_clients"], values["max_clients_per_ip"], server_connections()
         )
@@ -415,11 +437,14 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "pool_size": _count,
     "client_queue_size": _count,
     "client_queue_bytes": _count,
+    "queue_memory": _count,
     "max_clients": _auto_limit,
     "max_clients_per_ip": _auto_limit,
     "max_subscription_bytes": _count,
     "subscription_memory": _count,
     "max_subscription_changes": _optional_limit,
+    "max_option_sets": _count,
+    "max_evaluations": _count,
     "concurrency": _choice,
     "disconnect_poll": _seconds,
     "trusted_proxy_headers": _names,

@@ -6,8 +6,10 @@ surface (see :meth:`flask_rtbroker.state.BrokerState.deliver`). It is the one lo
 routine: ``notify`` (made here or in another process) and record events use it, so a failure
 has one policy everywhere — what fails for one delivery skips that delivery only.
 
-A notify's JSON is encoded once and its SSE tail once per distinct subscription key; per
-recipient only a queue append happens (plus the ``before_send`` hook when one is registered).
+A notify's JSON is encoded once and shared by every key and every queue: a delivery is the
+message and the key's name (framed when written, see :func:`~flask_rtbroker.message.frame_parts`),
+so per recipient only a queue append or a write happens (plus the ``before_send`` hook, given
+the message renamed to the key, when one is registered).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from .topic_index import Subscribers
 BeforeSend = Callable[[DefaultClient, Message], Optional[Message]]
 Recipient = Callable[[DefaultClient], bool]
 ClientMessages = Callable[[DefaultClient], Mapping[str, Optional[Message]]]
-"""For one client, its message under each subscription key (None: nothing for that key). A
-lookup that raises fails that one delivery (record events build their messages this way)."""
+"""For one client, its message for each subscription key (None: nothing for that key), delivered
+under the key's name. A lookup that raises fails that one delivery (record events build their
+messages this way)."""
 Messages = Union[Message, ClientMessages]
-"""One message for everyone (renamed per key), or a message per client and key."""
+"""One message for everyone (delivered under each key's name), or a message per client and key."""
 
 
 @dataclass
@@ -46,7 +49,8 @@ class Delivery:
 
 
 class _RenamedMessages(dict[str, Message]):
-    """The message under each subscription key it is delivered as, built on first use."""
+    """For ``before_send``: the message renamed to each key, built on first use and shared by
+    every client (the copies share the encoded data)."""
 
     def __init__(self, message: Message) -> None:
         super().__init__()
@@ -60,7 +64,8 @@ class _RenamedMessages(dict[str, Message]):
 def _deliver_chunk(
     clients: list[DefaultClient],
     subscribers: Subscribers,
-    shared: Mapping[str, Message] | None,
+    shared: Message | None,
+    renamed: Mapping[str, Message] | None,
     per_client: ClientMessages | None,
     before_send: BeforeSend | None,
 ) -> Delivery:
@@ -69,17 +74,21 @@ def _deliver_chunk(
     for client in clients:
         keys = subscribers[client]
         try:
-            messages = shared if per_client is None else per_client(client)
+            messages = None if per_client is None else per_client(client)
         except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
             result.failed += len(keys)
             result.first_error = result.first_error or exc
             continue
         for key in keys:
             try:
-                message = messages[key]  # type: ignore[index]
-                if message is not None and before_send is not None:
-                    message = before_send(client, message)
-                if message is not None and client.send(message):
+                message = shared if messages is None else messages[key]
+                if message is None:
+                    continue
+                if before_send is not None:
+                    message = before_send(client, renamed[key] if messages is None else message.renamed(key))  # type: ignore[index]
+                    if message is not None and client.send(message):
+                        result.queued += 1
+                elif client.send(message, key):
                     result.queued += 1
             except Exception as exc:  # noqa: BLE001 - surfaced after every chunk ran
                 result.failed += 1
@@ -105,9 +114,10 @@ def fan_out(
     clients = list(subscribers) if recipient is None else [c for c in subscribers if recipient(c)]
     if not clients:
         return Delivery()
-    shared, per_client = (_RenamedMessages(messages), None) if isinstance(messages, Message) else (None, messages)
+    shared, per_client = (messages, None) if isinstance(messages, Message) else (None, messages)
+    renamed = _RenamedMessages(shared) if shared is not None and before_send is not None else None
     chunks = [clients[i : i + chunk_size] for i in range(0, len(clients), chunk_size)]
-    results = runtime.run_all([partial(_deliver_chunk, chunk, subscribers, shared, per_client, before_send) for chunk in chunks])
+    results = runtime.run_all([partial(_deliver_chunk, chunk, subscribers, shared, renamed, per_client, before_send) for chunk in chunks])
     total = Delivery()
     for result in results:
         total.add(result)

@@ -21,6 +21,7 @@ from .config import Settings
 from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
 from .message import Message
+from .queue_memory import QueueMemory
 from .server_limits import server_workers
 from .shutdown import chain_shutdown_handlers
 from .stats import Counters
@@ -104,6 +105,7 @@ class BrokerState:
         self._clients_per_ip: Counter[str] = Counter()
         self._streams = 0
         self._runtime: Runtime | None = None
+        self._queue_memory: QueueMemory | None = None
         self._lock = threading.Lock()
         self._shutdown_pid: int | None = None
         self._shutdown_tried_pid: int | None = None
@@ -120,6 +122,18 @@ class BrokerState:
                     self._runtime = select_runtime(self.settings.concurrency, self.settings.pool_size)
         return self._runtime
 
+    @property
+    def queue_memory(self) -> QueueMemory:
+        """What every client queue of the process holds, bounded by ``RTBROKER_QUEUE_MEMORY``."""
+        if self._queue_memory is None:
+            self._queue_memory = QueueMemory(
+                self.settings.queue_memory,
+                self.broker,
+                lambda client: client.discard(DisconnectReason.SLOW),
+                locked=self.runtime.preemptive,
+            )
+        return self._queue_memory
+
     # -- streams -------------------------------------------------------------------------------
 
     def new_client(self) -> DefaultClient:
@@ -130,6 +144,7 @@ class BrokerState:
             queue_size=self.settings.client_queue_size,
             max_queue_bytes=self.settings.client_queue_bytes,
             waker=self.runtime.waker(),
+            queue_memory=self.queue_memory,
         )
 
     def start_sweeper(self) -> None:
@@ -198,6 +213,7 @@ class BrokerState:
         """Unregister a stream's client and count why it ended (its slot is released apart)."""
         self.broker.unregister(client.id)
         self.topic_rules.forget(client)
+        client.clear_queue()  # nobody will write it now; the process's count forgets it
         if self.presence is not None:
             self.presence.disconnected(client)
         counters = self.counters

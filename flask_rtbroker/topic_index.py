@@ -90,6 +90,10 @@ class TopicIndex:
         with self._lock:
             return holders.copy()
 
+    def count(self, topic: str) -> int:
+        """How many clients hold a key matching *topic* (no snapshot taken)."""
+        return len(self._topics.get(topic, ()))
+
     def topics(self) -> list[str]:
         """A snapshot of every topic with at least one subscriber (keys and their base topics)."""
         with self._lock:

@@ -3,8 +3,8 @@
 Every response carries PocketBase's default headers (and CORS when allowed); every error is
 PocketBase's JSON body. The POST is processed in PocketBase's observable order: decode ->
 validate -> find the client (404) -> IP check (400) -> auth-change rule (403) -> then ours: the
-client's subscription budget (400) and the process's (503), the client's rate of added keys
-(429, see :mod:`.change_rate`), the subscription validators (400,
+caps on options (400), the client's subscription budget (400) and the process's (503), the
+client's rate of added keys (429, see :mod:`.change_rate`), the subscription validators (400,
 e.g. record options) -> the app's ``before_subscribe`` hook -> replace the subscriptions -> 204.
 A rejected POST changes nothing. Topic rules never refuse a POST: they decide at delivery.
 """
@@ -36,7 +36,7 @@ from .http import (
 from .identity import may_switch_auth
 from .metrics import start_exporting
 from .stream import StreamBody, event_stream
-from .options import subscription_cost
+from .options import option_errors, subscription_cost
 from .state import SUBSCRIPTION_MEMORY_MESSAGE
 from .subscription_request import (
     MAX_SUBSCRIPTIONS,
@@ -187,8 +187,12 @@ def forward_post(state: "BrokerState", submitted: SubscriptionRequest, ip: str) 
     return Response(body, status=status_line(status), content_type="application/json")
 
 
-def _check_budgets(state: "BrokerState", client: DefaultClient, subscriptions: list[str]) -> None:
-    """400 past the client's subscription budget, 503 past the process's."""
+def _check_budgets(state: "BrokerState", client: DefaultClient, submitted: list[str], subscriptions: list[str]) -> None:
+    """400 for options past their caps (keyed by the index in *submitted*) or for *subscriptions*
+    past the client's subscription budget, 503 past the process's."""
+    errors = option_errors(submitted, state.settings.max_option_sets)
+    if errors:
+        raise bad_request({"subscriptions": errors})
     cost = subscription_cost(subscriptions)
     limit = state.settings.max_subscription_bytes
     if cost > limit:
@@ -231,7 +235,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     if not may_switch_auth(client.get(AUTH_KEY), auth):
         raise ApiError(403, AUTH_MISMATCH_MESSAGE)
     subscriptions = list(dict.fromkeys(sub for sub in submitted if sub))
-    _check_budgets(state, client, subscriptions)
+    _check_budgets(state, client, submitted, subscriptions)
     added = _added_keys(state, client, subscriptions)
     for validator in state.subscription_validators:
         errors = validator(client, submitted)

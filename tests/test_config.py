@@ -41,11 +41,14 @@ def test_an_empty_config_gets_the_documented_defaults() -> None:
         "pool_size": 16,
         "client_queue_size": 1000,
         "client_queue_bytes": 8 * 1024 * 1024,
+        "queue_memory": 128 * 1024 * 1024,
         "max_clients": FALLBACK_MAX_CLIENTS,  # "auto" outside a gunicorn event-loop worker
         "max_clients_per_ip": FALLBACK_MAX_CLIENTS // 4,
-        "max_subscription_bytes": 128 * 1024,
+        "max_subscription_bytes": 512 * 1024,
         "subscription_memory": 256 * 1024 * 1024,
         "max_subscription_changes": 2000,
+        "max_option_sets": 16,
+        "max_evaluations": 20_000,
         "concurrency": "auto",
         "disconnect_poll": 0.5,
         "trusted_proxy_headers": (),
@@ -231,6 +234,9 @@ def test_header_and_origin_lists_are_copied_into_tuples() -> None:
         ("client_queue_size", True, "must be a whole number >= 1"),
         ("client_queue_bytes", 0, "must be a whole number >= 1"),
         ("client_queue_bytes", True, "must be a whole number >= 1"),
+        ("queue_memory", 0, "must be a whole number >= 1"),
+        ("max_option_sets", 0, "must be a whole number >= 1"),
+        ("max_evaluations", 0, "must be a whole number >= 1"),
         ("max_clients", -1, "must be a whole number >= 0"),
         ("max_clients", True, "must be a whole number >= 0 (0 or None = no limit) or 'auto', not True"),
         ("max_clients", 1.5, "must be a whole number >= 0"),
@@ -344,6 +350,12 @@ def test_the_message_size_may_equal_the_client_queue_budget_but_not_pass_it() ->
     assert settings(max_message_size=1000, client_queue_bytes=1000).max_message_size == 1000
     with pytest.raises(ConfigurationError, match=r"^RTBROKER_MAX_MESSAGE_SIZE \(1001\) must not exceed RTBROKER_CLIENT_QUEUE_BYTES \(1000\)"):
         settings(max_message_size=1001, client_queue_bytes=1000)
+
+
+def test_the_process_queue_memory_must_hold_one_client_queue() -> None:
+    assert settings(queue_memory=8 * 1024 * 1024).queue_memory == 8 * 1024 * 1024
+    with pytest.raises(ConfigurationError, match=r"^RTBROKER_QUEUE_MEMORY \(1000\) must be at least RTBROKER_CLIENT_QUEUE_BYTES"):
+        settings(queue_memory=1000)
 
 
 def test_the_default_message_size_must_fit_a_smaller_client_queue_budget() -> None:

@@ -59,3 +59,18 @@ def test_prefix_match_uses_question_mark_as_end_delimiter() -> None:
     assert matches_prefix("posts/*?options=x", "posts/*?")
     assert not matches_prefix("posts/*x", "posts/*?")
     assert matches_prefix("posts2/*", "posts")
+
+
+def test_the_options_query_is_found_as_urlsplit_finds_it() -> None:
+    """Parsing reads the query without urlsplit (whose cache of recent URLs would keep copies
+    of keys) and must find the same query for any key."""
+    import random
+    from urllib.parse import urlsplit
+
+    from flask_rtbroker.options import _query_of
+
+    chars = "ab?#&=/:%\t\n\r x"
+    rng = random.Random(21)
+    for _ in range(20_000):
+        key = "".join(rng.choice(chars) for _ in range(rng.randint(0, 12)))
+        assert _query_of(key) == urlsplit(key).query, repr(key)

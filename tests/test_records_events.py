@@ -278,6 +278,7 @@ def test_each_rule_runs_once_per_identity_and_options_per_event(
     with Session(engine) as session:
         session.add(Post(title="counted", views=5))
         session.commit()
+    assert app.extensions["rtbroker.records"].delivery.wait_idle(10), "300 subscribers: broadcast off the request"
     # 3 identities x (list rule with no options, list rule with the filter, view rule)
     assert sorted(calls) == sorted((who, flt) for who in ("guest", "alice", "bob") for flt in ("", "views > 1", ""))
     assert all(len(received(client)) == 4 for client in clients)

@@ -105,7 +105,7 @@ def test_the_options_of_one_client_have_a_budget(app_broker: tuple[Flask, Realti
     from flask_rtbroker.records.validation import MAX_OPTIONS_SOURCE
 
     app, broker = app_broker
-    costly = [with_options(f"posts/{i}", filter="||".join(["a=1"] * 60 + [f"a={i}"])) for i in range(60)]
+    costly = [with_options(f"posts/{i}", filter="||".join(["a=1"] * 150 + [f"a={i}"])) for i in range(16)]
     assert post(app, "nobody", costly)[0] == 404
     client = local_client(app, broker, "before")
     status, body = post(app, client.id, costly)
@@ -116,7 +116,8 @@ def test_the_options_of_one_client_have_a_budget(app_broker: tuple[Flask, Realti
     assert errors[str(over)]["code"] == "validation_options_too_large"
     assert errors[str(over)]["params"] == {"max": MAX_OPTIONS_SOURCE}
     assert list(client.subscriptions()) == ["before"]
-    within = [with_options(f"posts/{i}", filter=f"views > {i}") for i in range(MAX_OPTIONS_SOURCE // 20)]
+    within = [with_options(f"posts/{i}", filter="||".join(["a=1"] * 100 + [f"a={i}"])) for i in range(16)]
+    assert sum(len("||".join(["a=1"] * 100 + [f"a={i}"])) for i in range(16)) <= MAX_OPTIONS_SOURCE
     assert post(app, client.id, within) == (204, None)
 
 

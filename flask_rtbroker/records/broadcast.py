@@ -5,10 +5,13 @@ rule) every subscription key of every subscriber gets one message, named after t
 ``{"record": ..., "action": ...}``, if the rule and the key's ``filter`` let it see the record;
 ``fields`` picks what the record shows.
 
-Unlike PocketBase, the access check (rule and filter) runs once per distinct (rule, auth
-identity, options) per event rather than once per subscription, and each distinct payload is
-encoded once. Rules should therefore depend on the identity (see
-:func:`flask_rtbroker.identity.identity_key`), the record and the options only.
+Unlike PocketBase, work per event is bounded by what can differ rather than by subscriptions:
+a rule runs once per auth identity and values of the options it reads
+(:mod:`~flask_rtbroker.records.rule_reads`), a ``filter`` once per identity and distinct filter,
+and each message is encoded once per distinct ``fields``. Rules should therefore depend on the
+identity (see :func:`flask_rtbroker.identity.identity_key`), the record and the options only.
+Past ``RTBROKER_MAX_EVALUATIONS`` rule and filter calls in one event, the remaining subscriptions
+are denied that event (logged): an attacker's option sets cannot make an event cost more.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..message import Message
 from .collection import Collection, Record
 from .event import CREATE, DELETE, GAP, UPDATE, RecordEvent
 from .excerpt import PlainTexts
+from .rule_reads import RuleResults
 from .subscription import RecordOptions, record_options
 from .validation import RECORD_OPTIONS_KEY
 
@@ -40,43 +44,70 @@ _PREVIOUS = True
 class _EventView:
     """One event seen by the subscribers of one process, with its per-event caches."""
 
-    def __init__(self, collection: Collection, event: RecordEvent) -> None:
+    def __init__(self, collection: Collection, event: RecordEvent, max_evaluations: int) -> None:
         self.collection = collection
         self.event = event
         self.transitions = collection.transitions and event.action == UPDATE and event.previous is not None
-        self._access: dict[tuple[str, bool, Hashable, str], bool] = {}
-        self._messages: dict[tuple[str, str, bool], Message] = {}
+        self._rules: dict[tuple[str, bool, Hashable], RuleResults] = {}
+        self._filters: dict[tuple[bool, int], bool] = {}
+        self._messages: dict[tuple[int, str, bool], Message] = {}
         self._texts = PlainTexts()  # every excerpt of this event reads each value once
+        self.evaluations_left = max_evaluations
+        """Rule and filter calls this event may still make; at 0 the rest is denied."""
+        self.over_budget = 0
+        """Subscription checks denied because the budget was spent."""
 
     def _record(self, which: bool) -> Record:
         return self.event.previous if which is _PREVIOUS else self.event.record  # type: ignore[return-value]
 
-    def _may_see(self, kind: str, which: bool, auth: Any, suffix: str, options: RecordOptions) -> bool:
-        cache_key = (kind, which, hashable_identity(auth), suffix)
-        allowed = self._access.get(cache_key)
-        if allowed is None:
-            allowed = self._check(kind, self._record(which), auth, options)
-            self._access[cache_key] = allowed
-        return allowed
+    def _spend(self) -> bool:
+        if self.evaluations_left <= 0:
+            self.over_budget += 1
+            return False
+        self.evaluations_left -= 1
+        return True
 
-    def _check(self, kind: str, record: Record, auth: Any, options: RecordOptions) -> bool:
+    def _may_see(self, kind: str, which: bool, auth: Any, options: RecordOptions) -> bool:
         if options.filter_error is not None:
             return False
         rule = self.collection.rule(kind)
+        if rule is not None and not self._rule_allows(rule, kind, which, auth, options):
+            return False
+        return options.filter is None or self._filter_matches(which, options)
+
+    def _rule_allows(self, rule: Any, kind: str, which: bool, auth: Any, options: RecordOptions) -> bool:
+        key = (kind, which, hashable_identity(auth))
+        results = self._rules.get(key)
+        if results is None:
+            results = self._rules[key] = RuleResults()
+        allowed = results.lookup(options.options)
+        if allowed is not None:
+            return allowed
+        if not self._spend():
+            return False
         try:
-            if rule is not None and not rule(record, auth, options.options):
-                return False
+            return results.call(rule, self._record(which), auth, options.options)
         except Exception:  # noqa: BLE001 - a failing rule denies, like a failing PocketBase rule
             log.exception("the %s rule of %r raised; denying", kind, self.collection.name)
             return False
-        return options.filter is None or options.filter.matches(record, self.collection.schema)
 
-    def _action(self, kind: str, auth: Any, suffix: str, options: RecordOptions) -> tuple[str, bool] | None:
+    def _filter_matches(self, which: bool, options: RecordOptions) -> bool:
+        # A client filter cannot read the auth (``@request.`` is refused, as in PocketBase), so a
+        # filter runs once per event; compiled options are interned, and alive all event.
+        key = (which, id(options))
+        matched = self._filters.get(key)
+        if matched is None:
+            if not self._spend():
+                return False
+            matched = self._filters[key] = options.filter.matches(self._record(which), self.collection.schema)  # type: ignore[union-attr]
+        return matched
+
+    def _action(self, kind: str, auth: Any, options: RecordOptions) -> tuple[str, bool] | None:
         """The action and record (current or previous) this subscription gets, or None."""
-        now = self._may_see(kind, _CURRENT, auth, suffix, options)
+        now = self._may_see(kind, _CURRENT, auth, options)
         if not self.transitions:
             return (self.event.action, _CURRENT) if now else None
-        before = self._may_see(kind, _PREVIOUS, auth, suffix, options)
+        before = self._may_see(kind, _PREVIOUS, auth, options)
         if now:
             return (UPDATE if before else CREATE), _CURRENT
         return (DELETE, _PREVIOUS) if before else None
@@ -88,17 +119,18 @@ class _EventView:
         """
         suffix = key[len(topic):]
         options = compiled.get(suffix) or record_options(suffix)
-        decision = self._action(kind, auth, suffix, options)
+        decision = self._action(kind, auth, options)
         if decision is None:
             return None
         action, which = decision
-        cached = self._messages.get((suffix, action, which))
+        message_key = (id(options.fields), action, which)  # fields pickers live with their options
+        cached = self._messages.get(message_key)
         if cached is not None:
-            return cached.renamed(key)
+            return cached  # delivered under the key's name by the fan-out
         record = self._record(which)
         if options.fields is not None:
             record = options.fields.pick(record, self._texts)
-        message = self._messages[(suffix, action, which)] = Message(key, {"record": record, "action": action})
+        message = self._messages[message_key] = Message(key, {"record": record, "action": action})
         return message
 
 
@@ -150,11 +182,16 @@ def broadcast(state: "BrokerState", collection: Collection, event: RecordEvent) 
     """
     if event.action == GAP:
         return _broadcast_gap(state, collection, event)
-    view = _EventView(collection, event)
+    view = _EventView(collection, event, state.settings.max_evaluations)
     limit = state.settings.max_message_size
     total = Delivery()
     for topic, kind in collection.topics(event.record_id):
         total.add(state.deliver(topic, _TopicMessages(view, topic, kind, limit), concurrent=False))
+    if view.over_budget:
+        log.warning(
+            "a %r record event spent RTBROKER_MAX_EVALUATIONS (%d rule and filter calls): %d subscription check(s) "
+            "denied", collection.name, state.settings.max_evaluations, view.over_budget,
+        )
     if total.first_error is not None:
         log.warning(
             "a %r record event skipped %d subscription(s); first reason: %s", collection.name, total.failed,

@@ -22,6 +22,7 @@ from .broadcast import broadcast
 from .capture import CapturedTable, Change, remove_sql, trigger_sql, trigger_state
 from .change_listener import ChangeListener, listener_for, wait_listening
 from .collection import Collection, Rule, collection_name
+from .delivery_queue import DeliveryQueue
 from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel, gap_event
 from .serialize import RecordSerializer, Serializer, column_schema
 from .validation import RecordOptionsCheck, keep_compiled_options
@@ -68,6 +69,9 @@ class AppRecords:
         owns_topic = weakref.WeakMethod(self.owns_topic)  # the state must not keep us alive
         state.subscription_validators.append(RecordOptionsCheck(lambda topic: bool((owns_topic() or _no_topic)(topic))))
         signals.client_subscribed.connect(_keep_compiled_options, sender=app)
+        self.delivery = DeliveryQueue(lambda: state.runtime, _while_alive(self._broadcast_now))
+        """Where broadcasts go: inline when small, else on the process's queue, in order."""
+        weakref.finalize(self, self.delivery.close)
 
     @classmethod
     def of(cls, app: Flask, state: "BrokerState") -> "AppRecords":
@@ -118,6 +122,14 @@ class AppRecords:
         return RecordSerializer(model, collection, serialize)
 
     def _broadcast(self, events: list[RecordEvent]) -> None:
+        subscribers = 0
+        for event in events:
+            collection = self.collections.get(event.collection)
+            if collection is not None:
+                subscribers += sum(self.state.broker.count_subscribers(t) for t, _ in collection.topics(event.record_id))
+        self.delivery.deliver(events, subscribers)
+
+    def _broadcast_now(self, events: list[RecordEvent]) -> None:
         app = self._app_ref()
         if app is None:
             return

@@ -1,12 +1,14 @@
 """What the ``?options=`` of a record subscription mean: rule inputs, ``filter`` and ``fields``.
 
 A subscription key is its topic (``posts/*``) plus an options suffix (``?options=...``, or
-nothing). Only the suffix matters here, so it is compiled once and shared by every key and
-client that carries it.
+nothing). Only the parsed options matter here, and they are interned
+(:func:`~flask_rtbroker.options.parse_options`), so each distinct option set is compiled once and
+shared by every key and client that carries it.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,9 +46,22 @@ class RecordOptions:
         return None
 
 
+_compiled: "weakref.WeakValueDictionary[int, RecordOptions]" = weakref.WeakValueDictionary()
+"""Compiled options by the id of their interned options (alive while the compiled form, which
+holds them, is)."""
+
+
 def compile_record_options(suffix: str) -> RecordOptions:
-    """Compile the options *suffix* of a subscription key (``""`` or ``"?options=..."``)."""
+    """Compile the options *suffix* of a subscription key (``""`` or ``"?options=..."``); equal
+    options share one compiled form."""
     options = parse_options(suffix)
+    compiled = _compiled.get(id(options))
+    if compiled is None or compiled.options is not options:
+        compiled = _compiled[id(options)] = _compile(options)
+    return compiled
+
+
+def _compile(options: SubscriptionOptions) -> RecordOptions:
     filter_source = options.query.get(FILTER_PARAM, "")
     fields_source = options.query.get(FIELDS_PARAM, "")
     compiled_filter = filter_error = picker = fields_error = None
