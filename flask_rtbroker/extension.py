@@ -18,7 +18,7 @@ from .identity import identity_key, identity_token
 from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .oauth2_redirect import register_redirect
-from .presence import InfoFunction, presence_of
+from .presence import InfoFunction, enabled_presence, presence_of
 from .state import EXTENSION_KEY, BrokerState
 from .topic_rules import TopicCheck, TopicRule
 from .test_client import RealtimeTestClient
@@ -158,20 +158,17 @@ class RealtimeBroker:
         :doc:`presence`.
         """
         app, state = self._app_and_state()
-        presence = presence_of(app, state)
         if info is None and topic[-1:] != "*":
-            return presence.members_of(topic)[0] if presence.rule_for(topic) is not None else []
-        presence.enable(topic, info)
+            reader = enabled_presence(state, topic)
+            return reader.members_of(topic)[0] if reader is not None else []
+        presence_of(app, state).enable(topic, info)
         return None
 
     def presence_count(self, topic: str) -> dict[str, int]:
         """``{"clients": connections, "users": members}`` on *topic*, in every process (members
         within their grace period count; 0 and 0 where presence is not enabled)."""
-        app, state = self._app_and_state()
-        presence = presence_of(app, state)
-        if presence.rule_for(topic) is None:
-            return {"clients": 0, "users": 0}
-        return presence.count(topic)
+        presence = enabled_presence(self.state(), topic)
+        return presence.count(topic) if presence is not None else {"clients": 0, "users": 0}
 
     # -- state lookup --------------------------------------------------------------------------
 

@@ -207,5 +207,7 @@ def test_bad_patterns_and_backplanes_are_refused():
     pg = Flask(__name__)
     pg.config.update(RTBROKER_BACKPLANE="postgresql://127.0.0.1:1/x", RTBROKER_ALLOW_LOCAL_BACKPLANE=True)
     pg_broker = RealtimeBroker(pg)
-    with pg.app_context(), pytest.raises(ConfigurationError):
-        pg_broker.presence("room/*")
+    with pg.app_context():
+        assert pg_broker.presence_count("room/1") == {"clients": 0, "users": 0}  # reading enables nothing
+        with pytest.raises(ConfigurationError):
+            pg_broker.presence("room/*")

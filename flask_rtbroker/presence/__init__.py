@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from ..state import BrokerState
 
-__all__ = ["GUEST_SESSION_KEY", "InfoFunction", "Presence", "PresenceRule", "default_info", "presence_of"]
+__all__ = ["GUEST_SESSION_KEY", "InfoFunction", "Presence", "PresenceRule", "default_info", "enabled_presence",
+           "presence_of"]
 
 
 def store_factory(app: "Flask", state: "BrokerState") -> Callable[[str], PresenceStore]:
@@ -57,3 +58,11 @@ def presence_of(app: "Flask", state: "BrokerState") -> Presence:
     presence = state.presence
     assert isinstance(presence, Presence)
     return presence
+
+
+def enabled_presence(state: "BrokerState", topic: str) -> Presence | None:
+    """The app's :class:`Presence` when a pattern covers *topic*, else None (nothing is made)."""
+    presence = state.presence
+    if isinstance(presence, Presence) and presence.rule_for(topic) is not None:
+        return presence
+    return None
