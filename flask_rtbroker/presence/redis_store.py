@@ -54,8 +54,12 @@ local entries = redis.call('HGETALL', KEYS[4])
 local left = {}
 for i = 1, #entries, 2 do
   local member, connections = entries[i], tonumber(entries[i + 1])
-  if redis.call('DECRBY', KEYS[3], connections) <= 0 then redis.call('DEL', KEYS[3]) end
-  if redis.call('HINCRBY', KEYS[2], member, -connections) <= 0 then
+  local total = tonumber(redis.call('HGET', KEYS[2], member) or '0')
+  if connections > 0 then
+    if redis.call('DECRBY', KEYS[3], connections) <= 0 then redis.call('DEL', KEYS[3]) end
+    total = redis.call('HINCRBY', KEYS[2], member, 0 - connections)
+  end
+  if total <= 0 then
     redis.call('HDEL', KEYS[2], member)
     local document = redis.call('HGET', KEYS[1], member)
     if document then

@@ -1,0 +1,72 @@
+"""The Redis presence store against a real redis-server, two "processes" (stores with their own
+ids) side by side: counts across processes, the grace period's expiry, the liveness of processes
+and the reaping of a dead one's members, the capped member read."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from flask_rtbroker.presence.redis_store import RedisPresenceStore
+from tests.redis_server import RedisServer
+
+DOC = b'{"key":"k","info":{}}'
+
+
+def stores(server: RedisServer, ttl: float = 1.0) -> tuple[RedisPresenceStore, RedisPresenceStore, redis.Redis]:
+    client = redis.Redis.from_url(server.url)
+    return RedisPresenceStore(client, "t", "one", ttl), RedisPresenceStore(client, "t", "two", ttl), client
+
+
+def test_a_member_is_counted_across_processes_and_leaves_when_none_counts_it(redis_server: RedisServer) -> None:
+    one, two, _ = stores(redis_server)
+    assert one.add("room", "u:ann", DOC) is True
+    assert two.add("room", "u:ann", b"ignored: the first document stays") is False
+    assert one.count("room") == (2, 1)
+    assert one.remove("room", "u:ann") == 1  # two still counts her
+    assert one.expire("room", "u:ann") is None
+    assert two.remove("room", "u:ann") == 0
+    assert one.members("room", 10) == ([(DOC, 0)], 1)  # within her grace period she is still listed
+    assert two.add("room", "u:ann", DOC) is False  # back within the grace period: no join
+    assert two.remove("room", "u:ann") == 0
+    assert two.expire("room", "u:ann") == DOC
+    assert one.count("room") == (0, 0)
+    assert one.remove("room", "u:ann") == 0  # never below what this process added
+
+
+def test_a_dead_process_is_reaped_once_and_only_its_last_members_leave(redis_server: RedisServer) -> None:
+    one, two, client = stores(redis_server, ttl=0.5)
+    one.add("room", "u:ann", DOC)
+    one.add("room", "u:bob", b'{"key":"b","info":{}}')
+    one.add("room", "g:gone", b'{"key":"g","info":{}}')
+    one.remove("room", "g:gone")  # its grace period was running when "one" died
+    two.add("room", "u:bob", b'{"key":"b","info":{}}')
+    assert two.beat() == (False, [])
+    time.sleep(0.7)  # "one" stops beating
+    lapsed, leaves = two.beat()
+    assert not lapsed
+    assert sorted(leaves) == [("room", b'{"key":"g","info":{}}'), ("room", DOC)]  # bob stays: two counts him
+    assert two.count("room") == (1, 1)
+    assert two.beat() == (False, [])  # reaped once
+    assert client.keys("t:pr:t:one") == []
+
+
+def test_a_process_taken_for_dead_learns_it_lapsed(redis_server: RedisServer) -> None:
+    one, two, _ = stores(redis_server, ttl=0.3)
+    one.add("room", "u:ann", DOC)
+    two.beat()
+    time.sleep(0.5)
+    assert two.beat()[1] == [("room", DOC)]
+    lapsed, _ = one.beat()
+    assert lapsed  # it must count its connections again
+    assert one.beat() == (False, [])
+
+
+def test_members_read_is_capped_with_the_count(redis_server: RedisServer) -> None:
+    one, _, _ = stores(redis_server)
+    for i in range(50):
+        one.add("big", f"g:{i}", b'{"key":"%d","info":{}}' % i)
+    members, total = one.members("big", 7)
+    assert total == 50 and len(members) == 7 and len(set(members)) == 7
+    assert all(connections == 1 for _, connections in members)
