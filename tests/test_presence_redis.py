@@ -70,3 +70,30 @@ def test_members_read_is_capped_with_the_count(redis_server: RedisServer) -> Non
     members, total = one.members("big", 7)
     assert total == 50 and len(members) == 7 and len(set(members)) == 7
     assert all(connections == 1 for _, connections in members)
+
+
+def test_the_store_runs_on_a_redis_cluster(tmp_path) -> None:
+    """Every script touches one topic's hash slot; the process sets and the liveness ZSET live
+    elsewhere: the same semantics on a 3-master cluster, topics spread over the masters."""
+    from flask_rtbroker.presence import cluster_client
+    from tests.redis_cluster_server import RedisClusterServer
+
+    cluster = RedisClusterServer(tmp_path, replicas=0).start()
+    try:
+        client = cluster_client(redis, cluster.url)
+        one = RedisPresenceStore(client, "c", "one", 0.5)
+        two = RedisPresenceStore(client, "c", "two", 0.5)
+        topics = [f"room/{i}" for i in range(6)]
+        for topic in topics:
+            assert one.add(topic, "u:ann", DOC) is True
+            assert two.add(topic, "u:ann", DOC) is False
+        assert len({cluster.master_of(one._keys(topic)[0]).port for topic in topics}) > 1
+        assert one.remove("room/0", "u:ann") == 1 and two.remove("room/0", "u:ann") == 0
+        assert two.expire("room/0", "u:ann") == DOC
+        assert one.members("room/1", 5) == ([(DOC, 2)], 1) and one.count("room/1") == (2, 1)
+        two.beat()
+        time.sleep(0.7)  # "one" stops beating: ann stays where "two" counts her
+        assert two.beat() == (False, [])
+        assert [one.count(topic) for topic in topics[1:]] == [(1, 1)] * 5
+    finally:
+        cluster.stop()

@@ -7,7 +7,7 @@ is the interface and the one-process store, :mod:`.redis_store` the shared one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..backplane import MemoryBackplane
 from ..errors import ConfigurationError
@@ -24,17 +24,24 @@ __all__ = ["GUEST_SESSION_KEY", "InfoFunction", "Presence", "PresenceRule", "def
            "presence_of"]
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
 def store_factory(app: "Flask", state: "BrokerState") -> Callable[[str], PresenceStore]:
     """How each process makes its store: in memory on the memory backplane, on the Redis server
-    of a Redis backplane; other backplanes have no presence store (ConfigurationError)."""
+    (or Redis Cluster) of a Redis backplane; other backplanes have none (ConfigurationError)."""
     backplane = state.cluster.backplane
     if isinstance(backplane, MemoryBackplane):
         memory = MemoryPresenceStore()
         return lambda process: memory
-    url = app.config.get("RTBROKER_BACKPLANE")
-    if not (isinstance(url, str) and url.partition("://")[0] in ("redis", "rediss", "unix")):
+    value = app.config.get("RTBROKER_BACKPLANE")
+    url = value if isinstance(value, str) else ""
+    scheme = url.partition("://")[0]
+    if scheme not in REDIS_SCHEMES + CLUSTER_SCHEMES:
         raise ConfigurationError(
-            f"presence needs the memory or a Redis backplane (redis://, rediss://, unix://), not {backplane.url!r}"
+            f"presence needs the memory or a Redis backplane (redis://, rediss://, unix://, redis+cluster://), "
+            f"not {backplane.url!r}"
         )
     try:
         import redis
@@ -45,10 +52,24 @@ def store_factory(app: "Flask", state: "BrokerState") -> Callable[[str], Presenc
     settings = state.settings
 
     def make(process: str) -> PresenceStore:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0, socket_keepalive=True)
+        if scheme in CLUSTER_SCHEMES:
+            client = cluster_client(redis, url)
+        else:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0, socket_keepalive=True)
         return RedisPresenceStore(client, settings.channel_prefix, process, settings.presence_ttl)
 
     return make
+
+
+def cluster_client(redis: Any, url: str) -> Any:
+    """A redis-py ``RedisCluster`` for a ``redis+cluster://host:port[,host:port...]`` URL."""
+    from ..backplane.redis_cluster import parse_url
+
+    seeds, kwargs = parse_url(url, redis)
+    for name in ("protocol", "health_check_interval", "retry", "connection_class"):
+        kwargs.pop(name, None)
+    nodes = [redis.cluster.ClusterNode(*seed.rsplit(":", 1)) for seed in seeds]
+    return redis.cluster.RedisCluster(startup_nodes=nodes, **{**kwargs, "socket_timeout": 2.0})
 
 
 def presence_of(app: "Flask", state: "BrokerState") -> Presence:

@@ -12,23 +12,24 @@ ZSET ``<prefix>:pr:procs``: the (Redis clock) time its liveness lapses, renewed 
 ``RTBROKER_PRESENCE_TTL``. A process that renews finds the lapsed ones: the one whose ``ZREM``
 succeeds subtracts their counts, and their members no live process counts leave. Writes happen
 per connection added or removed (one script each), never per message; reads are O(members).
-Every script touches one topic's keys and the process's set (Redis Cluster would need the set
-under the topic's hash tag: not supported yet).
+Every script touches one topic's keys (one hash slot, so a Redis Cluster runs them too); the
+process's set is kept apart, after the script, under a lock per topic stripe (only its process
+writes it, until it is reaped).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 from .store import Members
 
 _ADD = """
 redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
-redis.call('SADD', KEYS[5], ARGV[3])
 redis.call('INCR', KEYS[3])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return {redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]), redis.call('HLEN', KEYS[4])}
 """
 
 _REMOVE = """
@@ -41,12 +42,12 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
 
 _EXPIRE = """
 if redis.call('HGET', KEYS[3], ARGV[1]) == '0' then redis.call('HDEL', KEYS[3], ARGV[1]) end
-if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SREM', KEYS[4], ARGV[2]) end
-if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > 0 then return false end
+local mine = redis.call('EXISTS', KEYS[3])
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > 0 then return {false, mine} end
 redis.call('HDEL', KEYS[2], ARGV[1])
 local document = redis.call('HGET', KEYS[1], ARGV[1])
 if document then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return document
+return {document, mine}
 """
 
 _REAP = """
@@ -94,6 +95,10 @@ return {lapsed, redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', seconds, 'LIMIT', 0
 """
 
 
+TOPIC_LOCKS = 64
+"""Lock stripes ordering a topic's script and the process set's update in this process."""
+
+
 class RedisPresenceStore:
     """A :class:`~.store.PresenceStore` on Redis for the process *process* (a random id)."""
 
@@ -103,6 +108,7 @@ class RedisPresenceStore:
         self.process = process
         self._ttl = ttl
         self._beaten = False
+        self._topic_locks = [threading.Lock() for _ in range(TOPIC_LOCKS)]
         self._add, self._remove, self._expire, self._reap, self._members, self._beat = (
             redis.register_script(text) for text in (_ADD, _REMOVE, _EXPIRE, _REAP, _MEMBERS, _BEAT)
         )
@@ -115,10 +121,17 @@ class RedisPresenceStore:
     def _topics_key(self, process: str) -> str:
         return f"{self._prefix}:t:{process}"
 
+    def _topic_lock(self, topic: str) -> threading.Lock:
+        return self._topic_locks[hash(topic) % TOPIC_LOCKS]
+
     def add(self, topic: str, member: str, document: bytes) -> bool:
         if not self._beaten:
             self.beat()  # be known as live before counting anything
-        return bool(self._add(keys=[*self._keys(topic), self._topics_key(self.process)], args=[member, document, topic]))
+        with self._topic_lock(topic):
+            joined, mine = self._add(keys=self._keys(topic), args=[member, document])
+            if mine == 1:  # this process's first member there: the reaper must find the topic
+                self._redis.sadd(self._topics_key(self.process), topic)
+        return bool(joined)
 
     def remove(self, topic: str, member: str) -> int:
         m, u, n, p = self._keys(topic)
@@ -126,7 +139,10 @@ class RedisPresenceStore:
 
     def expire(self, topic: str, member: str) -> bytes | None:
         m, u, n, p = self._keys(topic)
-        document = self._expire(keys=[m, u, p, self._topics_key(self.process)], args=[member, topic])
+        with self._topic_lock(topic):
+            document, mine = self._expire(keys=[m, u, p], args=[member])
+            if not mine:
+                self._redis.srem(self._topics_key(self.process), topic)
         return document or None
 
     def members(self, topic: str, limit: int) -> Members:
