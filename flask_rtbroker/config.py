@@ -151,7 +151,8 @@ DEFAULTS: dict[str, Any] = {
     # Presence across processes (Redis): seconds a process's heartbeat lasts; it beats every third
     # of it, and the members of a process that stopped beating (killed) leave within about this.
     "RTBROKER_PRESENCE_TTL": 15.0,
-    # Members a presence "sync" event lists at most (with "count", the room's size): a whole number.
+    # Members a presence "sync" event lists at most (with "count", the room's size), their
+    # documents within half of RTBROKER_MAX_MESSAGE_SIZE: a whole number.
     "RTBROKER_PRESENCE_SYNC_LIMIT": 1000,
     # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
     # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,

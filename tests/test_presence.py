@@ -170,6 +170,23 @@ def test_sync_is_capped_with_a_count():
         client.disconnect()
 
 
+def test_sync_fits_in_a_message_however_large_the_members_info():
+    app = Flask(__name__)
+    app.config.update(RTBROKER_MAX_MESSAGE_SIZE=8192, RTBROKER_CLIENT_QUEUE_BYTES=8192)
+    broker = RealtimeBroker(app)
+    broker.presence("hall/*", info=lambda client, auth: {"bio": "x" * 1000})
+    members = [broker.test_client(app) for _ in range(8)]
+    for client in members:
+        client.subscribe("hall/1")
+    watcher = broker.test_client(app)
+    watcher.subscribe("@presence/hall/1")
+    [sync] = presence_events(watcher)
+    assert sync["count"] == 8 and 1 <= len(sync["members"]) <= 4  # ~1 kB each, half of 8 kB at most
+    assert not watcher.client.is_discarded
+    for client in (*members, watcher):
+        client.disconnect()
+
+
 def test_presence_keys_count_against_the_subscription_budget():
     app, broker = make_app(RTBROKER_MAX_SUBSCRIPTION_BYTES=200)
     client = broker.test_client(app)

@@ -286,11 +286,17 @@ class Presence:
 
     def members_of(self, topic: str, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """At most *limit* (default ``RTBROKER_PRESENCE_SYNC_LIMIT``) members of *topic*, each
-        ``{"key", "info", "connections"}``, and how many there are."""
-        limit = self._state.settings.presence_sync_limit if limit is None else limit
+        ``{"key", "info", "connections"}``, and how many there are. The documents listed take
+        at most half of ``RTBROKER_MAX_MESSAGE_SIZE`` together, so a sync always fits a message."""
+        settings = self._state.settings
+        limit = settings.presence_sync_limit if limit is None else limit
         entries, total = self.store.members(topic, limit)
         members = []
+        budget = settings.max_message_size // 2
         for document, connections in entries:
+            budget -= len(document) + 20
+            if budget < 0:
+                break
             member = encoding.loads(document)
             member["connections"] = connections
             members.append(member)
