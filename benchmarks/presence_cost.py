@@ -5,7 +5,7 @@
 1. Store operations (in process, a fresh redis-server from the test fixtures): *members* guests
    join one topic (``add``: one Lua script), then leave (``remove`` + ``expire`` after the
    grace period: two scripts); microseconds per join and per leave, Redis store and the memory
-   store side by side; Redis ``used_memory`` per member (the topic's HASHes, counters and the
+   store side by side, and a PING's round trip for scale; Redis ``used_memory`` per member (the topic's HASHes, counters and the
    per-process HASH).
 2. The process side (in process, tracemalloc, the Redis client's own buffers left out): bytes this
    process keeps per connection when *members* guest connections become members (the
@@ -152,8 +152,13 @@ def main() -> None:
         try:
             client = redis.Redis.from_url(redis_server.url)
             store = RedisPresenceStore(client, "bench", "process1", 15.0)
+            started = time.perf_counter()
+            for _ in range(args.members):
+                client.ping()
+            ping_us = round((time.perf_counter() - started) / args.members * 1e6, 1)
             result: dict[str, Any] = {
                 "members": args.members,
+                "redis_ping_us": ping_us,
                 "redis_store": store_ops(store, args.members, "room/ops"),
                 "memory_store": store_ops(MemoryPresenceStore(), args.members, "room/ops"),
                 "redis_bytes_per_member": redis_memory_per_member(client, store, args.members),
