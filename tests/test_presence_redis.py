@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 
 import redis
+from flask import Flask
+
+from flask_rtbroker import RealtimeBroker
 
 from flask_rtbroker.presence.redis_store import RedisPresenceStore
 from tests.redis_server import RedisServer
@@ -72,9 +75,10 @@ def test_members_read_is_capped_with_the_count(redis_server: RedisServer) -> Non
     assert all(connections == 1 for _, connections in members)
 
 
-def test_the_store_runs_on_a_redis_cluster(tmp_path) -> None:
+def test_presence_runs_on_a_redis_cluster(tmp_path) -> None:
     """Every script touches one topic's hash slot; the process sets and the liveness ZSET live
-    elsewhere: the same semantics on a 3-master cluster, topics spread over the masters."""
+    elsewhere: the same semantics on a 3-master cluster, topics spread over the masters; then an
+    app whose backplane is that cluster."""
     from flask_rtbroker.presence import cluster_client
     from tests.redis_cluster_server import RedisClusterServer
 
@@ -95,5 +99,31 @@ def test_the_store_runs_on_a_redis_cluster(tmp_path) -> None:
         time.sleep(0.7)  # "one" stops beating: ann stays where "two" counts her
         assert two.beat() == (False, [])
         assert [one.count(topic) for topic in topics[1:]] == [(1, 1)] * 5
+        app_on_the_cluster(cluster.url)
     finally:
         cluster.stop()
+
+
+def app_on_the_cluster(url: str) -> None:
+    """An app whose backplane is the cluster gets its presence there: a member and a watcher."""
+    app = Flask(__name__)
+    app.config.update(RTBROKER_BACKPLANE=url, RTBROKER_PRESENCE_GRACE=0)
+    broker = RealtimeBroker(app)
+    broker.presence("hall/*")
+    member, watcher = broker.test_client(app), broker.test_client(app)
+    try:
+        member.subscribe("hall/1")
+        watcher.subscribe("@presence/hall/1")
+        [sync] = [event.data for event in watcher.get_received()]
+        assert sync["action"] == "sync" and sync["count"] == 1
+        with app.app_context():
+            assert broker.presence_count("hall/1") == {"clients": 1, "users": 1}
+        member.disconnect()
+        deadline = time.monotonic() + 5
+        events: list = []
+        while not events and time.monotonic() < deadline:
+            events = [event.data["action"] for event in watcher.get_received(0.5)]
+        assert events == ["leave"]
+    finally:
+        watcher.disconnect()
+        app.extensions["rtbroker"].close()
