@@ -327,8 +327,10 @@ class BrokerState:
             denied_before = self.denied_keys(client)
             if identity is not None:
                 client.set(AUTH_KEY, identity)
-            self.recheck_subscriptions(client)
+            refused = self.recheck_subscriptions(client)
             self.auth_changed(client, denied_before)
+            if refused and self.presence is not None:
+                self.presence.subscriptions_changed(client, [])  # it left the rooms refused now
         return refreshed
 
     def denied_keys(self, client: DefaultClient) -> frozenset[str]:

@@ -132,6 +132,12 @@ def test_auth_change_moves_the_member_and_unsubscribing_leaves():
     assert [(e["action"], e["member"]["info"]) for e in events] == [
         ("leave", {}), ("join", {"id": "ann", "collectionName": "users"})]
     assert events[0]["member"]["key"] == guest_join["member"]["key"]
+    with app.app_context():
+        assert broker.clear_auth(USERS["tok-ann"]) == 1  # a guest again: ann leaves, a guest joins
+    events = presence_events(watcher)
+    assert [(e["action"], e["member"]["info"]) for e in events] == [
+        ("leave", {"id": "ann", "collectionName": "users"}), ("join", {})]
+    assert events[1]["member"]["key"] == guest_join["member"]["key"]  # the same guest session
     client.unsubscribe("room/3")
     assert [e["action"] for e in presence_events(watcher)] == ["leave"]
     for c in (watcher, client):
