@@ -23,7 +23,7 @@ def stores(server: RedisServer, ttl: float = 1.0) -> tuple[RedisPresenceStore, R
 
 
 def test_a_member_is_counted_across_processes_and_leaves_when_none_counts_it(redis_server: RedisServer) -> None:
-    one, two, _ = stores(redis_server)
+    one, two, client = stores(redis_server)
     assert one.add("room", "u:ann", DOC) is True
     assert two.add("room", "u:ann", b"ignored: the first document stays") is False
     assert one.count("room") == (2, 1)
@@ -36,6 +36,7 @@ def test_a_member_is_counted_across_processes_and_leaves_when_none_counts_it(red
     assert two.expire("room", "u:ann") == DOC
     assert one.count("room") == (0, 0)
     assert one.remove("room", "u:ann") == 0  # never below what this process added
+    assert sorted(client.keys("t:pr:*")) == [b"t:pr:procs"]  # an empty room leaves no key behind
 
 
 def test_a_dead_process_is_reaped_once_and_only_its_last_members_leave(redis_server: RedisServer) -> None:
