@@ -16,8 +16,20 @@ USERS = {"tok-ann": {"id": "ann", "collectionName": "users", "email": "ann@examp
          "tok-bob": {"id": "bob", "collectionName": "users", "email": "bob@example.com"}}
 
 
+OPENED: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def close_apps():
+    """Close every app a test made: its presence keeper and sweeper end with it."""
+    yield
+    while OPENED:
+        OPENED.pop().extensions["rtbroker"].close()
+
+
 def make_app(**config: object) -> tuple[Flask, RealtimeBroker]:
     app = Flask(__name__)
+    OPENED.append(app)
     app.config.update({"SECRET_KEY": "test", "RTBROKER_PRESENCE_GRACE": 0.3, **config})
     broker = RealtimeBroker(app)
     broker.auth_loader(lambda request: USERS.get(request.headers.get("Authorization", "")))
@@ -146,6 +158,7 @@ def test_auth_change_moves_the_member_and_unsubscribing_leaves():
 
 def test_topic_rules_guard_presence_keys_and_info_function():
     app = Flask(__name__)
+    OPENED.append(app)
     app.config.update(RTBROKER_PRESENCE_GRACE=0)
     broker = RealtimeBroker(app)
     broker.auth_loader(lambda request: USERS.get(request.headers.get("Authorization", "")))
@@ -178,6 +191,7 @@ def test_sync_is_capped_with_a_count():
 
 def test_sync_fits_in_a_message_however_large_the_members_info():
     app = Flask(__name__)
+    OPENED.append(app)
     app.config.update(RTBROKER_MAX_MESSAGE_SIZE=8192, RTBROKER_CLIENT_QUEUE_BYTES=8192)
     broker = RealtimeBroker(app)
     broker.presence("hall/*", info=lambda client, auth: {"bio": "x" * 1000})

@@ -13,8 +13,8 @@ lifetime rotation or a reload within it shows nothing. The events go to the key
 and ``presence_left`` signals in the process that saw it. A POST that adds such a key gets a
 ``sync`` first: at most ``RTBROKER_PRESENCE_SYNC_LIMIT`` members, with ``count``.
 
-One keeper per process (a greenlet or thread) runs the grace periods due (every 0.25 s at
-most) and, on a shared store, renews the process's liveness every third of
+One keeper per process (a greenlet or thread, until the app is closed or gone) runs the grace
+periods due (every 0.25 s at most) and, on a shared store, renews the process's liveness every third of
 ``RTBROKER_PRESENCE_TTL``, emitting the leaves of processes whose liveness lapsed.
 """
 
@@ -141,7 +141,7 @@ class Presence:
     def _keep(self) -> None:
         pid, beat_every = os.getpid(), self._state.settings.presence_ttl / 3
         next_beat = time.monotonic() + beat_every
-        while not self._state.closed and os.getpid() == pid:
+        while not self._state.closed and os.getpid() == pid and self._app_ref() is not None:
             self._state.runtime.sleep(min(KEEPER_TICK, beat_every))
             try:
                 self._expire_due()
