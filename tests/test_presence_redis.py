@@ -128,3 +128,33 @@ def app_on_the_cluster(url: str) -> None:
     finally:
         watcher.disconnect()
         app.extensions["rtbroker"].close()
+
+
+def test_a_redis_restart_that_lost_everything_is_counted_again(redis_server: RedisServer) -> None:
+    """While Redis is down, subscriptions still answer 204 (presence is best effort); once it is
+    back without its data, the process notices at its next renewal and counts its connections
+    again: the member joins again and the counts are right."""
+    app = Flask(__name__)
+    app.config.update(RTBROKER_BACKPLANE=redis_server.url, RTBROKER_PRESENCE_TTL=0.6, RTBROKER_PRESENCE_GRACE=0)
+    broker = RealtimeBroker(app)
+    broker.presence("hall/*")
+    member, watcher = broker.test_client(app), broker.test_client(app)
+    try:
+        member.subscribe("hall/1")
+        watcher.subscribe("@presence/hall/1")
+        assert [event.data["action"] for event in watcher.get_received()] == ["sync"]
+        redis_server.stop()
+        late = broker.test_client(app)
+        assert late.subscribe("hall/1").status_code == 204
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        with app.app_context():
+            while broker.presence_count("hall/1") != {"clients": 2, "users": 2} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert broker.presence_count("hall/1") == {"clients": 2, "users": 2}
+        assert [event.data["action"] for event in watcher.get_received()] == ["join", "join"]
+        late.disconnect()
+    finally:
+        for client in (member, watcher):
+            client.disconnect()
+        app.extensions["rtbroker"].close()

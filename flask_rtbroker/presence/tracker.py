@@ -52,6 +52,8 @@ Membership = tuple[str, tuple[str, ...]]
 
 CLIENT_LOCKS = 64
 """Lock stripes serializing each connection's presence changes."""
+STORE_ERROR_LOG_EVERY = 30.0
+"""Seconds between two logged store failures (an outage is logged, not every call it fails)."""
 KEEPER_TICK = 0.25
 """Longest wait of the keeper between two looks at the grace periods due."""
 
@@ -107,6 +109,7 @@ class Presence:
         self._client_locks = [threading.RLock() for _ in range(CLIENT_LOCKS)]
         self._store: PresenceStore | None = None
         self._pid: int | None = None
+        self._error_logged_at = -STORE_ERROR_LOG_EVERY
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -149,7 +152,15 @@ class Presence:
                     next_beat = time.monotonic() + beat_every
                     self._beat()
             except Exception:  # noqa: BLE001 - the keeper must outlive a store outage
-                log.exception("presence keeper: the store failed; trying again")
+                self._store_failed("the keeper's store call (grace periods, liveness)")
+
+    def _store_failed(self, what: str) -> None:
+        """Log a store failure (with its traceback) at most every :data:`STORE_ERROR_LOG_EVERY` seconds."""
+        now = time.monotonic()
+        if now - self._error_logged_at >= STORE_ERROR_LOG_EVERY:
+            self._error_logged_at = now
+            log.exception("presence: %s failed (further failures within %.0f s are not logged)", what,
+                          STORE_ERROR_LOG_EVERY)
 
     def _expire_due(self) -> None:
         now = time.monotonic()
@@ -239,7 +250,7 @@ class Presence:
         try:
             joined = self.store.add(topic, member, document)
         except Exception:  # noqa: BLE001 - presence is best effort; subscriptions go on
-            log.exception("presence: counting a connection failed")
+            self._store_failed("counting a connection")
             return None
         return document if joined else None
 
@@ -248,7 +259,7 @@ class Presence:
         try:
             left = self.store.remove(topic, member)
         except Exception:  # noqa: BLE001
-            log.exception("presence: uncounting a connection failed")
+            self._store_failed("uncounting a connection")
             return
         if left <= 0:
             with self._lock:
@@ -278,7 +289,7 @@ class Presence:
         try:
             members, total = self.members_of(topic)
         except Exception:  # noqa: BLE001
-            log.exception("presence: reading the members for a sync failed")
+            self._store_failed("reading the members for a sync")
             return
         self._state.send_local(client, Message(key, {"action": "sync", "members": members, "count": total}))
 
