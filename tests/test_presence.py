@@ -248,3 +248,43 @@ def test_bad_patterns_and_backplanes_are_refused():
         assert pg_broker.presence_count("room/1") == {"clients": 0, "users": 0}  # reading enables nothing
         with pytest.raises(ConfigurationError):
             pg_broker.presence("room/*")
+
+
+def test_what_the_store_failed_to_take_is_written_when_it_answers_again():
+    app, broker = make_app(RTBROKER_PRESENCE_GRACE=0, RTBROKER_PRESENCE_TTL=0.3)
+    watcher = broker.test_client(app)
+    watcher.subscribe("@presence/room/f")
+    presence_events(watcher)
+    presence = app.extensions["rtbroker"].presence
+    store = presence.store
+    failing = {"add": 1, "remove": 1}
+
+    def flaky(name):
+        real = getattr(store, name)
+
+        def call(*args):
+            if failing[name]:
+                failing[name] -= 1
+                raise ConnectionError("the store is down")
+            return real(*args)
+        return call
+
+    store.add, store.remove = flaky("add"), flaky("remove")
+    ann = broker.test_client(app, headers={"Authorization": "tok-ann"})
+    assert ann.subscribe("room/f").status_code == 204  # counted later: the store failed
+    bob = broker.test_client(app, headers={"Authorization": "tok-bob"})
+    bob.subscribe("room/f")
+    time.sleep(0.5)
+    actions = [(e["action"], e["member"]["info"]["id"]) for e in presence_events(watcher)]
+    assert sorted(actions) == [("join", "ann"), ("join", "bob")]
+    bob.disconnect()  # the store fails to uncount him, then does it
+    gone = broker.test_client(app)  # a guest counted, then gone: its count is never taken back twice
+    gone.subscribe("room/f")
+    gone.disconnect()
+    time.sleep(0.5)
+    actions = [(e["action"], e["member"]["info"].get("id", "guest")) for e in presence_events(watcher)]
+    assert sorted(actions) == [("join", "guest"), ("leave", "bob"), ("leave", "guest")]
+    with app.app_context():
+        assert broker.presence_count("room/f") == {"clients": 1, "users": 1}
+    for client in (watcher, ann):
+        client.disconnect()

@@ -110,6 +110,11 @@ class Presence:
         self._store: PresenceStore | None = None
         self._pid: int | None = None
         self._error_logged_at = -STORE_ERROR_LOG_EVERY
+        self._unsaved: dict[DefaultClient, set[tuple[str, str]]] = {}
+        """Per connection, the (topic, member) counts the store failed to take: written when it
+        answers again, never taken back before."""
+        self._unremoved: list[tuple[str, str]] = []
+        """(topic, member) connections the store failed to uncount: uncounted when it answers again."""
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class Presence:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + beat_every
                     self._beat()
+                    self._retry()
             except Exception:  # noqa: BLE001 - the keeper must outlive a store outage
                 self._store_failed("the keeper's store call (grace periods, liveness)")
 
@@ -169,7 +175,12 @@ class Presence:
                 if not self._due or self._due[0][0] > now:
                     break
                 _, topic, member = heapq.heappop(self._due)
-            document = self.store.expire(topic, member)
+            try:
+                document = self.store.expire(topic, member)
+            except Exception:
+                with self._lock:  # tried again a second later
+                    heapq.heappush(self._due, (now + 1.0, topic, member))
+                raise
             if document is not None:
                 self._emit(topic, "leave", document)
 
@@ -181,11 +192,30 @@ class Presence:
             log.warning("presence: this process's liveness lapsed; counting its connections again")
             with self._lock:
                 held = list(self._held.items())
+                self._unsaved.clear()  # all of it is counted again now
+                self._unremoved.clear()  # reaped with the rest
             for client, (member, topics) in held:
                 for topic in topics:
                     joined = self._add(client, topic, member)
                     if joined is not None:
                         self._emit(topic, "join", joined)
+
+    def _retry(self) -> None:
+        """Write what the store failed to take (it answered the beat just now)."""
+        with self._lock:
+            unremoved, self._unremoved = self._unremoved, []
+            unsaved, self._unsaved = self._unsaved, {}
+        for topic, member in unremoved:
+            self._remove(topic, member)
+        for client, pairs in unsaved.items():
+            events = []
+            with self._client_lock(client):
+                for topic, member in sorted(pairs & _pairs(self._held.get(client))):  # what it still holds
+                    joined = self._add(client, topic, member)
+                    if joined is not None:
+                        events.append((topic, "join", joined))
+            for event in events:
+                self._emit(*event)
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -218,7 +248,7 @@ class Presence:
                     del self._held[client]
             was, now = _pairs(held), _pairs(wanted)
             for topic, member in was - now:
-                self._remove(topic, member)
+                self._remove_counted(client, topic, member)
             for topic, member in sorted(now - was):
                 document = self._add(client, topic, member)
                 if document is not None:
@@ -237,7 +267,9 @@ class Presence:
             with self._lock:
                 held = self._held.pop(client, None)
             for topic, member in _pairs(held):
-                self._remove(topic, member)
+                self._remove_counted(client, topic, member)
+            with self._lock:
+                self._unsaved.pop(client, None)
         if self._state.settings.presence_grace == 0:
             self._expire_due()
 
@@ -251,8 +283,19 @@ class Presence:
             joined = self.store.add(topic, member, document)
         except Exception:  # noqa: BLE001 - presence is best effort; subscriptions go on
             self._store_failed("counting a connection")
+            with self._lock:
+                self._unsaved.setdefault(client, set()).add((topic, member))
             return None
         return document if joined else None
+
+    def _remove_counted(self, client: DefaultClient, topic: str, member: str) -> None:
+        """Uncount *client* as *member* in *topic*, unless the store never took that count."""
+        with self._lock:
+            unsaved = self._unsaved.get(client)
+            if unsaved is not None and (topic, member) in unsaved:
+                unsaved.discard((topic, member))
+                return
+        self._remove(topic, member)
 
     def _remove(self, topic: str, member: str) -> None:
         """Uncount one connection of *member*; when none is left, its grace period starts."""
@@ -260,6 +303,8 @@ class Presence:
             left = self.store.remove(topic, member)
         except Exception:  # noqa: BLE001
             self._store_failed("uncounting a connection")
+            with self._lock:
+                self._unremoved.append((topic, member))
             return
         if left <= 0:
             with self._lock:
