@@ -15,6 +15,8 @@ external checks can act as different users; it also adds two test hooks: ``POST 
 {"token": ..., "user": id or null}`` makes a token valid or stale in this process, and ``POST
 /test/auth {"user": id, "staff": bool, "clear": bool}`` marks a user staff (or not) here and
 calls ``broker.refresh_auth`` (or ``broker.clear_auth``) for every process.
+``NOTIFY_APP_PRESENCE`` (a pattern, e.g. ``room/*``) enables presence there and adds the test
+hook ``GET /presence?topic=...``: ``{"members", "count", "pid"}`` as this process sees them.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def create_app() -> Flask:
 
     if TOKENS:
         add_test_hooks(app, broker)
+    if os.environ.get("NOTIFY_APP_PRESENCE"):
+        add_presence(app, broker, os.environ["NOTIFY_APP_PRESENCE"])
 
     @app.post("/notify")
     def notify() -> Any:
@@ -116,6 +120,17 @@ def add_test_hooks(app: Flask, broker: RealtimeBroker) -> None:
         if body.get("clear"):
             return jsonify({"changed": broker.clear_auth(user_record(user_id))})
         return jsonify({"changed": broker.refresh_auth(user_record(user_id))})
+
+
+def add_presence(app: Flask, broker: RealtimeBroker, pattern: str) -> None:
+    """Presence on *pattern* and ``GET /presence?topic=...`` (see the module docstring); tests only."""
+    with app.app_context():
+        broker.presence(pattern)
+
+    @app.get("/presence")
+    def presence() -> Any:
+        topic = request.args.get("topic", "")
+        return jsonify({"members": broker.presence(topic), "count": broker.presence_count(topic), "pid": os.getpid()})
 
 
 def resources() -> dict[str, int]:

@@ -34,6 +34,8 @@ from .signals import (
     client_disconnected,
     client_subscribed,
     message_notified,
+    presence_joined,
+    presence_left,
 )
 
 __version__ = "0.3.0.dev0"
@@ -80,4 +82,6 @@ __all__ = [
     "client_subscribed",
     "load_env",
     "message_notified",
+    "presence_joined",
+    "presence_left",
 ]

@@ -157,6 +157,15 @@ DEFAULTS: dict[str, Any] = {
     # denied. False = the subscription is accepted and simply receives nothing. True or False,
     # accepted like RTBROKER_USE_LEFTMOST_IP.
     "RTBROKER_TOPIC_DENIED_EVENT": False,
+    # Presence (broker.presence): seconds a member stays after its last connection ended, so
+    # reconnects and lifetime rotations show no leave and join (docs/presence.rst).
+    "RTBROKER_PRESENCE_GRACE": 5.0,
+    # Presence across processes (Redis): seconds a process's heartbeat lasts; it beats every third
+    # of it, and the members of a process that stopped beating (killed) leave within about this.
+    "RTBROKER_PRESENCE_TTL": 15.0,
+    # Members a presence "sync" event lists at most (with "count", the room's size), their
+    # documents within half of RTBROKER_MAX_MESSAGE_SIZE: a whole number.
+    "RTBROKER_PRESENCE_SYNC_LIMIT": 1000,
     # End every stream cleanly when a server worker gets SIGTERM/SIGINT/SIGQUIT, so the
     # SDK reconnects to a live worker instead of waiting for the graceful timeout. True or False,
     # accepted like RTBROKER_USE_LEFTMOST_IP.
@@ -361,6 +370,9 @@ class Settings:
     resume_max_ghosts: int
     resume_memory: int
     topic_denied_event: bool
+    presence_grace: float
+    presence_ttl: float
+    presence_sync_limit: int
     graceful_shutdown: bool
     metrics_path: str | None
     write_through: bool
@@ -467,6 +479,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "resume_max_ghosts": _count,
     "resume_memory": _count,
     "topic_denied_event": _flag,
+    "presence_grace": _seconds_or_zero,
+    "presence_ttl": _seconds,
+    "presence_sync_limit": _count,
     "graceful_shutdown": _flag,
     "metrics_path": _optional_path,
     "write_through": _flag,

@@ -18,6 +18,7 @@ from .identity import identity_key, identity_token
 from .message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .oauth2_redirect import register_redirect
+from .presence import InfoFunction, enabled_presence, presence_of
 from .state import EXTENSION_KEY, BrokerState
 from .topic_rules import TopicCheck, TopicRule
 from .test_client import RealtimeTestClient
@@ -139,6 +140,35 @@ class RealtimeBroker:
         for state in list(self._states.values()):
             state.topic_rules.reset()
         return check
+
+    def presence(self, topic: str, info: InfoFunction | None = None) -> list[dict[str, Any]] | None:
+        """Enable presence on the topics a pattern covers, or read who is in a room.
+
+        ``broker.presence("room/*", info=fn)`` enables it, when the app is set up (a prefix
+        ending in ``*``, or, with *info*, any pattern: ``broker.presence("lobby",
+        info=default_info)``): a client subscribed to a covered topic is a member, shown to
+        clients subscribed to ``@presence/<topic>`` (they get a ``sync``, then ``join`` and
+        ``leave`` events; the topic rules of *topic* decide who may watch). ``info(client,
+        auth)`` returns the public fields a member shows (default: the identity's ``id`` and
+        ``collectionName``; a guest shows none). Returns None.
+
+        ``broker.presence("room/1")`` (a topic, no *info*) returns its members in every
+        process, ``{"key", "info", "connections"}`` each, at most
+        ``RTBROKER_PRESENCE_SYNC_LIMIT`` of them ([] where presence is not enabled). See
+        :doc:`presence`.
+        """
+        app, state = self._app_and_state()
+        if info is None and topic[-1:] != "*":
+            reader = enabled_presence(state, topic)
+            return reader.members_of(topic)[0] if reader is not None else []
+        presence_of(app, state).enable(topic, info)
+        return None
+
+    def presence_count(self, topic: str) -> dict[str, int]:
+        """``{"clients": connections, "users": members}`` on *topic*, in every process (members
+        within their grace period count; 0 and 0 where presence is not enabled)."""
+        presence = enabled_presence(self.state(), topic)
+        return presence.count(topic) if presence is not None else {"clients": 0, "users": 0}
 
     # -- state lookup --------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ signal                      keyword arguments
                             ``"discarded"``, ``"revoked"`` or ``"shutdown"``)
 ``message_notified``        ``message``: the Message; ``topic``; ``delivered``: how many
                             deliveries were queued in this process
+``presence_joined``         ``topic``; ``member``: ``{"key", "info"}`` (see :doc:`presence`), sent
+                            once in the cluster, by the process that counted its first connection
+``presence_left``           ``topic``; ``member``, after the grace period, by the process that saw it go
 ``backplane_state_changed`` ``state``: ``"up"`` or ``"down"``; ``error``: the exception or None
 ==========================  ======================================================================
 """
@@ -28,3 +31,5 @@ client_subscribed = _signals.signal("rtbroker.client-subscribed", doc="A subscri
 client_disconnected = _signals.signal("rtbroker.client-disconnected", doc="A stream ended; its client was unregistered.")
 message_notified = _signals.signal("rtbroker.message-notified", doc="notify() queued a message for its subscribers.")
 backplane_state_changed = _signals.signal("rtbroker.backplane-state-changed", doc="The backplane connection went up or down.")
+presence_joined = _signals.signal("rtbroker.presence-joined", doc="A member joined a presence topic.")
+presence_left = _signals.signal("rtbroker.presence-left", doc="A member left a presence topic (after the grace period).")

@@ -52,6 +52,14 @@ class Hooks(Protocol):
     topic_rules: list[TopicRule]
 
 
+class PresenceHooks(Protocol):
+    """What presence (:mod:`flask_rtbroker.presence`) hears of connections."""
+
+    def subscriptions_changed(self, client: DefaultClient, added: list[str]) -> None: ...
+
+    def disconnected(self, client: DefaultClient) -> None: ...
+
+
 SubscriptionValidator = Callable[[DefaultClient, list[str]], Mapping[str, Any]]
 """``(client, submitted keys) -> {index: field error}``: rejects a POST with a 400 when not empty."""
 
@@ -105,6 +113,8 @@ class BrokerState:
         """Who may read what, asked on every delivery path (see :mod:`.topic_rules`)."""
         self.subscription_validators: list[SubscriptionValidator] = []
         """Checks a subscription POST passes after PocketBase's own (record options add one)."""
+        self.presence: PresenceHooks | None = None
+        """Presence, once ``broker.presence`` enabled it: told of subscription changes and disconnects."""
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
         """More figures for :meth:`stats` (database capture adds its counters)."""
         self.sessions = Sessions(self.broker, settings, lambda: self.runtime, self.topic_rules.forget, self.new_client)
@@ -229,6 +239,8 @@ class BrokerState:
             self.broker.unregister(client.id)
             client.clear_queue()  # nobody will write it now; the process's count forgets it
         self.topic_rules.forget(client)
+        if self.presence is not None:
+            self.presence.disconnected(client)
         counters = self.counters
         counters.disconnects[reason] += 1
         counters.dropped += client.dropped
@@ -332,6 +344,8 @@ class BrokerState:
                 client.unset(AUTH_KEY)
                 self.recheck_subscriptions(client)
                 self.auth_changed(client, denied_before)
+                if self.presence is not None:
+                    self.presence.subscriptions_changed(client, [])  # now a guest member
         return cleared
 
     def refresh_auth(self, identity: Any, token: str | None, key: Any) -> int:
@@ -343,8 +357,10 @@ class BrokerState:
             denied_before = self.denied_keys(client)
             if identity is not None:
                 client.set(AUTH_KEY, identity)
-            self.recheck_subscriptions(client)
+            refused = self.recheck_subscriptions(client)
             self.auth_changed(client, denied_before)
+            if refused and self.presence is not None:
+                self.presence.subscriptions_changed(client, [])  # it left the rooms refused now
         return refreshed
 
     def denied_keys(self, client: DefaultClient) -> frozenset[str]:

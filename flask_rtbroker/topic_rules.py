@@ -10,7 +10,8 @@ routine) and direct sends (:meth:`TopicRules.allows`).
 A pattern is a topic, or a prefix ending in ``*`` (``user/*`` covers ``user/bob``). The topic a
 rule judges is the delivered topic without the SDK's ``?options=`` part. A topic must pass
 every rule that covers it; a rule that raises denies (fail closed). Topics no rule covers cost
-nothing.
+nothing. A presence key ``@presence/<topic>`` is judged as *topic* (who may read a room may see
+who is in it), its decisions kept apart from the room's.
 
 Like record rules, a rule is evaluated once per auth identity (see
 :func:`~flask_rtbroker.identity.identity_key`) per topic among the clients it decides for, so
@@ -44,9 +45,18 @@ _PRUNE_SLACK = 16
 """Decisions a topic may keep for clients no longer among its subscribers before a prune."""
 
 
+PRESENCE_PREFIX = "@presence/"
+"""The key prefix of presence events: ``@presence/<topic>`` shows who is subscribed to *topic*."""
+
+
 def rule_topic(topic: str) -> str:
     """The topic rules judge for a delivery to *topic* (or a key): without the SDK's options."""
     return base_topic(topic) or topic
+
+
+def judged_topic(topic: str) -> str:
+    """The topic whose rules judge *topic* (a :func:`rule_topic`): a presence key's room, else itself."""
+    return topic[len(PRESENCE_PREFIX):] if topic.startswith(PRESENCE_PREFIX) else topic
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,8 @@ class TopicRules:
         """Remove from *subscribers* (a snapshot the caller owns) the clients the rules covering
         *topic* deny, deciding for the ones not decided yet, once per identity."""
         topic = rule_topic(topic)
-        rules = self.rules_for(topic)
+        judged = judged_topic(topic)
+        rules = self.rules_for(judged)
         if not rules:
             return subscribers
         readers = self._readers.get(topic)
@@ -154,7 +165,7 @@ class TopicRules:
                 identity = hashable_identity(auth)
                 allowed = by_identity.get(identity)
                 if allowed is None:
-                    allowed = by_identity[identity] = self._decide(rules, client, topic, auth)
+                    allowed = by_identity[identity] = self._decide(rules, client, judged, auth)
                 decisions.append((client, auth, allowed))
                 if not allowed:
                     denied_now.append(client)
@@ -183,7 +194,8 @@ class TopicRules:
         """Whether *client* may read *topic* (a key, or a direct send's name): the kept decision,
         or the rules asked now (and kept, unless not *keep*: a send's name need not be)."""
         topic = rule_topic(topic)
-        rules = self.rules_for(topic)
+        judged = judged_topic(topic)
+        rules = self.rules_for(judged)
         if not rules:
             return True
         readers = self._readers.get(topic)
@@ -192,7 +204,7 @@ class TopicRules:
             if kept is not None:
                 return kept
         auth = client.get(AUTH_KEY)
-        allowed = self._decide(rules, client, topic, auth)
+        allowed = self._decide(rules, client, judged, auth)
         if keep:
             self._remember(topic, [(client, auth, allowed)])
         return allowed

@@ -247,6 +247,7 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
         hooks.before_subscribe_hook(client, subscriptions, auth)
     state.cluster.listen_for(subscriptions)  # before the 204: what is published after it arrives
     denied_before = state.denied_keys(client)
+    held = client.subscriptions()
     if auth is None:
         client.unset(AUTH_KEY)
     else:
@@ -256,6 +257,8 @@ def apply_subscriptions(state: "BrokerState", client: "DefaultClient", submitted
     state.sessions.start(client, subscriptions, auth, ip, resume_id, state.send_local)
     change_rate.spend(client, added, state.settings.max_subscription_changes)
     state.auth_changed(client, denied_before)  # the topic rules decide with this POST's auth
+    if state.presence is not None:
+        state.presence.subscriptions_changed(client, [key for key in subscriptions if key not in held])
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     signals.client_subscribed.send(app, client=client, subscriptions=subscriptions)
 

@@ -36,6 +36,8 @@ LIVE_MODULES = frozenset({
     "test_multiprocess",  # two gunicorn processes on a redis-server
     "test_sessions_js",  # the JS SDK across stream ends: gunicorn, Node, redis-server
     "test_oauth2",  # the SDK's authWithOAuth2 in Node and Chromium, a provider on loopback
+    "test_presence_cluster",  # the JS SDK on two gunicorn processes and a redis-server
+    "test_presence_redis",  # a redis-server, and a Redis Cluster of its own
     "test_protocol_post",  # raw-socket conformance against every server mode
     "test_protocol_stream",
     "test_records_browser",

@@ -21,7 +21,7 @@ def test_public_api_is_pinned() -> None:
         "NotSerializable", "PB_CONNECT", "ReadTimeout", "RealtimeBroker", "RealtimeEvent", "RealtimeTestClient",
         "RtBrokerError", "StreamEnded", "StreamRefused", "SubscriptionOptions", "WatchError",
         "backplane_state_changed", "client_connected", "client_disconnected", "client_subscribed", "load_env",
-        "message_notified",
+        "message_notified", "presence_joined", "presence_left",
     ]
     for name in flask_rtbroker.__all__:
         value = getattr(flask_rtbroker, name)

@@ -40,6 +40,7 @@ import requests
 from flask_rtbroker.testing import SSEClient
 from tests.jsrun import JS_DIR, require_node
 from tests.live import HOST, ROOT, free_port
+from tests.test_docs import readme_blocks
 
 README = (ROOT / "README.rst").read_text()
 INSTALL_TIMEOUT = 600
@@ -62,19 +63,6 @@ def quickstart_git_line() -> list[str]:
     match = re.search(r"``(pip install '[^`]+ @ git\+<repository URL>')``", quickstart())
     assert match, "the Quickstart shows the git URL form"
     return shlex.split(match.group(1))
-
-
-def readme_blocks(language: str) -> list[str]:
-    """The README's ``code-block:: <language>`` blocks, dedented."""
-    blocks = []
-    for part in README.split(f".. code-block:: {language}\n\n")[1:]:
-        lines = []
-        for line in part.splitlines():
-            if line and not line.startswith("    "):
-                break
-            lines.append(line[4:])
-        blocks.append("\n".join(lines).strip() + "\n")
-    return blocks
 
 
 def quickstart_app() -> str:

@@ -316,6 +316,7 @@ def run_library(cases: list[Case], collection_id: str) -> None:
             for record in RECORDS:
                 session.add(DiffRecord(**record))
                 session.commit()
+                assert app.extensions["rtbroker.records"].delivery.wait_idle(10), "broadcast off the request"
                 for case, client in live:
                     for name, data in received(client):
                         assert name == case.key

@@ -13,7 +13,7 @@ from flask import Flask
 from flask_rtbroker import DefaultClient, InvalidArgument, RealtimeBroker, wire
 from flask_rtbroker.client import AUTH_KEY
 from flask_rtbroker.state import BrokerState
-from flask_rtbroker.testing import parse_events
+from tests.records_support import received
 from tests.test_cluster import Intruder, MakeCluster, barrier, bus_url, make_cluster, wait_until  # noqa: F401
 
 ALICE = {"collectionName": "users", "id": "alice"}
@@ -45,10 +45,6 @@ def connect(app: Flask, *subscriptions: str, auth: Any = None) -> DefaultClient:
         client.set(AUTH_KEY, auth)
     client.subscribe(*subscriptions)
     return client
-
-
-def received(client: DefaultClient) -> list[tuple[str, Any]]:
-    return [(event.name, event.json()) for event in parse_events(client.take())]
 
 
 def test_a_rule_filters_notifies_targeted_notifies_and_sends(app: Flask) -> None:

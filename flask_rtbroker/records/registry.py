@@ -23,7 +23,7 @@ from .capture import CapturedTable, Change, remove_sql, trigger_sql, trigger_sta
 from .change_listener import ChangeListener, listener_for, wait_listening
 from .collection import Collection, Rule, collection_name
 from .delivery_queue import DeliveryQueue
-from .event import CREATE, DELETE, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel, gap_event
+from .event import CREATE, DELETE, GAP, KIND_RECORD, UPDATE, RecordEvent, RecordWire, collection_channel, gap_event
 from .serialize import RecordSerializer, Serializer, column_schema
 from .validation import RecordOptionsCheck, keep_compiled_options
 from .watcher import ModelWatch, add_watch, remove_watch
@@ -126,8 +126,17 @@ class AppRecords:
         for event in events:
             collection = self.collections.get(event.collection)
             if collection is not None:
-                subscribers += sum(self.state.broker.count_subscribers(t) for t, _ in collection.topics(event.record_id))
+                subscribers += self._reach(collection, event)
         self.delivery.deliver(events, subscribers)
+
+    def _reach(self, collection: Collection, event: RecordEvent) -> int:
+        """The local subscriptions *event* goes to: a gap's are every one of the collection."""
+        broker = self.state.broker
+        if event.action == GAP:
+            topics = [topic for topic in broker.topics() if "?" not in topic and collection.owns_topic(topic)]
+        else:
+            topics = [topic for topic, _ in collection.topics(event.record_id)]
+        return sum(broker.count_subscribers(topic) for topic in topics)
 
     def _broadcast_now(self, events: list[RecordEvent]) -> None:
         app = self._app_ref()
