@@ -46,6 +46,9 @@ log = logging.getLogger("flask_rtbroker.sessions")
 
 MAX_CANDIDATES = 4
 """Ghosts one process offers an implicit claim at most (its oldest)."""
+QUERY_WAIT = 0.5
+"""Seconds an implicit claim waits at most for every process to answer (a process that does not
+answer, e.g. one of an older version, costs a first POST this much once, and its ghost)."""
 
 
 def _field(envelope: Envelope, name: str, kind: type) -> Any:
@@ -198,7 +201,7 @@ class SessionHandover:
                 return None
             ghost_id = resume_id
         else:
-            candidates = self._ask(Query(secrets.token_hex(8), *match), timeout, many=True)
+            candidates = self._ask(Query(secrets.token_hex(8), *match), min(timeout, QUERY_WAIT), many=True)
             offered = [c for c in candidates if isinstance(c, Candidate) and c.ghost_id]
             if not offered:
                 return None
