@@ -101,6 +101,7 @@ class DefaultClient:
         "subscription_bytes",
         "writer",
         "successor",
+        "ending",
         "queue_memory",
         "__weakref__",
     )
@@ -140,6 +141,9 @@ class DefaultClient:
         """What the client's keys count against the subscription budgets."""
         self.writer: SocketWriter | None = None
         """Its stream's socket writer while write-through is on (see :mod:`.write_through`)."""
+        self.ending: DisconnectReason | None = None
+        """Set (with the waker) to end the stream while the client stays wanted: its session is
+        kept (a graceful shutdown handing its ghosts over, see :mod:`.sessions`)."""
         self.successor: DefaultClient | None = None
         """The client that claimed this one's session (see :mod:`.sessions`): what is sent to
         this one once it is discarded goes there instead."""

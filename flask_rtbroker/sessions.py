@@ -52,8 +52,10 @@ SESSION_TOPIC = "@rtbroker/session"
 """The key whose subscribers hear, after each connection's first POST, whether it resumed."""
 RESUME_HEADER = "X-Rtbroker-Resume"
 """The request header of an explicit claim: the old client id."""
-KEPT_REASONS = frozenset({DisconnectReason.LIFETIME, DisconnectReason.IDLE, DisconnectReason.CLOSED})
-"""Stream ends the SDK reconnects after; any other end (slow, discarded, revoked, shutdown) drops the client."""
+KEPT_REASONS = frozenset({
+    DisconnectReason.LIFETIME, DisconnectReason.IDLE, DisconnectReason.CLOSED, DisconnectReason.SHUTDOWN})
+"""Stream ends the SDK reconnects after; any other end (slow, discarded, revoked) drops the
+client (a shutdown keeps it only while the process hands its ghosts over to other processes)."""
 STARTED_KEY = "@rtbroker/session.started"
 """Store key set by a connection's first POST (only that one claims): :data:`EXPLICIT` when
 that POST carried :data:`RESUME_HEADER` (even empty), else True."""

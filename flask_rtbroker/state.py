@@ -130,6 +130,9 @@ class BrokerState:
         self._shutdown_pid: int | None = None
         self._shutdown_tried_pid: int | None = None
         self.shutting_down = False
+        self.handing_over = False
+        """Shutting down with a backplane: ended streams stay claimable while the process waits
+        (see :meth:`wait_for_claim`)."""
         self._sweeper_pid: int | None = None
         self._closed = False
 
@@ -209,6 +212,16 @@ class BrokerState:
             self._streams += 1
             self._clients_per_ip[ip] += 1
 
+    def wait_for_claim(self, client: DefaultClient) -> None:
+        """While the process shuts down handing over, hold the request of a stream whose client
+        became a ghost until another process claims it or its window ends: the server waits for
+        open requests (up to its graceful timeout) before the process exits."""
+        if not self.handing_over:
+            return
+        deadline = time.monotonic() + self.settings.resume_window
+        while self.sessions.ghost(client.id) is not None and time.monotonic() < deadline:
+            self.runtime.sleep(0.05)
+
     def release(self, ip: str) -> None:
         """Give back a slot reserved by :meth:`admit`."""
         with self._lock:
@@ -232,7 +245,7 @@ class BrokerState:
     def disconnected(self, client: DefaultClient, reason: DisconnectReason) -> None:
         """Keep a stream's client as a session ghost (see :mod:`.sessions`) or discard and
         unregister it; count why it ended (its slot is released apart)."""
-        if not (self.shutting_down or self._closed) and self.sessions.keep(client, reason):
+        if not self._closed and (self.handing_over or not self.shutting_down) and self.sessions.keep(client, reason):
             pass  # still indexed and queueing, out of the registry
         else:
             client.discard(reason)  # the first reason wins
@@ -409,10 +422,18 @@ class BrokerState:
     def shutdown(self) -> None:
         """End every open stream (reason ``shutdown``) and refuse new ones (503).
 
-        What the streams had queued is written first. New streams are refused because the
+        With a backplane (and ``RTBROKER_RESUME_WINDOW``), their clients stay subscribed as
+        session ghosts that other processes claim (:meth:`wait_for_claim` keeps the process up
+        meanwhile). What the streams had queued is written first. New streams are refused because the
         server may still accept connections for a moment, and the SDK reconnects within 200 ms.
         """
         self.shutting_down = True
+        if self.cluster.active and self.settings.resume_window:
+            self.handing_over = True  # its streams become ghosts the new processes claim
+            for client in self.broker:
+                client.ending = DisconnectReason.SHUTDOWN
+                client.wake()
+            return
         self.sessions.drop_all()
         for client in self.broker:
             client.discard(DisconnectReason.SHUTDOWN)

@@ -49,24 +49,30 @@ class StreamBody:
     Python ``__next__`` between them (a shallower stack for each parked stream to keep).
     """
 
-    __slots__ = ("_stream", "_state", "_ip")
+    __slots__ = ("_stream", "_state", "_ip", "_client")
 
-    def __init__(self, stream: Generator[bytes, None, None], state: "BrokerState", ip: str) -> None:
+    def __init__(
+        self, stream: Generator[bytes, None, None], state: "BrokerState", ip: str, client: DefaultClient | None = None
+    ) -> None:
         self._stream = stream
         self._state: BrokerState | None = state
         self._ip = ip
+        self._client = client
 
     def __iter__(self) -> Generator[bytes, None, None]:
         return self._stream
 
     def close(self) -> None:
-        """End the stream (its ``finally`` unregisters the client) and release its slot."""
+        """End the stream (its ``finally`` unregisters the client) and release its slot; while
+        the process shuts down handing its ghosts over, wait for this one's claim first."""
         try:
             self._stream.close()
         finally:
             state, self._state = self._state, None
             if state is not None:
                 state.release(self._ip)
+                if self._client is not None:
+                    state.wait_for_claim(self._client)
 
 
 def event_stream(
@@ -127,6 +133,9 @@ def event_stream(
             if client.discard_reason is not None:
                 reason = client.discard_reason
                 return
+            if client.ending is not None:  # ended, its session kept (see BrokerState.shutdown)
+                reason = client.ending
+                return
             now = monotonic()
             if delivered:
                 delivered = False
@@ -175,6 +184,8 @@ def event_stream(
         if watch is not None:
             watch.stop()
         _set_timeout(sock, server_timeout)
+        if client.ending is not None and client.discard_reason is None:
+            _shut_down(sock)  # the client sees the end now; its request waits for the claim
         state.disconnected(client, reason)  # discards it, or keeps its session as a ghost
         signals.client_disconnected.send(app, client=client, reason=reason)
 

@@ -124,7 +124,7 @@ def open_stream(state: "BrokerState") -> Response:
     # The server keeps the environ for the stream's whole life; don't let it keep the parsed
     # request too (werkzeug stores it there, in a reference cycle).
     environ.pop("werkzeug.request", None)
-    return stream_response(StreamBody(event_stream(app, state, client, environ), state, ip))
+    return stream_response(StreamBody(event_stream(app, state, client, environ), state, ip, client))
 
 
 def read_subscription_request(max_body_size: int) -> SubscriptionRequest:
