@@ -288,3 +288,35 @@ def test_what_the_store_failed_to_take_is_written_when_it_answers_again():
         assert broker.presence_count("room/f") == {"clients": 1, "users": 1}
     for client in (watcher, ann):
         client.disconnect()
+
+
+FORKED_PRESENCE_LOCKS = """\
+import os
+from flask import Flask
+from flask_rtbroker import RealtimeBroker
+app = Flask(__name__)
+app.config.update(RTBROKER_GRACEFUL_SHUTDOWN=False)
+broker = RealtimeBroker(app)
+broker.presence("room/*")  # made before gevent patches, as in gunicorn's master with --preload
+pid = os.fork()
+if pid == 0:
+    from gevent import monkey
+    monkey.patch_all()  # what gunicorn's gevent worker does after the fork
+    import threading
+    tracker = app.extensions["rtbroker"].presence
+    lock = tracker._client_lock(object())
+    print(type(lock) is type(threading.RLock()) and type(tracker._lock) is type(lock), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_worker_serializes_presence_changes_with_its_own_locks():
+    """With ``--preload`` the tracker's locks were OS RLocks made before the worker's monkey
+    patching: greenlets of one thread re-entered them, so a POST and the end of its stream could
+    interleave their store writes. The forked worker makes gevent's locks on first use."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", FORKED_PRESENCE_LOCKS], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "True", result.stdout + result.stderr[-3000:]

@@ -105,8 +105,7 @@ class Presence:
         """Per connection: the member it counts as, and where (a tuple pair: ~150 bytes)."""
         self._due: list[tuple[float, str, str]] = []
         """Grace periods running here: (monotonic deadline, topic, member), a heap."""
-        self._lock = threading.RLock()
-        self._client_locks = [threading.RLock() for _ in range(CLIENT_LOCKS)]
+        self._make_locks()
         self._store: PresenceStore | None = None
         self._pid: int | None = None
         self._error_logged_at = -STORE_ERROR_LOG_EVERY
@@ -131,9 +130,19 @@ class Presence:
 
     # -- the process's store and keeper --------------------------------------------------------
 
+    def _make_locks(self) -> None:
+        """Make this process's locks: at construction, and again first thing in a process forked
+        after it (gunicorn's workers with ``--preload``), whose inherited ones would be OS locks
+        made before gevent patched ``threading`` and would not keep greenlets apart."""
+        self._lock = threading.RLock()
+        self._client_locks = [threading.RLock() for _ in range(CLIENT_LOCKS)]
+        self._locks_pid = os.getpid()
+
     @property
     def store(self) -> PresenceStore:
         """This process's store (made after a fork, with the keeper that runs its timers)."""
+        if self._locks_pid != os.getpid():
+            self._make_locks()
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
@@ -228,6 +237,8 @@ class Presence:
     def _client_lock(self, client: DefaultClient) -> "threading.RLock":
         """The lock serializing *client*'s presence changes (a stripe of :data:`CLIENT_LOCKS`):
         a POST and the end of its stream never interleave their store writes."""
+        if self._locks_pid != os.getpid():
+            self._make_locks()
         return self._client_locks[hash(client) % CLIENT_LOCKS]
 
     def subscriptions_changed(self, client: DefaultClient, added: list[str]) -> None:
