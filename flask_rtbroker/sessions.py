@@ -318,6 +318,8 @@ class Sessions:
         broadcast, by its origin id) is replayed once, from the stand-in's queue."""
         assert self.remote is not None
         stand_in = self._new_client()
+        if auth is not None:  # the topic rules judge what it receives as they will the client
+            stand_in.set(AUTH_KEY, auth)
         self._broker.register(stand_in)
         self._broker.detach(stand_in.id)  # indexed, out of the registry: like a ghost
         stand_in.set_subscriptions(keys)
@@ -350,6 +352,7 @@ class Sessions:
         stand_in.discard(DisconnectReason.DISCARDED)
         client.adopt_queue(stand_in)
         client.set_subscriptions(keys)
+        self._forget(stand_in)
         return resumption
 
     def candidates(self, match: WireMatch) -> list[Ghost]:
