@@ -122,9 +122,9 @@ def test_no_message_lost_across_a_graceful_reload(make_server: Callable[..., Liv
 
     def subscribed(message: dict[str, Any]) -> dict[str, Any]:
         assert server.process is not None
-        reload = threading.Timer(DURATION / 3, lambda: os.kill(server.process.pid, signal.SIGHUP))  # type: ignore[union-attr]
+        reload = threading.Timer(2.0, lambda: os.kill(server.process.pid, signal.SIGHUP))  # type: ignore[union-attr]
         reload.start()
-        published["sent"] = publish_sequence(server.url)
+        published["sent"] = publish_sequence(server.url, duration=6.0)
         reload.join()
         return {"sent": published["sent"]}
 
