@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
-from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
+from .client import AUTH_KEY, CLIENT_ID_LENGTH, IP_KEY, DefaultClient, DisconnectReason
 from . import encoding
 from .identity import hashable_identity, identity_token
 from .message import Message
@@ -141,6 +141,11 @@ class Ghost:
     targeted: list[Message] = field(default_factory=list)
     """Sends addressed to its id since it became a ghost (only an explicit claim gets them)."""
     targeted_bytes: int = 0
+
+
+def is_client_id(value: str) -> bool:
+    """True when *value* has the shape of a client id (40 ASCII letters and digits)."""
+    return len(value) == CLIENT_ID_LENGTH and value.isascii() and value.isalnum()
 
 
 def match_of(auth: Any, keys: Any) -> Match:
@@ -277,9 +282,11 @@ class Sessions:
             client.set_subscriptions(keys)
             return None
         client.set(STARTED_KEY, EXPLICIT if resume_id is not None else True)
+        if resume_id and not is_client_id(resume_id):
+            resume_id = ""  # not an id any process made: claims nothing, names no inbox
         ghost, reason = self._find(client, keys, auth, ip, resume_id)
         session_keys = [key for key in keys if key == SESSION_TOPIC or base_topic(key) == SESSION_TOPIC]
-        if ghost is None and self.remote is not None and reason != Reason.IDENTITY:
+        if ghost is None and self.remote is not None and reason != Reason.IDENTITY and resume_id != "":
             return self._claim_remote(client, keys, auth, ip, resume_id, session_keys, reason)
         if ghost is None:
             client.set_subscriptions(keys)
@@ -393,7 +400,7 @@ class Sessions:
         self, client: DefaultClient, keys: list[str], auth: Any, ip: str, resume_id: str | None
     ) -> tuple[Ghost | None, Reason]:
         identity = hashable_identity(auth)
-        if resume_id:
+        if resume_id is not None:  # explicit: that ghost or none (an empty id: none)
             ghost = self._ghosts.get(resume_id)
             if ghost is None:
                 return None, Reason.EXPIRED if self._was_dropped(resume_id) else Reason.NEW

@@ -191,3 +191,12 @@ def test_hostile_reconnects_stay_within_the_ghost_budgets() -> None:
         assert state.queue_memory.total <= state.settings.queue_memory
     finally:
         state.close()
+
+
+def test_a_resume_header_that_is_no_client_id_claims_nothing(app: Flask) -> None:
+    rt = connect(app)
+    ended(rt)
+    for bogus in ("x" * 5000, "../" + rt.client_id[3:], rt.client_id[:-1] + "é"):
+        other = connect(app, **{RESUME_HEADER: bogus})
+        assert events(other)[0] == (SESSION_TOPIC, {"recovered": False, "replayed": 0, "reason": "new"})
+    assert state_of(app).stats()["session_ghosts"] >= 1  # the real one is still there
