@@ -36,7 +36,9 @@ def options_key(topic: str, **query: Any) -> str:
 
 @pytest.fixture
 def app_broker() -> Iterator[tuple[Flask, RealtimeBroker]]:
-    app, broker = make_app()
+    # No resume window: an ended stream is gone at once, so what it held can be checked as freed
+    # (ghosts count in the same budgets: tests/test_sessions.py).
+    app, broker = make_app(RTBROKER_RESUME_WINDOW=0)
     yield app, broker
     close_app(app)
 

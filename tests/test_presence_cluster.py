@@ -84,20 +84,21 @@ def test_presence_across_two_processes_with_the_sdk(make_server, redis_server: R
 
 def test_lifetime_rotations_show_no_leave_and_no_join(make_server, redis_server: RedisServer) -> None:
     """Every stream ends after 2 s and the SDK reconnects: within the grace period, so the
-    watcher sees two joins (ann with two tabs, bob) and nothing else but its own syncs."""
+    watcher sees three joins (ann with two tabs, bob, a guest whose reconnects claim its session
+    and so stay one member) and nothing else but its own syncs."""
     require_node()
     env = {"RTBROKER_BACKPLANE": redis_server.url, **ENV, **ROTATING}
     a, b = make_server(env=env), make_server(env=env)
     seen: dict[str, Any] = {}
 
     def rotated(message: dict[str, Any]) -> dict[str, Any]:
-        seen["rotated"] = agreed_count(a, b, expected={"clients": 3, "users": 2}, topic="room/rotating")
+        seen["rotated"] = agreed_count(a, b, expected={"clients": 4, "users": 3}, topic="room/rotating")
         return {}
 
     result = run_node("presence_rotations.mjs", a.url, b.url, timeout=50, steps={"rotated": rotated},
                       context=lambda: f"A:\n{a.log()[-3000:]}\nB:\n{b.log()[-3000:]}")
     actions = [event["action"] for event in result["events"]]
-    assert result["reconnects"] >= 3 * 2, "the members' streams rotated (about twice each)"
+    assert result["reconnects"] >= 4 * 2, "the members' streams rotated (about twice each)"
     assert actions.count("sync") >= 3, "the watcher's own stream rotated too (a sync after each POST)"
-    assert actions.count("join") == 2 and actions.count("leave") == 0, actions
-    assert seen["rotated"] == [{"clients": 3, "users": 2}] * 2
+    assert actions.count("join") == 3 and actions.count("leave") == 0, actions
+    assert seen["rotated"] == [{"clients": 4, "users": 3}] * 2
