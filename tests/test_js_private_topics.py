@@ -108,9 +108,9 @@ def test_a_stale_token_never_loops_and_the_public_topic_keeps_flowing(make_serve
     assert stale["connects"] >= 4, "the streams did end every 2 s and the SDK came back each time"
     assert stale["private"] == [], "userA's topic delivers nothing once its token is stale"
     assert len(healthy["private"]) >= 0.8 * sent["user/userB"], "the healthy tab's own topic flows"
-    assert len(healthy["seq"]) >= 0.8 * sent["seq"], (healthy, sent)
-    assert len(stale["seq"]) >= 0.95 * len(healthy["seq"]), (
-        f"the stale tab keeps its public messages: {len(stale['seq'])} vs {len(healthy['seq'])} of {sent['seq']}"
+    assert len(healthy["seq"]) >= 0.95 * sent["seq"], (healthy, sent)  # sessions replay the reconnect gaps
+    assert len(stale["seq"]) >= 0.95 * sent["seq"], (
+        f"the stale tab keeps its public messages: {len(stale['seq'])} (healthy {len(healthy['seq'])}) of {sent['seq']}"
     )
     assert result["privateAfterRevalidate"] and min(result["privateAfterRevalidate"]) >= 10_000, (
         "a token valid again reads its topic again after the next POST"
