@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import click
 from flask.cli import AppGroup
 
 from . import encoding
 
-if TYPE_CHECKING:
-    from .extension import RealtimeBroker
+
+class Figures(Protocol):
+    """What the commands read of the extension (:class:`~flask_rtbroker.extension.RealtimeBroker`)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def count_clients(self, timeout: float = 0.5) -> int: ...
 
 
-def create_cli(extension: "RealtimeBroker") -> AppGroup:
+def create_cli(extension: Figures) -> AppGroup:
     """Build the ``rtbroker`` command group for *extension*."""
     group = AppGroup("rtbroker", help="Realtime broker commands (flask_rtbroker).")
 

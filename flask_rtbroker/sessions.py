@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
-from .client import AUTH_KEY, CLIENT_ID_LENGTH, IP_KEY, DefaultClient, DisconnectReason
+from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
+from .ids import CLIENT_ID_LENGTH
 from . import encoding
 from .identity import hashable_identity, identity_token
 from .message import Message

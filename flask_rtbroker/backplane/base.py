@@ -39,7 +39,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from ..client import random_chars
+from ..ids import random_chars
 from .envelope import Envelope, EnvelopeError, Stamp
 from .freshness import ReplayGuard
 from .signing import sign, verified

@@ -17,7 +17,8 @@ import logging
 from typing import Any, Callable, Mapping
 
 from .. import encoding
-from ..client import AUTH_KEY, DefaultClient, random_chars
+from ..client import AUTH_KEY, DefaultClient
+from ..ids import random_chars
 from ..identity import identity_token
 
 log = logging.getLogger("flask_rtbroker.presence")
