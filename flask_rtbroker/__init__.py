@@ -24,8 +24,8 @@ from .errors import (
     WatchError,
 )
 from .extension import RealtimeBroker
-from .message import PB_CONNECT, Message
-from .options import SubscriptionOptions
+from .protocol.message import PB_CONNECT, Message
+from .protocol.options import SubscriptionOptions
 from .test_client import RealtimeEvent, RealtimeTestClient, StreamRefused
 from .testing import ReadTimeout, StreamEnded
 from .signals import (

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import click
 from flask.cli import AppGroup
 
-from . import encoding
+from .protocol import encoding
 
 
 class Figures(Protocol):

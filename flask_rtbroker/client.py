@@ -12,10 +12,10 @@ import threading
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .ids import new_client_id
-from .waker import Waker
-from .message import FRAME_OVERHEAD, Message, event_line, frame_size, framed_tail
-from .options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
+from .runtime.ids import new_client_id
+from .runtime.waker import Waker
+from .protocol.message import FRAME_OVERHEAD, Message, event_line, frame_size, framed_tail
+from .protocol.options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
 
 if TYPE_CHECKING:
     from .queue_memory import QueueMemory

@@ -32,21 +32,23 @@ import weakref
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
-from . import encoding, signals, wire
+from . import signals, wire
+
+from .protocol import encoding
 from .backplane import Backplane, Envelope
 from .backplane.base import STATE_UP, route_of
 from .backplane.envelope import Stamp
 from .wire import WireItem
 from .errors import InvalidArgument, InvalidJSON, MessageTooLarge
 from .identity import identity_token
-from .message import PB_CONNECT, Message, check_event_name, check_size
+from .protocol.message import PB_CONNECT, Message, check_event_name, check_size
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from .broker import Broker
     from .client import DefaultClient
-    from .concurrency import Runtime
+    from .runtime.concurrency import Runtime
     from .config import Settings
     from .fanout import Delivery, Messages, Recipient
     from .sessions import Sessions

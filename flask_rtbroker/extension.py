@@ -8,14 +8,16 @@ from typing import Any, Callable, Collection, Mapping, Optional, TypeVar
 
 from flask import Flask, Request, current_app, has_app_context
 
-from . import encoding, signals
+from . import signals
+
+from .protocol import encoding
 from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
 from .errors import AlreadyInitializedError, ClientNotFound, InvalidArgument, NotInitializedError, NotSerializable
 from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
-from .message import PB_CONNECT, Message, check_size
+from .protocol.message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .oauth2_redirect import register_redirect
 from .presence import InfoFunction, enabled_presence, presence_of

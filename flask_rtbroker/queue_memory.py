@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Generic, Iterable, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .message import Message
+    from .protocol.message import Message
 
 
 class Queued(Protocol):

@@ -32,7 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import encoding, wire
+from . import wire
+
+from .protocol import encoding
 from .backplane import Envelope
 from .backplane.base import ALL, UNKNOWN, inbox, route_of
 from .errors import InvalidJSON

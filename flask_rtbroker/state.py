@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Pr
 from .backplane import Backplane, MemoryBackplane, from_url
 from .broker import Broker
 from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
-from .ids import new_client_id
+from .runtime.ids import new_client_id
 from .cluster import Cluster
-from .concurrency import Runtime, select_runtime
+from .runtime.concurrency import Runtime, select_runtime
 from .fanout import Delivery, Messages, Recipient, fan_out
 from .config import Settings
 from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
-from .message import Message
+from .protocol.message import Message
 from .queue_memory import QueueMemory
-from .server_limits import server_workers
+from .runtime.server_limits import server_workers
 from .session_handover import SessionHandover
 from .sessions import Sessions
-from .shutdown import chain_shutdown_handlers
+from .runtime.shutdown import chain_shutdown_handlers
 from .stats import Counters
 from .topic_rules import DENIED_KEY, TopicRule, TopicRules, rule_topic
 

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Generator, Mapping, Protocol
 from . import signals
 from .client import DefaultClient, DisconnectReason
 from .disconnect import DisconnectWatch, find_socket
-from .message import PB_CONNECT, Message
+from .protocol.message import PB_CONNECT, Message
 from .write_through import socket_writer
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from .concurrency import Runtime
+    from .runtime.concurrency import Runtime
     from .config import Settings
 
 HEARTBEAT_FRAME = b":\n\n"

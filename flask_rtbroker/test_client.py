@@ -24,10 +24,10 @@ import queue
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from . import encoding
+from .protocol import encoding
 from .client import DisconnectReason
 from .errors import NotInitializedError, RtBrokerError
-from .message import PB_CONNECT, Message
+from .protocol.message import PB_CONNECT, Message
 from .state import EXTENSION_KEY
 from .testing import ReadTimeout, StreamEnded, parse_event, split_event
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import encoding
+from .protocol import encoding
 from .errors import RtBrokerError
 
 

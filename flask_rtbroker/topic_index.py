@@ -1,7 +1,7 @@
 """TopicIndex: notify topic -> the clients subscribed to it, so a notify costs O(subscribers).
 
 Every subscription key is indexed under itself and, when it carries SDK ``options``, under the
-topic it was made from as well (see :func:`flask_rtbroker.options.base_topic`). A lookup returns
+topic it was made from as well (see :func:`flask_rtbroker.protocol.options.base_topic`). A lookup returns
 a snapshot, so callers iterate it without holding the lock.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Generic, Hashable, TypeVar
 
-from .options import base_topic, subscription_cost
+from .protocol.options import base_topic, subscription_cost
 
 Client = TypeVar("Client", bound=Hashable)
 """The indexed client type (a :class:`~flask_rtbroker.client.DefaultClient` in the broker)."""
@@ -31,7 +31,7 @@ class TopicIndex(Generic[Client]):
         (every holder of a key is indexed under it), so it never outlives the topics."""
         self._lock = threading.Lock()
         self.subscription_bytes = 0
-        """What every indexed key counts together (see :func:`~flask_rtbroker.options.subscription_cost`)."""
+        """What every indexed key counts together (see :func:`~flask_rtbroker.protocol.options.subscription_cost`)."""
         self.on_new_topics = on_new_topics
         """Called (outside the lock) with the topics an :meth:`add` gave their first subscriber."""
 

@@ -6,7 +6,7 @@ import re
 
 from flask_rtbroker import DefaultClient, Message
 from flask_rtbroker.client import DisconnectReason
-from flask_rtbroker.ids import new_client_id
+from flask_rtbroker.runtime.ids import new_client_id
 from flask_rtbroker.testing import parse_events
 
 

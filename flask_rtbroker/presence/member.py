@@ -16,9 +16,9 @@ import hmac
 import logging
 from typing import Any, Callable, Mapping
 
-from .. import encoding
+from ..protocol import encoding
 from ..client import AUTH_KEY, DefaultClient
-from ..ids import random_chars
+from ..runtime.ids import random_chars
 from ..identity import identity_token
 
 log = logging.getLogger("flask_rtbroker.presence")
