@@ -26,8 +26,7 @@ from .errors import (
 from .extension import RealtimeBroker
 from .protocol.message import PB_CONNECT, Message
 from .protocol.options import SubscriptionOptions
-from .test_client import RealtimeEvent, RealtimeTestClient, StreamRefused
-from .testing import ReadTimeout, StreamEnded
+from .testing import ReadTimeout, RealtimeEvent, RealtimeTestClient, StreamEnded, StreamRefused
 from .signals import (
     backplane_state_changed,
     client_connected,

@@ -74,7 +74,7 @@ def architecture_subpackage_modules(subpackage: str) -> list[str]:
 
 def test_the_architecture_page_lists_each_contracted_subpackage() -> None:
     contracts = subpackage_contracts()
-    assert {"protocol", "runtime"} <= set(contracts)
+    assert {"protocol", "runtime", "testing"} <= set(contracts)
     for subpackage, modules in contracts.items():
         assert architecture_subpackage_modules(subpackage) == modules
         files = {path.stem for path in (ROOT / "flask_rtbroker" / subpackage).glob("*.py") if path.stem != "__init__"}
