@@ -58,9 +58,9 @@ def create_cli(extension: Figures) -> AppGroup:
 def _captured_sql(remove: bool) -> list[tuple[Any, str]]:
     from flask import current_app
 
-    from .records.registry import EXTENSION_KEY
+    from .records.registry import RECORDS_EXTENSION_KEY
 
-    records = current_app.extensions.get(EXTENSION_KEY)
+    records = current_app.extensions.get(RECORDS_EXTENSION_KEY)
     statements = records.trigger_sql(remove=remove) if records is not None else []
     if not statements:
         raise click.ClickException('no model is watched with capture="database" in this app')
