@@ -46,7 +46,7 @@ import requests
 from benchmarks.hostile_memory import worker_memory
 from benchmarks.run import HOST, ROOT, Server
 from flask_rtbroker.config import DEFAULTS
-from flask_rtbroker.options import subscription_cost
+from flask_rtbroker.protocol.options import subscription_cost
 from flask_rtbroker.testing import SSEClient
 
 RESULTS = ROOT / "benchmarks" / "results" / "hostile_costs.json"

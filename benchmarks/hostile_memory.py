@@ -127,7 +127,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     from flask_rtbroker.config import DEFAULTS
-    from flask_rtbroker.options import subscription_cost
+    from flask_rtbroker.protocol.options import subscription_cost
 
     budget_keys = DEFAULTS["RTBROKER_MAX_SUBSCRIPTION_BYTES"] // subscription_cost(["x" * KEY_LENGTH])
     body_keys = DEFAULTS["RTBROKER_MAX_BODY_SIZE"] // (KEY_LENGTH + 3) - 1

@@ -24,10 +24,9 @@ from .errors import (
     WatchError,
 )
 from .extension import RealtimeBroker
-from .message import PB_CONNECT, Message
-from .options import SubscriptionOptions
-from .test_client import RealtimeEvent, RealtimeTestClient, StreamRefused
-from .testing import ReadTimeout, StreamEnded
+from .protocol.message import PB_CONNECT, Message
+from .protocol.options import SubscriptionOptions
+from .testing import ReadTimeout, RealtimeEvent, RealtimeTestClient, StreamEnded, StreamRefused
 from .signals import (
     backplane_state_changed,
     client_connected,

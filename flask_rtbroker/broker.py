@@ -21,7 +21,7 @@ class Broker:
     def __init__(self, on_new_topics: Callable[[list[str]], None] | None = None) -> None:
         """*on_new_topics* hears of every topic that gets its first subscriber (see :class:`TopicIndex`)."""
         self._clients: dict[str, DefaultClient] = {}
-        self._index = TopicIndex(on_new_topics)
+        self._index: TopicIndex[DefaultClient] = TopicIndex(on_new_topics)
 
     def register(self, client: DefaultClient) -> None:
         """Add *client*; its current and future subscriptions are indexed."""

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import click
 from flask.cli import AppGroup
 
-from . import encoding
-
-if TYPE_CHECKING:
-    from .extension import RealtimeBroker
+from .protocol import encoding
 
 
-def create_cli(extension: "RealtimeBroker") -> AppGroup:
+class Figures(Protocol):
+    """What the commands read of the extension (:class:`~flask_rtbroker.extension.RealtimeBroker`)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def count_clients(self, timeout: float = 0.5) -> int: ...
+
+
+def create_cli(extension: Figures) -> AppGroup:
     """Build the ``rtbroker`` command group for *extension*."""
     group = AppGroup("rtbroker", help="Realtime broker commands (flask_rtbroker).")
 
@@ -53,9 +58,9 @@ def create_cli(extension: "RealtimeBroker") -> AppGroup:
 def _captured_sql(remove: bool) -> list[tuple[Any, str]]:
     from flask import current_app
 
-    from .records.registry import EXTENSION_KEY
+    from .records.registry import RECORDS_EXTENSION_KEY
 
-    records = current_app.extensions.get(EXTENSION_KEY)
+    records = current_app.extensions.get(RECORDS_EXTENSION_KEY)
     statements = records.trigger_sql(remove=remove) if records is not None else []
     if not statements:
         raise click.ClickException('no model is watched with capture="database" in this app')

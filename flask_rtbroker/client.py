@@ -7,15 +7,15 @@ is a slow consumer and is discarded (its stream ends; the SDK reconnects and res
 
 from __future__ import annotations
 
-import secrets
-import string
 import sys
 import threading
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .message import FRAME_OVERHEAD, Message, event_line, frame_size, framed_tail
-from .options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
+from .runtime.ids import new_client_id
+from .runtime.waker import Waker
+from .protocol.message import FRAME_OVERHEAD, Message, event_line, frame_size, framed_tail
+from .protocol.options import SubscriptionOptions, matches_prefix, parse_options, subscription_cost
 
 if TYPE_CHECKING:
     from .queue_memory import QueueMemory
@@ -26,9 +26,6 @@ AUTH_KEY = "auth"
 """Store key of the client's auth identity (PocketBase's ``RealtimeClientAuthKey``)."""
 IP_KEY = "ip"
 """Store key of the IP address the client's stream was opened from."""
-
-CLIENT_ID_LENGTH = 40
-_ID_ALPHABET = string.ascii_letters + string.digits
 
 
 
@@ -49,34 +46,6 @@ class DisconnectReason(StrEnum):
     """The worker is stopping (graceful shutdown)."""
     REVOKED = "revoked"
     """``broker.clear_auth(user, disconnect=True)``."""
-
-
-def random_chars(count: int) -> str:
-    """*count* random ``[A-Za-z0-9]`` characters from the OS CSPRNG.
-
-    Bytes below 248 (= 4 x 62) map uniformly onto the 62 characters; the rest are skipped.
-    """
-    chars: list[str] = []
-    while len(chars) < count:
-        chars += [_ID_ALPHABET[b % 62] for b in secrets.token_bytes(count + 8) if b < 248]
-    return "".join(chars[:count])
-
-
-def new_client_id(route: str = "") -> str:
-    """Return a 40-character ``[A-Za-z0-9]`` id: *route* (the owning process's, so other
-    processes know where it lives) followed by random characters (~190 bits after an
-    8-character route; ~238 without)."""
-    return route + random_chars(CLIENT_ID_LENGTH - len(route))
-
-
-class Waker(Protocol):
-    """An event the stream waits on and :meth:`DefaultClient.send` sets (threading or gevent Event)."""
-
-    def set(self) -> None: ...
-
-    def clear(self) -> None: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class DefaultClient:
@@ -113,7 +82,7 @@ class DefaultClient:
         queue_size: int = 1000,
         max_queue_bytes: int = 8 * 1024 * 1024,
         waker: Waker | None = None,
-        queue_memory: "QueueMemory | None" = None,
+        queue_memory: "QueueMemory[DefaultClient] | None" = None,
     ) -> None:
         self._id = client_id or new_client_id()
         self.frame_prefix = b"id:" + self._id.encode("ascii")
@@ -129,7 +98,7 @@ class DefaultClient:
         self._max_queue_bytes = max_queue_bytes
         self.waker: Waker = waker if waker is not None else threading.Event()
         """Set whenever something is queued or the stream must look (the stream waits on it)."""
-        self._index: TopicIndex | None = None
+        self._index: TopicIndex[DefaultClient] | None = None
         self.discard_reason: DisconnectReason | None = None
         self.dropped = 0
         """Messages lost because the client was discarded as a slow consumer."""
@@ -206,7 +175,7 @@ class DefaultClient:
         """Return True if *subscription* is one of the client's keys, byte for byte."""
         return subscription in self._subscriptions
 
-    def bind_index(self, index: "TopicIndex | None") -> None:
+    def bind_index(self, index: "TopicIndex[DefaultClient] | None") -> None:
         """Attach the broker's topic index (None detaches); called by register/unregister."""
         if self._index is not None and self._subscriptions:
             self._index.remove(self, list(self._subscriptions))
@@ -308,7 +277,7 @@ class DefaultClient:
         self.waker.set()
         return True
 
-    def _make_room(self, memory: "QueueMemory", message: Message, size: int) -> bool:
+    def _make_room(self, memory: "QueueMemory[DefaultClient]", message: Message, size: int) -> bool:
         """The process's bound is reached: make room there, then count the delivery if this
         client is still wanted."""
         memory.make_room(size)

@@ -30,21 +30,28 @@ import secrets
 import time
 import weakref
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
-from . import encoding, signals, wire
+from . import signals, wire
+
+from .protocol import encoding
 from .backplane import Backplane, Envelope
 from .backplane.base import STATE_UP, route_of
 from .backplane.envelope import Stamp
 from .wire import WireItem
 from .errors import InvalidArgument, InvalidJSON, MessageTooLarge
 from .identity import identity_token
-from .message import PB_CONNECT, Message, check_event_name, check_size
+from .protocol.message import PB_CONNECT, Message, check_event_name, check_size
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from .state import BrokerState
+    from .broker import Broker
+    from .client import DefaultClient
+    from .runtime.concurrency import Runtime
+    from .config import Settings
+    from .fanout import Delivery, Messages, Recipient
+    from .sessions import Sessions
 
 log = logging.getLogger("flask_rtbroker.cluster")
 
@@ -70,10 +77,32 @@ class _Pending:
         self.replies: list[Any] = []
 
 
-class Cluster:
-    """Connects one app's :class:`BrokerState` to its backplane."""
+class Node(Protocol):
+    """What a :class:`Cluster` uses of its app's process-local broker
+    (:class:`~flask_rtbroker.state.BrokerState`, which passes itself in)."""
 
-    def __init__(self, state: "BrokerState", backplane: Backplane, app: "Flask") -> None:
+    broker: "Broker"
+    sessions: "Sessions"
+    settings: "Settings"
+
+    @property
+    def runtime(self) -> "Runtime": ...
+
+    def deliver(
+        self, topic: str, messages: "Messages", recipient: "Recipient | None" = None, *, concurrent: bool = True
+    ) -> "Delivery": ...
+
+    def send_local(self, client: "DefaultClient", message: Message, *, judged: bool = True) -> bool: ...
+
+    def clear_auth(self, token: str | None, key: Any, disconnect: bool) -> int: ...
+
+    def refresh_auth(self, identity: Any, token: str | None, key: Any) -> int: ...
+
+
+class Cluster:
+    """Connects one app's :class:`Node` (its ``BrokerState``) to its backplane."""
+
+    def __init__(self, state: Node, backplane: Backplane, app: "Flask") -> None:
         self.state = state
         self.backplane = backplane
         self._app_ref = weakref.ref(app)

@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, MutableMapping
 
-from . import encoding
-from .concurrency import CONCURRENCY_CHOICES
+from .protocol import encoding
+from .runtime.concurrency import CONCURRENCY_CHOICES
 from .errors import ConfigurationError
-from .server_limits import server_connections
+from .runtime.server_limits import server_connections
 
 log = logging.getLogger("flask_rtbroker")
 

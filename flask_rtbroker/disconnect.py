@@ -25,7 +25,7 @@ import socket
 import termios
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .concurrency import ReadWatch, Runtime, system_poll
+from .runtime.concurrency import ReadWatch, Runtime, system_poll
 
 if TYPE_CHECKING:
     from .client import DefaultClient

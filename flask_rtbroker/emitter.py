@@ -21,7 +21,7 @@ from . import wire
 from .backplane import Backplane, from_url
 from .config import DEFAULTS, Settings
 from .errors import BackplaneUnavailable, ConfigurationError
-from .message import Message, check_size
+from .protocol.message import Message, check_size
 from .wire import WireItem
 
 

@@ -8,20 +8,22 @@ from typing import Any, Callable, Collection, Mapping, Optional, TypeVar
 
 from flask import Flask, Request, current_app, has_app_context
 
-from . import encoding, signals
+from . import signals
+
+from .protocol import encoding
 from .broker import Broker
 from .client import DefaultClient
 from .config import DEFAULTS, Settings
 from .errors import AlreadyInitializedError, ClientNotFound, InvalidArgument, NotInitializedError, NotSerializable
 from .fanout import BeforeSend, Recipient
 from .identity import identity_key, identity_token
-from .message import PB_CONNECT, Message, check_size
+from .protocol.message import PB_CONNECT, Message, check_size
 from .cli import create_cli
 from .oauth2_redirect import register_redirect
 from .presence import InfoFunction, enabled_presence, presence_of
 from .state import EXTENSION_KEY, BrokerState
 from .topic_rules import TopicCheck, TopicRule
-from .test_client import RealtimeTestClient
+from .testing.app_client import RealtimeTestClient
 from .metrics import metrics_response
 from .views import create_blueprint
 
@@ -349,9 +351,9 @@ class RealtimeBroker:
     def test_client(self, app: Flask | None = None, *, headers: Mapping[str, str] | None = None) -> RealtimeTestClient:
         """Open a realtime connection to *app* (default: the current or only app) in process,
         for the app's tests: no server, no socket. It subscribes through the real POST view and
-        collects the events; see :class:`~flask_rtbroker.test_client.RealtimeTestClient`.
+        collects the events; see :class:`~flask_rtbroker.testing.app_client.RealtimeTestClient`.
 
-        Raises :class:`~flask_rtbroker.test_client.StreamRefused` when the GET is refused
+        Raises :class:`~flask_rtbroker.testing.app_client.StreamRefused` when the GET is refused
         (e.g. by ``before_connect``), with the response.
         """
         if app is None:

@@ -7,7 +7,7 @@ routine: ``notify`` (made here or in another process) and record events use it, 
 has one policy everywhere — what fails for one delivery skips that delivery only.
 
 A notify's JSON is encoded once and shared by every key and every queue: a delivery is the
-message and the key's name (framed when written, see :func:`~flask_rtbroker.message.frame_parts`),
+message and the key's name (framed when written, see :func:`~flask_rtbroker.protocol.message.frame_parts`),
 so per recipient only a queue append or a write happens (plus the ``before_send`` hook, given
 the message renamed to the key, when one is registered).
 """
@@ -19,8 +19,8 @@ from functools import partial
 from typing import Callable, Mapping, Optional, Union
 
 from .client import DefaultClient
-from .concurrency import Runtime
-from .message import Message
+from .runtime.concurrency import Runtime
+from .protocol.message import Message
 from .topic_index import Subscribers
 
 BeforeSend = Callable[[DefaultClient, Message], Optional[Message]]

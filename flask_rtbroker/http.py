@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from flask import Request, Response
 
-from . import encoding
+from .protocol import encoding
 from .config import Settings
 from .errors import ApiError
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Mapping
 
-from . import encoding
+from .protocol import encoding
 
 
 def identity_key(identity: Any) -> Hashable:

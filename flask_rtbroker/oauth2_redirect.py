@@ -33,14 +33,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import encoding, wire
+from . import wire
+
+from .protocol import encoding
 from .backplane import Envelope
 from .backplane.base import inbox, route_of
 from .client import IP_KEY, DefaultClient
 from .errors import EnvelopeError, InvalidJSON
 from .http import add_default_headers, client_ip, status_line
-from .message import Message
-from .subscription_request import MAX_CLIENT_ID_LENGTH
+from .protocol.message import Message
+from .protocol.subscription_request import MAX_CLIENT_ID_LENGTH
 
 if TYPE_CHECKING:
     from .state import BrokerState

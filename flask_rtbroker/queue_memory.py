@@ -14,11 +14,21 @@ first, until the queues hold at most three quarters of the bound.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Generic, Iterable, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .client import DefaultClient
-    from .message import Message
+    from .protocol.message import Message
+
+
+class Queued(Protocol):
+    """What making room reads of a client: the bytes its queue holds."""
+
+    @property
+    def queued_bytes(self) -> int: ...
+
+
+Client = TypeVar("Client", bound=Queued)
+"""The counted client type (a :class:`~flask_rtbroker.client.DefaultClient` in the broker)."""
 
 MESSAGE_OVERHEAD = 160
 """Bytes counted for a queued message's object and event line, once however many queues hold it."""
@@ -26,7 +36,7 @@ ROOM_FRACTION = 0.75
 """Making room discards clients until the queues hold at most this fraction of the bound."""
 
 
-class QueueMemory:
+class QueueMemory(Generic[Client]):
     """The process's queued bytes and their bound; iterating *clients* lists the clients that may be
     discarded (by *discard*, as slow consumers) when the bound is hit. *locked*: guard the counts
     with a lock (threads); where only greenlets run (not *locked*) a client may count a further
@@ -35,8 +45,8 @@ class QueueMemory:
     def __init__(
         self,
         limit: int,
-        clients: Iterable["DefaultClient"],
-        discard: Callable[["DefaultClient"], None],
+        clients: Iterable[Client],
+        discard: Callable[[Client], None],
         *,
         locked: bool = True,
     ) -> None:

@@ -32,15 +32,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import encoding, wire
+from . import wire
+
+from .protocol import encoding
 from .backplane import Envelope
 from .backplane.base import ALL, UNKNOWN, inbox, route_of
 from .errors import InvalidJSON
 from .sessions import HandedOver, WireMatch
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .state import BrokerState
+    from .cluster import Cluster, Node
 
 log = logging.getLogger("flask_rtbroker.sessions")
 
@@ -175,7 +176,7 @@ class _Pending:
 class SessionHandover:
     """Connects one app's :class:`~flask_rtbroker.sessions.Sessions` to the other processes."""
 
-    def __init__(self, state: "BrokerState", cluster: "Cluster") -> None:
+    def __init__(self, state: "Node", cluster: "Cluster") -> None:
         self.state = state
         self.cluster = cluster
         self._pending: dict[str, _Pending] = {}

@@ -34,15 +34,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
-from .client import AUTH_KEY, CLIENT_ID_LENGTH, IP_KEY, DefaultClient, DisconnectReason
-from . import encoding
+from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
+from .runtime.ids import CLIENT_ID_LENGTH
+from .protocol import encoding
 from .identity import hashable_identity, identity_token
-from .message import Message
-from .options import base_topic
+from .protocol.message import Message
+from .protocol.options import base_topic
 
 if TYPE_CHECKING:
     from .broker import Broker
-    from .concurrency import Runtime
+    from .runtime.concurrency import Runtime
     from .config import Settings
     from .topic_index import Subscribers
 

@@ -13,19 +13,20 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Pr
 
 from .backplane import Backplane, MemoryBackplane, from_url
 from .broker import Broker
-from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason, new_client_id
+from .client import AUTH_KEY, IP_KEY, DefaultClient, DisconnectReason
+from .runtime.ids import new_client_id
 from .cluster import Cluster
-from .concurrency import Runtime, select_runtime
+from .runtime.concurrency import Runtime, select_runtime
 from .fanout import Delivery, Messages, Recipient, fan_out
 from .config import Settings
 from .errors import ApiError, ConfigurationError
 from .identity import identity_key, identity_token
-from .message import Message
+from .protocol.message import Message
 from .queue_memory import QueueMemory
-from .server_limits import server_workers
+from .runtime.server_limits import server_workers
 from .session_handover import SessionHandover
 from .sessions import Sessions
-from .shutdown import chain_shutdown_handlers
+from .runtime.shutdown import chain_shutdown_handlers
 from .stats import Counters
 from .topic_rules import DENIED_KEY, TopicRule, TopicRules, rule_topic
 
@@ -107,7 +108,7 @@ class BrokerState:
         )
         if not settings.allow_local_backplane:
             refuse_local_backplane_with_workers(backplane, server_workers())
-        self.cluster = Cluster(self, backplane, app)
+        self.cluster: Cluster = Cluster(self, backplane, app)
         self.counters = Counters()
         self.topic_rules = TopicRules(hooks.topic_rules)
         """Who may read what, asked on every delivery path (see :mod:`.topic_rules`)."""
@@ -125,7 +126,7 @@ class BrokerState:
         self._clients_per_ip: Counter[str] = Counter()
         self._streams = 0
         self._runtime: Runtime | None = None
-        self._queue_memory: QueueMemory | None = None
+        self._queue_memory: QueueMemory[DefaultClient] | None = None
         self._lock = threading.Lock()
         self._shutdown_pid: int | None = None
         self._shutdown_tried_pid: int | None = None
@@ -146,7 +147,7 @@ class BrokerState:
         return self._runtime
 
     @property
-    def queue_memory(self) -> QueueMemory:
+    def queue_memory(self) -> QueueMemory[DefaultClient]:
         """What every client queue of the process holds, bounded by ``RTBROKER_QUEUE_MEMORY``."""
         if self._queue_memory is None:
             self._queue_memory = QueueMemory(

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import socket
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Generator, Mapping
+from typing import TYPE_CHECKING, Any, Generator, Mapping, Protocol
 
 from . import signals
 from .client import DefaultClient, DisconnectReason
 from .disconnect import DisconnectWatch, find_socket
-from .message import PB_CONNECT, Message
+from .protocol.message import PB_CONNECT, Message
 from .write_through import socket_writer
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from .state import BrokerState
+    from .runtime.concurrency import Runtime
+    from .config import Settings
 
 HEARTBEAT_FRAME = b":\n\n"
 _NEVER = float("inf")
@@ -41,6 +42,27 @@ def _set_timeout(sock: Any | None, timeout: float | None) -> Any:
     return previous
 
 
+
+class StreamHost(Protocol):
+    """What a stream uses of its app's process-local broker (:class:`~flask_rtbroker.state.BrokerState`)."""
+
+    settings: "Settings"
+
+    @property
+    def runtime(self) -> "Runtime": ...
+
+    def start_sweeper(self) -> None: ...
+
+    def lifetime_for_new_stream(self) -> float: ...
+
+    def connected(self, client: DefaultClient) -> None: ...
+
+    def disconnected(self, client: DefaultClient, reason: DisconnectReason) -> None: ...
+
+    def release(self, ip: str) -> None: ...
+
+    def wait_for_claim(self, client: DefaultClient) -> None: ...
+
 class StreamBody:
     """The response body of a stream: its generator, and the stream slot it gives back to
     *state* once, when the server closes it, even if the server never started it.
@@ -52,10 +74,10 @@ class StreamBody:
     __slots__ = ("_stream", "_state", "_ip", "_client")
 
     def __init__(
-        self, stream: Generator[bytes, None, None], state: "BrokerState", ip: str, client: DefaultClient | None = None
+        self, stream: Generator[bytes, None, None], state: "StreamHost", ip: str, client: DefaultClient | None = None
     ) -> None:
         self._stream = stream
-        self._state: BrokerState | None = state
+        self._state: StreamHost | None = state
         self._ip = ip
         self._client = client
 
@@ -76,7 +98,7 @@ class StreamBody:
 
 
 def event_stream(
-    app: "Flask", state: "BrokerState", client: DefaultClient, environ: Mapping[str, Any]
+    app: "Flask", state: "StreamHost", client: DefaultClient, environ: Mapping[str, Any]
 ) -> Generator[bytes, None, None]:
     """Yield the stream's bytes; the generator's ``finally`` unregisters *client*.
 

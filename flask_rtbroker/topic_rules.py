@@ -30,7 +30,7 @@ from typing import Any, Callable, Hashable, Iterable
 from .client import AUTH_KEY, DefaultClient
 from .errors import InvalidArgument
 from .identity import hashable_identity
-from .options import base_topic
+from .protocol.options import base_topic
 from .topic_index import Subscribers
 
 log = logging.getLogger("flask_rtbroker.topic_rules")

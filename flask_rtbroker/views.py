@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import change_rate, encoding, signals
+from . import change_rate, signals
+
+from .protocol import encoding
 from .client import AUTH_KEY, IP_KEY, DefaultClient
 from .errors import ApiError, ClientNotFound
 from .http import (
@@ -37,10 +39,10 @@ from .http import (
 from .identity import may_switch_auth
 from .metrics import start_exporting
 from .stream import StreamBody, event_stream
-from .options import option_errors, subscription_cost
+from .protocol.options import option_errors, subscription_cost
 from .sessions import RESUME_HEADER
 from .state import SUBSCRIPTION_MEMORY_MESSAGE
-from .subscription_request import (
+from .protocol.subscription_request import (
     MAX_SUBSCRIPTIONS,
     DecodeError,
     SubscriptionRequest,

@@ -22,7 +22,7 @@ from gevent import monkey
 monkey.patch_all()
 import time
 import gevent
-from flask_rtbroker.concurrency import GeventRuntime
+from flask_rtbroker.runtime.concurrency import GeventRuntime
 
 ticks = 0
 def tick():

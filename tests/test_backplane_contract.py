@@ -15,7 +15,7 @@ from flask_rtbroker.backplane import STATE_DOWN, STATE_UP, Backplane, Envelope, 
 from flask_rtbroker.backplane.base import ALL, MAX_UNSWEPT_CHANNELS, PROMPT_GRACE, SWEEP_INTERVAL, UNKNOWN, inbox
 from flask_rtbroker.backplane.envelope import EnvelopeError, Stamp
 from flask_rtbroker.backplane.freshness import MAX_ORIGINS, WINDOW, ReplayGuard
-from flask_rtbroker.concurrency import ThreadingRuntime
+from flask_rtbroker.runtime.concurrency import ThreadingRuntime
 from flask_rtbroker.errors import ConfigurationError
 from tests.redis_server import RedisServer
 
@@ -348,7 +348,7 @@ if pid == 0:
     from gevent import monkey
     monkey.patch_all()  # what gunicorn's gevent worker does after the fork
     import threading
-    from flask_rtbroker.concurrency import GeventRuntime
+    from flask_rtbroker.runtime.concurrency import GeventRuntime
     patched = type(threading.Lock())
     backplane.start(GeventRuntime(2), lambda envelope: None, lambda state, error: None)
     locks = [backplane._channels_lock, backplane._pubsub_lock, backplane._publisher._lock]

@@ -18,7 +18,7 @@ from flask import Flask
 from flask_rtbroker import RealtimeBroker
 from flask_rtbroker.backplane.base import MAX_UNSWEPT_CHANNELS
 from flask_rtbroker.change_rate import REFILL_SECONDS
-from flask_rtbroker.test_client import RealtimeTestClient
+from flask_rtbroker.testing.app_client import RealtimeTestClient
 from tests.live import LiveServer
 from tests.redis_cluster_server import RedisClusterServer
 from tests.redis_server import RedisServer

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from flask_rtbroker import DefaultClient, Message
-from flask_rtbroker.client import DisconnectReason, new_client_id
+from flask_rtbroker.client import DisconnectReason
+from flask_rtbroker.runtime.ids import new_client_id
 from flask_rtbroker.testing import parse_events
 
 

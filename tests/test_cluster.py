@@ -19,7 +19,7 @@ from flask_rtbroker.backplane.envelope import Stamp
 from flask_rtbroker.backplane.base import ALL, ROUTE_LENGTH, SWEEP_INTERVAL, inbox
 from flask_rtbroker.backplane.signing import sign
 from flask_rtbroker.client import AUTH_KEY, IP_KEY
-from flask_rtbroker.concurrency import ThreadingRuntime
+from flask_rtbroker.runtime.concurrency import ThreadingRuntime
 from flask_rtbroker.errors import EnvelopeError, InvalidArgument
 from flask_rtbroker.state import BrokerState
 from flask_rtbroker.testing import Event, parse_events

@@ -8,7 +8,7 @@ from flask import Flask
 
 import flask_rtbroker
 from flask_rtbroker import ConfigurationError, NotInitializedError, RealtimeBroker
-from flask_rtbroker.concurrency import GeventRuntime, ThreadingRuntime, gevent_is_active, select_runtime
+from flask_rtbroker.runtime.concurrency import GeventRuntime, ThreadingRuntime, gevent_is_active, select_runtime
 from flask_rtbroker.config import DEFAULTS, Settings, load_env
 
 

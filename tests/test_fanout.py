@@ -13,7 +13,7 @@ import pytest
 
 from flask_rtbroker import DefaultClient, Message
 from flask_rtbroker.client import DisconnectReason
-from flask_rtbroker.concurrency import GeventRuntime, Task, ThreadingRuntime
+from flask_rtbroker.runtime.concurrency import GeventRuntime, Task, ThreadingRuntime
 from flask_rtbroker.fanout import Delivery, fan_out
 from flask_rtbroker.testing import parse_events
 from flask_rtbroker.topic_index import Subscribers, TopicIndex

@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from flask_rtbroker import IP_KEY, DefaultClient, DisconnectReason, Message, RealtimeBroker
-from flask_rtbroker.options import MAX_OPTION_ENTRIES, parse_options, subscription_cost
+from flask_rtbroker.protocol.options import MAX_OPTION_ENTRIES, parse_options, subscription_cost
 from flask_rtbroker.queue_memory import MESSAGE_OVERHEAD, QueueMemory
 from flask_rtbroker.records.broadcast import _EventView
 from flask_rtbroker.records.collection import Collection

@@ -20,11 +20,12 @@ import simplejson
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_rtbroker import IP_KEY, DefaultClient, Message, RealtimeBroker, encoding, signals
+from flask_rtbroker import IP_KEY, DefaultClient, Message, RealtimeBroker, signals
+from flask_rtbroker.protocol import encoding
 from flask_rtbroker.backplane.envelope import Envelope, EnvelopeError
 from flask_rtbroker.config import DEFAULTS, Settings, resolve_stream_limits
 from flask_rtbroker.errors import ConfigurationError
-from flask_rtbroker.options import NO_OPTIONS, parse_options, subscription_cost
+from flask_rtbroker.protocol.options import NO_OPTIONS, parse_options, subscription_cost
 from tests.live import HOST, LiveServer
 
 GENERIC = {"data": {}, "message": "Something went wrong while processing your request.", "status": 400}

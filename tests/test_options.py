@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from flask_rtbroker.options import SubscriptionOptions, base_topic, matches_prefix, parse_options, snakecase
+from flask_rtbroker.protocol.options import SubscriptionOptions, base_topic, matches_prefix, parse_options, snakecase
 
 
 def sdk_key(topic: str, options: str) -> str:
@@ -67,7 +67,7 @@ def test_the_options_query_is_found_as_urlsplit_finds_it() -> None:
     import random
     from urllib.parse import urlsplit
 
-    from flask_rtbroker.options import _query_of
+    from flask_rtbroker.protocol.options import _query_of
 
     chars = "ab?#&=/:%\t\n\r x"
     rng = random.Random(21)

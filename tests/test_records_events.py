@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from flask_rtbroker import RealtimeBroker
-from flask_rtbroker.options import SubscriptionOptions
+from flask_rtbroker.protocol.options import SubscriptionOptions
 
 from tests.records_support import engine, Author, Post, close_app, connect, make_app, received, record, with_options
 

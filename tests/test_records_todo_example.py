@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from examples.todo.app import create_app
 from examples.todo.models import db
 from flask_rtbroker import AUTH_KEY
-from flask_rtbroker.test_client import RealtimeTestClient
+from flask_rtbroker.testing.app_client import RealtimeTestClient
 
 from tests.records_support import received
 from tests.test_records_js_sdk import TodoPostgres

@@ -15,7 +15,7 @@ from flask import Flask, Request
 from flask_rtbroker import DefaultClient, RealtimeBroker
 from flask_rtbroker.sessions import RESUME_HEADER, SESSION_TOPIC
 from flask_rtbroker.state import EXTENSION_KEY, BrokerState
-from flask_rtbroker.test_client import RealtimeTestClient
+from flask_rtbroker.testing.app_client import RealtimeTestClient
 from flask_rtbroker.testing import ReadTimeout, StreamEnded
 
 LIFETIME = 0.3

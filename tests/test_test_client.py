@@ -20,7 +20,7 @@ from flask import Flask, Request
 
 import examples.notify_app as notify_example
 from flask_rtbroker import ApiError, DefaultClient, DisconnectReason, RealtimeBroker, client_disconnected
-from flask_rtbroker.test_client import RealtimeEvent, RealtimeTestClient, StreamRefused
+from flask_rtbroker.testing.app_client import RealtimeEvent, RealtimeTestClient, StreamRefused
 from flask_rtbroker.testing import ReadTimeout, StreamEnded
 
 ROOT = Path(__file__).resolve().parent.parent

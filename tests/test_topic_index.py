@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from flask_rtbroker import DefaultClient
-from flask_rtbroker.options import subscription_cost
+from flask_rtbroker.protocol.options import subscription_cost
 from flask_rtbroker.topic_index import TopicIndex
 
 EMPTY_OPTIONS = "%7B%7D"  # {}

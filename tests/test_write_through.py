@@ -9,7 +9,7 @@ import gevent.socket
 import pytest
 
 from flask_rtbroker.client import DefaultClient, DisconnectReason
-from flask_rtbroker.message import Message
+from flask_rtbroker.protocol.message import Message
 from flask_rtbroker.write_through import SocketWriter, socket_writer
 
 

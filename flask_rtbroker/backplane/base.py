@@ -39,13 +39,13 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from ..client import random_chars
+from ..runtime.ids import random_chars
 from .envelope import Envelope, EnvelopeError, Stamp
 from .freshness import ReplayGuard
 from .signing import sign, verified
 
 if TYPE_CHECKING:
-    from ..concurrency import Runtime
+    from ..runtime.concurrency import Runtime
 
 log = logging.getLogger("flask_rtbroker.backplane")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .. import encoding
+from ..protocol import encoding
 from ..errors import EnvelopeError
 
 VERSION = 1

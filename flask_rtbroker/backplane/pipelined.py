@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Sequence
 
-from ..concurrency import Waker
+from ..runtime.waker import Waker
 
 ExecuteBatch = Callable[[Sequence[tuple[str, bytes]]], Sequence[int]]
 """Publishes (channel, payload) pairs in one round trip; returns each one's receiver count."""

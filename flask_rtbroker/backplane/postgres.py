@@ -34,14 +34,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
-from ..concurrency import gevent_is_active, wait_readable
+from ..runtime.concurrency import gevent_is_active, wait_readable
 from ..errors import BackplaneUnavailable, ConfigurationError, MissingDependency
 from .base import READY, Backplane
 
 if TYPE_CHECKING:
     import psycopg
 
-    from ..concurrency import Runtime
+    from ..runtime.concurrency import Runtime
 
 log = logging.getLogger("flask_rtbroker.backplane")
 

@@ -12,7 +12,7 @@ import threading
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from ..concurrency import wait_readable
+from ..runtime.concurrency import wait_readable
 from ..errors import ConfigurationError
 from .base import ALL, READY, Backplane, inbox
 from .pipelined import PipelinedPublisher

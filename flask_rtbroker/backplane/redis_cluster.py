@@ -25,7 +25,7 @@ from .base import ALL, READY, STATE_DOWN, Backplane, inbox
 from .redis import DEFAULT_CHANNEL_PREFIX, IDLE_WAIT
 
 if TYPE_CHECKING:
-    from ..concurrency import Runtime
+    from ..runtime.concurrency import Runtime
 
 log = logging.getLogger("flask_rtbroker.backplane")
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 from flask import Blueprint, Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .. import encoding
+from ..protocol import encoding
 from ..errors import ApiError, InvalidJSON, NotInitializedError
 from ..http import add_default_headers, bad_request, error_response, preflight_response, status_line
 from ..state import EXTENSION_KEY, BrokerState

@@ -16,8 +16,9 @@ import hmac
 import logging
 from typing import Any, Callable, Mapping
 
-from .. import encoding
-from ..client import AUTH_KEY, DefaultClient, random_chars
+from ..protocol import encoding
+from ..client import AUTH_KEY, DefaultClient
+from ..runtime.ids import random_chars
 from ..identity import identity_token
 
 log = logging.getLogger("flask_rtbroker.presence")

@@ -31,11 +31,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import encoding, signals
+from .. import signals
+
+from ..protocol import encoding
 from ..client import DefaultClient
 from ..errors import InvalidArgument
-from ..message import Message
-from ..options import base_topic
+from ..protocol.message import Message
+from ..protocol.options import base_topic
 from ..topic_rules import PRESENCE_PREFIX
 from .member import InfoFunction, default_info, member_document, member_identity
 from .store import PresenceStore

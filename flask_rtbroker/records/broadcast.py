@@ -23,7 +23,7 @@ from ..client import AUTH_KEY, DefaultClient
 from ..errors import MessageTooLarge
 from ..fanout import Delivery
 from ..identity import hashable_identity
-from ..message import Message
+from ..protocol.message import Message
 from .collection import Collection, Record
 from .event import CREATE, DELETE, GAP, UPDATE, RecordEvent
 from .excerpt import PlainTexts

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from .. import encoding
+from ..protocol import encoding
 from ..errors import WatchError
 
 log = logging.getLogger("flask_rtbroker.records")

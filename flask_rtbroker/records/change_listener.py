@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import Engine, text
 
-from .. import encoding
+from ..protocol import encoding
 from ..backplane.postgres import next_notifies
 from .capture import CHANGE_TABLE, CHANNEL, EXPIRY_TABLE, Change, qualified
 
 if TYPE_CHECKING:
-    from ..concurrency import Runtime
+    from ..runtime.concurrency import Runtime
 
 log = logging.getLogger("flask_rtbroker.records")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from ..errors import WatchError
-from ..options import SubscriptionOptions
+from ..protocol.options import SubscriptionOptions
 
 Record = Mapping[str, Any]
 """A serialised record, as JSON-decoded data."""

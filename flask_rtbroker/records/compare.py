@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, NamedTuple, Union
 
-from .. import encoding
+from ..protocol import encoding
 from ..errors import RtBrokerError
 
 Scalar = Union[None, int, float, str]

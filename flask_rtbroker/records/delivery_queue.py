@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from ..concurrency import Runtime
+from ..runtime.concurrency import Runtime
 from .event import RecordEvent
 
 log = logging.getLogger("flask_rtbroker.records")

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from .. import encoding
+from ..protocol import encoding
 from ..backplane import Envelope
 from ..errors import EnvelopeError
-from ..message import check_size
+from ..protocol.message import check_size
 from .collection import Collection
 
 KIND_RECORD = "record"

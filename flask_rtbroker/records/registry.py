@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flask_rtbroker.records")
 
-EXTENSION_KEY = "rtbroker.records"
+RECORDS_EXTENSION_KEY = "rtbroker.records"
+"""Where an app's record watching (:class:`AppRecords`) is kept, beside ``state.EXTENSION_KEY``."""
 CAPTURES = ("session", "database")
 _ACTIONS = {"insert": CREATE, "update": UPDATE, "delete": DELETE}
 LISTEN_WAIT = 5.0
@@ -76,9 +77,9 @@ class AppRecords:
     @classmethod
     def of(cls, app: Flask, state: "BrokerState") -> "AppRecords":
         """The app's instance, created (and hooked into the app) on first use."""
-        records = app.extensions.get(EXTENSION_KEY)
+        records = app.extensions.get(RECORDS_EXTENSION_KEY)
         if records is None:
-            records = app.extensions[EXTENSION_KEY] = cls(app, state)
+            records = app.extensions[RECORDS_EXTENSION_KEY] = cls(app, state)
         return records
 
     def add(self, model: type, collection: Collection, serialize: Serializer | None) -> ModelWatch:

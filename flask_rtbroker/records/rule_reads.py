@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, Hashable
 
-from ..options import SubscriptionOptions
+from ..protocol.options import SubscriptionOptions
 
 _WHOLE = ("*", "*")
 """Read marker: the rule iterated or compared a whole mapping, so every value matters."""

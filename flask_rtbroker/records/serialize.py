@@ -17,7 +17,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper
 
 from ..errors import WatchError
-from .. import encoding
+from ..protocol import encoding
 from .collection import Collection, Record, RecordSchema
 
 Serializer = Callable[[Any], Mapping[str, Any]]

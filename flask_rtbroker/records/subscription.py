@@ -2,7 +2,7 @@
 
 A subscription key is its topic (``posts/*``) plus an options suffix (``?options=...``, or
 nothing). Only the parsed options matter here, and they are interned
-(:func:`~flask_rtbroker.options.parse_options`), so each distinct option set is compiled once and
+(:func:`~flask_rtbroker.protocol.options.parse_options`), so each distinct option set is compiled once and
 shared by every key and client that carries it.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..options import SubscriptionOptions, parse_options
+from ..protocol.options import SubscriptionOptions, parse_options
 from .fields import FieldPicker, FieldsSyntaxError, parse_fields
 from .filter import Filter, FilterSyntaxError, parse_filter
 

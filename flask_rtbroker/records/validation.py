@@ -19,7 +19,7 @@ from typing import Any, Callable
 from flask import g
 
 from ..client import DefaultClient
-from ..options import parse_options
+from ..protocol.options import parse_options
 from .subscription import FIELDS_PARAM, FILTER_PARAM, RecordOptions, compile_record_options
 
 RECORD_OPTIONS_KEY = "rtbroker.record_options"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from . import encoding
-from .errors import RtBrokerError
+from ..errors import RtBrokerError
 
 MAX_CLIENT_ID_LENGTH = 255
 MAX_SUBSCRIPTIONS = 1000

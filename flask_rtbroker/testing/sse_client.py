@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import encoding
-from .errors import RtBrokerError
+from ..protocol import encoding
+from ..errors import RtBrokerError
 
 
 class StreamEnded(RtBrokerError, ConnectionError):

@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from greenlet import getcurrent
 
-from .client import Waker
+from .waker import Waker
 
 Task = Callable[[], Any]
 

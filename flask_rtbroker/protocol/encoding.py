@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import simplejson
 
-from .errors import InvalidJSON, NotSerializable
+from ..errors import InvalidJSON, NotSerializable
 
 MAX_DEPTH = 64
 """How deeply arrays and objects may nest in JSON from outside (the SDK's options nest 3 deep)."""

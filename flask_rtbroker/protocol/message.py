@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import encoding
-from .errors import InvalidArgument, MessageTooLarge
+from ..errors import InvalidArgument, MessageTooLarge
 
 _LINE_BREAKS = ("\r", "\n")
 

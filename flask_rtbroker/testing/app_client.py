@@ -15,7 +15,7 @@ carries the same authorization as the subscribe before it.
 The stream is opened through Flask's test client (``app.test_client()``), so ``before_connect``,
 ``auth_loader``, ``before_subscribe``, validation and PocketBase's error bodies all run as they
 do for the SDK. A background reader (a thread, or a greenlet under gevent) takes the stream's
-chunks as the app writes them and parses them with :mod:`flask_rtbroker.testing`.
+chunks as the app writes them and parses them with :mod:`flask_rtbroker.testing.sse_client`.
 """
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ import queue
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from . import encoding
-from .client import DisconnectReason
-from .errors import NotInitializedError, RtBrokerError
-from .message import PB_CONNECT, Message
-from .state import EXTENSION_KEY
-from .testing import ReadTimeout, StreamEnded, parse_event, split_event
+from ..protocol import encoding
+from ..client import DisconnectReason
+from ..errors import NotInitializedError, RtBrokerError
+from ..protocol.message import PB_CONNECT, Message
+from ..state import EXTENSION_KEY
+from .sse_client import ReadTimeout, StreamEnded, parse_event, split_event
 
 if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
-    from .client import DefaultClient
-    from .state import BrokerState
+    from ..client import DefaultClient
+    from ..state import BrokerState
 
 _END = object()
 """Put on the event queue by the reader when the stream has ended."""
